@@ -1,0 +1,20 @@
+//! `pipeline`: real-time road speeds from vehicle GPS probes.
+//!
+//! Layout map (one line per module; ARCHITECTURE.md has the full code map and invariants):
+//! - [`config`]: serde structs (`deny_unknown_fields`), layered loading, pure validation.
+//! - [`record`]: `Probe`, `MatchedPoint`, `SegmentObservation`, `SegmentSpeed`; Arrow, JSON, protobuf.
+//! - [`geo`]: small geodesy helpers (haversine, local metric projection).
+//! - [`graph`]: OSM import, stable segment ids, spatial index, routing data, the `.graph` file.
+//! - [`stage`]: synchronous batch transforms (clean; later assign and aggregate).
+//! - [`connector`]: sources and sinks (Parquet, NDJSON, generator).
+//! - [`runtime`]: topology from config, bounded batch channels, shutdown.
+//! - [`telemetry`]: Prometheus metrics, HTTP endpoints, logging.
+
+pub mod config;
+pub mod connector;
+pub mod geo;
+pub mod graph;
+pub mod record;
+pub mod runtime;
+pub mod stage;
+pub mod telemetry;
