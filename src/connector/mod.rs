@@ -1,1 +1,2 @@
-//! placeholder: connector
+//! Sources and sinks. Connectors know nothing of map matching or aggregation: they move
+//! batches of records between the outside world and in-process channels.

@@ -1,1 +1,20 @@
-//! placeholder: record
+//! The pipeline's records (DESIGN §2): one Rust type each, one Arrow schema, and two wire
+//! encodings (JSON for people, protobuf from `schemas/pipeline.proto` for machines).
+//!
+//! Times are UTC epoch milliseconds. Segment ids are the graph's stable 63-bit ids.
+
+mod arrow;
+mod codec;
+mod types;
+
+pub use self::arrow::{ArrowRecord, ArrowError};
+pub use self::codec::{DecodeError, Encoding, WireRecord};
+pub use self::types::{
+    observation_flags, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed,
+};
+
+/// Generated protobuf messages (`pipeline.v1`).
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/pipeline.v1.rs"));
+}

@@ -1,1 +1,1 @@
-//! placeholder: stage
+//! Stages: synchronous batch transforms (the clean stage; later assign and aggregate).

@@ -1,1 +1,9 @@
-//! placeholder: telemetry
+//! Telemetry: the Prometheus registry and per-component metrics, the HTTP endpoints
+//! (`/metrics`, `/healthz`, `/readyz`), logging setup and rate-limited per-record warnings.
+
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod ratelimit;
+
+pub use metrics::{metrics, ComponentMetrics, Metrics};

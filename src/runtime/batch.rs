@@ -1,0 +1,75 @@
+//! What travels on an in-process edge: a batch of records of one kind, never single events.
+
+use crate::record::{MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed};
+
+/// The rows of one batch. A closed enum: every edge carries exactly one record kind, which
+/// config validation checks before anything runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Records {
+    Probes(Vec<Probe>),
+    MatchedPoints(Vec<MatchedPoint>),
+    Observations(Vec<SegmentObservation>),
+    Speeds(Vec<SegmentSpeed>),
+}
+
+impl Records {
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Records::Probes(_) => RecordKind::Probe,
+            Records::MatchedPoints(_) => RecordKind::MatchedPoint,
+            Records::Observations(_) => RecordKind::SegmentObservation,
+            Records::Speeds(_) => RecordKind::SegmentSpeed,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Records::Probes(v) => v.len(),
+            Records::MatchedPoints(v) => v.len(),
+            Records::Observations(v) => v.len(),
+            Records::Speeds(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The largest event time in the batch, in epoch ms (None when empty).
+    pub fn max_event_ts_ms(&self) -> Option<i64> {
+        match self {
+            Records::Probes(v) => v.iter().map(|p| p.ts_ms).max(),
+            Records::MatchedPoints(v) => v.iter().map(|m| m.probe.ts_ms).max(),
+            Records::Observations(v) => v.iter().map(|o| o.exit_ts_ms).max(),
+            Records::Speeds(v) => v.iter().map(|s| s.window_end_ms).max(),
+        }
+    }
+}
+
+/// One message on an edge. A struct rather than bare records so that delivery tracking
+/// (acknowledgements back to a Kafka or Kinesis source) can ride along later without
+/// touching every stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub records: Records,
+}
+
+impl Batch {
+    pub fn new(records: Records) -> Self {
+        Self { records }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+impl From<Vec<Probe>> for Batch {
+    fn from(v: Vec<Probe>) -> Self {
+        Batch::new(Records::Probes(v))
+    }
+}

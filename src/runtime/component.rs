@@ -1,0 +1,155 @@
+//! The three component shapes (sources, transforms, sinks) and the edges between them.
+//!
+//! Every component reads one [`Input`] (all its upstreams share one bounded channel) and
+//! writes one [`Output`] (fanned out to every downstream). A full channel blocks the sender,
+//! so backpressure reaches the source; nothing is dropped on an edge.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::Batch;
+use crate::telemetry::metrics::{metrics, ComponentMetrics};
+
+/// The error a component returns when it stops abnormally.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Every downstream of an [`Output`] has gone away (a sink failed): the producer should stop.
+#[derive(Debug, thiserror::Error)]
+#[error("all downstream components of `{component}` have stopped")]
+pub struct DownstreamClosed {
+    pub component: String,
+}
+
+/// The sending end of a component: fans each batch out to every downstream channel.
+pub struct Output {
+    metrics: Arc<ComponentMetrics>,
+    senders: Vec<mpsc::Sender<Batch>>,
+}
+
+impl Output {
+    pub fn new(metrics: Arc<ComponentMetrics>, senders: Vec<mpsc::Sender<Batch>>) -> Self {
+        Self { metrics, senders }
+    }
+
+    /// An output with no downstream, for components whose output nobody reads (a dead end is
+    /// legal: its batches are counted as sent and then released).
+    pub fn is_connected(&self) -> bool {
+        !self.senders.is_empty()
+    }
+
+    pub fn component(&self) -> &str {
+        &self.metrics.component
+    }
+
+    fn account(&self, batch: &Batch) {
+        self.metrics.sent_events.inc_by(batch.len() as u64);
+        if let Some(ts_ms) = batch.records.max_event_ts_ms() {
+            self.metrics.observe_event_time(ts_ms);
+        }
+    }
+
+    /// Sends a batch to every downstream, waiting while a channel is full.
+    pub async fn send(&mut self, batch: Batch) -> Result<(), DownstreamClosed> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.account(&batch);
+        let Some((last, rest)) = self.senders.split_last() else {
+            return Ok(());
+        };
+        let mut delivered = false;
+        for tx in rest {
+            delivered |= tx.send(batch.clone()).await.is_ok();
+        }
+        delivered |= last.send(batch).await.is_ok();
+        self.closed_unless(delivered)
+    }
+
+    /// [`Output::send`] for components that run on their own OS thread, off the runtime.
+    pub fn blocking_send(&mut self, batch: Batch) -> Result<(), DownstreamClosed> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.account(&batch);
+        let Some((last, rest)) = self.senders.split_last() else {
+            return Ok(());
+        };
+        let mut delivered = false;
+        for tx in rest {
+            delivered |= tx.blocking_send(batch.clone()).is_ok();
+        }
+        delivered |= last.blocking_send(batch).is_ok();
+        self.closed_unless(delivered)
+    }
+
+    fn closed_unless(&self, delivered: bool) -> Result<(), DownstreamClosed> {
+        if delivered {
+            Ok(())
+        } else {
+            Err(DownstreamClosed {
+                component: self.metrics.component.clone(),
+            })
+        }
+    }
+}
+
+/// The receiving end of a component. Yields `None` once every upstream has finished.
+pub struct Input {
+    metrics: Arc<ComponentMetrics>,
+    rx: mpsc::Receiver<Batch>,
+}
+
+impl Input {
+    pub fn new(metrics: Arc<ComponentMetrics>, rx: mpsc::Receiver<Batch>) -> Self {
+        Self { metrics, rx }
+    }
+
+    pub fn component(&self) -> &str {
+        &self.metrics.component
+    }
+
+    fn account(&self, batch: Option<Batch>) -> Option<Batch> {
+        self.metrics.channel_depth.set(self.rx.len() as i64);
+        if let Some(b) = &batch {
+            self.metrics.received_events.inc_by(b.len() as u64);
+        }
+        batch
+    }
+
+    pub async fn next(&mut self) -> Option<Batch> {
+        let batch = self.rx.recv().await;
+        self.account(batch)
+    }
+
+    /// [`Input::next`] for components that run on their own OS thread.
+    pub fn blocking_next(&mut self) -> Option<Batch> {
+        let batch = self.rx.blocking_recv();
+        self.account(batch)
+    }
+}
+
+/// A source produces batches until its input ends or `shutdown` fires, then returns.
+/// Returning drops its [`Output`], which lets everything downstream drain and finish.
+#[async_trait]
+pub trait Source: Send + 'static {
+    async fn run(self: Box<Self>, out: Output, shutdown: CancellationToken)
+        -> Result<(), BoxError>;
+}
+
+/// A synchronous batch-in, batches-out operator. The runtime runs each transform on its own
+/// OS thread, so CPU work never blocks the async runtime.
+pub trait Transform: Send + 'static {
+    fn process_batch(&mut self, batch: Batch, out: &mut Vec<Batch>);
+
+    /// Called once when every upstream has finished: flush buffered state.
+    fn on_close(&mut self, _out: &mut Vec<Batch>) {}
+}
+
+/// A sink consumes its input until it ends, then flushes and closes what it writes.
+#[async_trait]
+pub trait Sink: Send + 'static {
+    async fn run(self: Box<Self>, input: Input) -> Result<(), BoxError>;
+}
