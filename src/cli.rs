@@ -1,0 +1,394 @@
+//! Command-line interface: argument definitions and one function per subcommand.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use pipeline::config::{self, PipelineConfig, SinkConfig, SourceConfig, StageConfig};
+use pipeline::connector::generator::{self, GeneratorSourceConfig};
+use pipeline::connector::parquet::ParquetSinkConfig;
+use pipeline::graph::{self, ImportConfig, RoadGraph};
+use pipeline::record::RecordKind;
+use pipeline::runtime::{self, Topology};
+use pipeline::telemetry::{self, http::Readiness};
+
+/// A usage error (exit code 2), e.g. a flag combination that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Parser, Debug)]
+#[command(name = "pipeline", version, about = "Real-time road speeds from vehicle GPS probes")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the pipeline a config describes, until its sources end or SIGINT/SIGTERM.
+    Run(ConfigArg),
+    /// Check a config (layers, types, topology) without touching the network.
+    Validate(ConfigArg),
+    /// Build, inspect and export road graphs.
+    #[command(subcommand)]
+    Graph(GraphCommand),
+    /// Write synthetic probes along random routes on a road graph, with ground truth.
+    Generate(GenerateArgs),
+    /// Replay recorded Parquet probes through every in-process stage into DIR.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+struct ConfigArg {
+    /// The TOML config file (environment variables PIPELINE__SECTION__KEY override it).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum GraphCommand {
+    /// Import an OSM extract (.osm.pbf or .osm) and write the compact graph file.
+    Build {
+        #[arg(long)]
+        osm: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// A config whose [graph.import] section sets the import rules.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print a summary of a graph (.graph or an OSM extract).
+    Info { graph: PathBuf },
+    /// Export the segment table (ids, OSM ids, lengths, classes, WKT geometry) to Parquet.
+    Export {
+        graph: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// Road graph (.graph or an OSM extract).
+    #[arg(long)]
+    graph: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    vehicles: u32,
+    #[arg(long = "duration-s", default_value_t = 600.0)]
+    duration_s: f64,
+    #[arg(long = "interval-s", default_value_t = 1.0)]
+    interval_s: f64,
+    /// GPS noise, standard deviation per axis, in metres.
+    #[arg(long = "noise-m", default_value_t = 5.0)]
+    noise_m: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Event time of the first probe, epoch ms.
+    #[arg(long = "start-ms", default_value_t = generator::DEFAULT_START_MS)]
+    start_ms: i64,
+    /// Output Parquet file of probes.
+    #[arg(long)]
+    out: PathBuf,
+    /// Optional Parquet file of the ground truth (true position, segment and speed).
+    #[arg(long)]
+    truth: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// Road graph (.graph or an OSM extract).
+    #[arg(long)]
+    graph: PathBuf,
+    /// Parquet files or globs (repeatable).
+    #[arg(long, required = true)]
+    input: Vec<String>,
+    /// Output directory: one Parquet file per output record type.
+    #[arg(long = "out-dir")]
+    out_dir: PathBuf,
+    /// Config supplying column mapping, replay rate and stage settings.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Serve /metrics on this address while replaying (e.g. 127.0.0.1:9898).
+    #[arg(long = "metrics-listen")]
+    metrics_listen: Option<String>,
+}
+
+pub fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(a) => run(&a.config),
+        Command::Validate(a) => validate(&a.config),
+        Command::Graph(g) => graph_command(g),
+        Command::Generate(a) => generate(a),
+        Command::Replay(a) => replay(a),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pipeline-io")
+        .build()
+        .context("starting the async runtime")
+}
+
+fn load_config(path: &Path) -> Result<PipelineConfig> {
+    Ok(config::load(Some(path), &config::process_env())?)
+}
+
+fn open_graph(path: &Path, import: &ImportConfig) -> Result<Arc<RoadGraph>> {
+    let started = Instant::now();
+    let graph = RoadGraph::open(path, import)
+        .with_context(|| format!("loading road graph {}", path.display()))?;
+    tracing::info!(
+        path = %path.display(),
+        segments = graph.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "road graph loaded"
+    );
+    Ok(Arc::new(graph))
+}
+
+fn validate(path: &Path) -> Result<()> {
+    let c = load_config(path)?;
+    println!(
+        "{}: ok ({} source(s), {} stage(s), {} sink(s), {} edge(s))",
+        path.display(),
+        c.sources.len(),
+        c.stages.len(),
+        c.sinks.len(),
+        c.edges.len()
+    );
+    Ok(())
+}
+
+fn run(path: &Path) -> Result<()> {
+    let config = load_config(path)?;
+    let graph = match &config.graph.path {
+        Some(p) => Some(open_graph(Path::new(p), &config.graph.import)?),
+        None => None,
+    };
+    let listen = (!config.telemetry.listen.is_empty()).then(|| config.telemetry.listen.clone());
+    execute(&config, graph, listen)
+}
+
+/// Builds and runs a topology with signal handling and the HTTP endpoints, then prints a
+/// per-component summary.
+fn execute(config: &PipelineConfig, graph: Option<Arc<RoadGraph>>, listen: Option<String>) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let topology = Topology::build(config, graph)?;
+        let shutdown = CancellationToken::new();
+        let readiness = Readiness::default();
+        let http_stop = CancellationToken::new();
+        let http = match listen {
+            Some(addr) => {
+                let addr = addr
+                    .parse()
+                    .with_context(|| format!("telemetry.listen `{addr}`"))?;
+                let stop = http_stop.clone();
+                let (bound, serve) =
+                    telemetry::http::bind(addr, readiness.clone(), async move { stop.cancelled().await })
+                        .await
+                        .with_context(|| format!("binding the HTTP endpoint {addr}"))?;
+                tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+                Some(tokio::spawn(serve))
+            }
+            None => None,
+        };
+        let signal_token = shutdown.clone();
+        let signals = tokio::spawn(async move {
+            runtime::shutdown_signal().await;
+            signal_token.cancel();
+        });
+        readiness.set_ready(true);
+        let result = topology.run(shutdown).await;
+        readiness.set_ready(false);
+        signals.abort();
+        http_stop.cancel();
+        if let Some(h) = http {
+            let _ = h.await;
+        }
+        let report = result?;
+        print_summary(config, &report);
+        anyhow::Ok(())
+    })
+}
+
+fn print_summary(config: &PipelineConfig, report: &runtime::RunReport) {
+    let m = telemetry::metrics();
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    let mut lines = Vec::new();
+    for name in config.sources.keys() {
+        let sent = m.sent_total(name);
+        lines.push(format!(
+            "source {name}: {sent} records ({:.0} records/s)",
+            sent as f64 / secs
+        ));
+    }
+    for name in config.stages.keys().chain(config.sinks.keys()) {
+        let dropped = m.dropped_totals(name);
+        let dropped_text = if dropped.is_empty() {
+            String::new()
+        } else {
+            let parts: Vec<String> = dropped.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            format!(", dropped {}", parts.join(" "))
+        };
+        lines.push(format!(
+            "{name}: in {} out {}{dropped_text}",
+            m.received_total(name),
+            m.sent_total(name)
+        ));
+    }
+    for line in lines {
+        println!("{line}");
+    }
+    println!(
+        "finished in {:.3} s{}",
+        report.elapsed.as_secs_f64(),
+        if report.interrupted { " (interrupted by signal; outputs flushed)" } else { "" }
+    );
+}
+
+fn graph_command(cmd: GraphCommand) -> Result<()> {
+    match cmd {
+        GraphCommand::Build { osm, out, config } => {
+            let import = match config {
+                Some(path) => config::load_unvalidated(Some(&path), &config::process_env())?
+                    .graph
+                    .import,
+                None => ImportConfig::default(),
+            };
+            let started = Instant::now();
+            let graph = RoadGraph::from_osm(&osm, &import)
+                .with_context(|| format!("importing {}", osm.display()))?;
+            let imported = started.elapsed();
+            graph
+                .write(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{}", graph.info());
+            println!(
+                "built {} in {:.3} s (import {:.3} s)",
+                out.display(),
+                started.elapsed().as_secs_f64(),
+                imported.as_secs_f64()
+            );
+            Ok(())
+        }
+        GraphCommand::Info { graph } => {
+            let g = open_graph(&graph, &ImportConfig::default())?;
+            println!("{}", g.info());
+            Ok(())
+        }
+        GraphCommand::Export { graph, out } => {
+            let g = open_graph(&graph, &ImportConfig::default())?;
+            let rows = graph::export::write_segments_parquet(&g, &out)
+                .with_context(|| format!("exporting segments to {}", out.display()))?;
+            println!("wrote {rows} segments to {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let graph = open_graph(&a.graph, &ImportConfig::default())?;
+    let cfg = GeneratorSourceConfig {
+        vehicles: a.vehicles,
+        duration_s: a.duration_s,
+        interval_s: a.interval_s,
+        noise_m: a.noise_m,
+        seed: a.seed,
+        start_ms: a.start_ms,
+        ..GeneratorSourceConfig::default()
+    };
+    let mut problems = config::Problems::new();
+    cfg.validate("generate", &mut problems);
+    if !problems.is_empty() {
+        return Err(config::ConfigError::Invalid(problems.into_vec()).into());
+    }
+    let started = Instant::now();
+    let (probes, truth) = generator::generate(&graph, &cfg);
+    generator::write_probes_parquet(&probes, &a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    if let Some(path) = &a.truth {
+        generator::write_truth_parquet(&truth, path)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "generated {} probes from {} vehicles over {} s into {}{} in {:.3} s",
+        probes.len(),
+        a.vehicles,
+        a.duration_s,
+        a.out.display(),
+        a.truth
+            .as_ref()
+            .map(|t| format!(" (truth: {})", t.display()))
+            .unwrap_or_default(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The replay topology: Parquet → every in-process stage → one Parquet file per record type.
+fn replay(a: ReplayArgs) -> Result<()> {
+    let base = config::load_unvalidated(a.config.as_deref(), &config::process_env())?;
+    let graph = open_graph(&a.graph, &base.graph.import)?;
+    std::fs::create_dir_all(&a.out_dir)
+        .with_context(|| format!("creating output directory {}", a.out_dir.display()))?;
+
+    // Settings come from the config's first component of each type, if any.
+    let mut source = base
+        .sources
+        .values()
+        .find_map(|s| match s {
+            SourceConfig::Parquet(p) => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    source.paths = a.input.clone();
+    let clean = base
+        .stages
+        .values()
+        .map(|s| match s {
+            StageConfig::Clean(c) => c.clone(),
+        })
+        .next()
+        .unwrap_or_default();
+    let sink_for = |kind: RecordKind| ParquetSinkConfig {
+        path: a
+            .out_dir
+            .join(format!("{}.parquet", kind.file_stem()))
+            .display()
+            .to_string(),
+        ..ParquetSinkConfig::default()
+    };
+    let config = PipelineConfig {
+        sources: BTreeMap::from([("replay".to_string(), SourceConfig::Parquet(source))]),
+        stages: BTreeMap::from([("clean".to_string(), StageConfig::Clean(clean))]),
+        sinks: BTreeMap::from([(
+            RecordKind::Probe.file_stem().to_string(),
+            SinkConfig::Parquet(sink_for(RecordKind::Probe)),
+        )]),
+        edges: vec![
+            ("replay".into(), "clean".into()),
+            ("clean".into(), RecordKind::Probe.file_stem().into()),
+        ],
+        ..base
+    };
+    config::check(&config)?;
+    execute(&config, Some(graph), a.metrics_listen)?;
+    let m = telemetry::metrics();
+    let read = m.sent_total("replay");
+    println!(
+        "replay: {read} probes read, {} clean probes written to {}",
+        m.sent_total("clean"),
+        a.out_dir.display()
+    );
+    Ok(())
+}
+

@@ -1,0 +1,151 @@
+//! The typed configuration: what a valid config file means once loaded.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::connector::generator::GeneratorSourceConfig;
+use crate::connector::ndjson::NdjsonSinkConfig;
+use crate::connector::parquet::{ParquetSinkConfig, ParquetSourceConfig};
+use crate::graph::ImportConfig;
+use crate::record::RecordKind;
+use crate::stage::clean::CleanConfig;
+
+/// The whole pipeline: shared sections plus named components and the edges between them.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub runtime: RuntimeConfig,
+    pub telemetry: TelemetryConfig,
+    pub graph: GraphConfig,
+    pub sources: BTreeMap<String, SourceConfig>,
+    pub stages: BTreeMap<String, StageConfig>,
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// Directed edges `(from, to)`, parsed from `edges = ["a -> b -> c", …]`.
+    pub edges: Vec<(String, String)>,
+}
+
+/// The sections that are not components; deserialised straight from the merged layers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Sections {
+    pub runtime: RuntimeConfig,
+    pub telemetry: TelemetryConfig,
+    pub graph: GraphConfig,
+    pub edges: Vec<String>,
+    // Components are decoded one by one (see `load`), so that every bad component is
+    // reported, each with its exact key.
+    #[serde(default)]
+    pub sources: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub stages: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub sinks: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    pub channel_capacity_batches: usize,
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `host:port` for the HTTP endpoints; empty disables them.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConfig {
+    /// A prebuilt `.graph` file, or an `.osm.pbf`/`.osm` extract imported at start.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Import rules, used when `path` is an OSM extract.
+    #[serde(default)]
+    pub import: ImportConfig,
+}
+
+/// Where records come from. A closed set: a new connector adds one variant.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Parquet(ParquetSourceConfig),
+    Generator(GeneratorSourceConfig),
+}
+
+/// Synchronous transforms between sources and sinks.
+#[derive(Debug, Clone)]
+pub enum StageConfig {
+    Clean(CleanConfig),
+}
+
+/// Where records go.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    Parquet(ParquetSinkConfig),
+    Ndjson(NdjsonSinkConfig),
+}
+
+impl SourceConfig {
+    pub const TYPES: &'static [&'static str] = &["parquet", "generator"];
+
+    pub fn output_kind(&self) -> RecordKind {
+        match self {
+            SourceConfig::Parquet(_) | SourceConfig::Generator(_) => RecordKind::Probe,
+        }
+    }
+
+    pub fn needs_graph(&self) -> bool {
+        matches!(self, SourceConfig::Generator(_))
+    }
+}
+
+impl StageConfig {
+    pub const TYPES: &'static [&'static str] = &["clean"];
+
+    pub fn input_kind(&self) -> RecordKind {
+        match self {
+            StageConfig::Clean(_) => RecordKind::Probe,
+        }
+    }
+
+    pub fn output_kind(&self) -> RecordKind {
+        match self {
+            StageConfig::Clean(_) => RecordKind::Probe,
+        }
+    }
+
+    pub fn needs_graph(&self) -> bool {
+        match self {
+            StageConfig::Clean(_) => false,
+        }
+    }
+}
+
+impl SinkConfig {
+    pub const TYPES: &'static [&'static str] = &["parquet", "ndjson"];
+}
+
+impl PipelineConfig {
+    /// The record kind a named component emits, if it emits any.
+    pub fn output_kind(&self, name: &str) -> Option<RecordKind> {
+        if let Some(s) = self.sources.get(name) {
+            return Some(s.output_kind());
+        }
+        self.stages.get(name).map(StageConfig::output_kind)
+    }
+
+    /// The names of the components feeding `name`, in config order.
+    pub fn inputs_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.edges
+            .iter()
+            .filter(move |(_, to)| to == name)
+            .map(|(from, _)| from.as_str())
+    }
+
+    pub fn needs_graph(&self) -> bool {
+        self.sources.values().any(SourceConfig::needs_graph)
+            || self.stages.values().any(StageConfig::needs_graph)
+    }
+}

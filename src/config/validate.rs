@@ -1,0 +1,189 @@
+//! Pure validation of a decoded configuration: no files, no network. Reports every problem.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::model::{PipelineConfig, SinkConfig, SourceConfig, StageConfig};
+use super::problems::Problems;
+
+pub fn validate(config: &PipelineConfig, problems: &mut Problems) {
+    problems.check(
+        config.runtime.channel_capacity_batches >= 1,
+        "runtime.channel_capacity_batches",
+        "must be at least 1",
+    );
+    problems.check(
+        config.runtime.shutdown_timeout_ms >= 1,
+        "runtime.shutdown_timeout_ms",
+        "must be at least 1",
+    );
+    let listen = &config.telemetry.listen;
+    problems.check(
+        listen.is_empty() || listen.parse::<std::net::SocketAddr>().is_ok(),
+        "telemetry.listen",
+        format!("`{listen}` is not an address like 127.0.0.1:9898 (or \"\" to disable)"),
+    );
+    if config.needs_graph() && config.graph.path.is_none() {
+        problems.push(
+            "graph.path",
+            "missing: a generator source or a map-matching stage needs a road graph",
+        );
+    }
+
+    for (name, source) in &config.sources {
+        let prefix = format!("sources.{name}");
+        match source {
+            SourceConfig::Parquet(c) => c.validate(&prefix, problems),
+            SourceConfig::Generator(c) => c.validate(&prefix, problems),
+        }
+    }
+    for (name, stage) in &config.stages {
+        let prefix = format!("stages.{name}");
+        match stage {
+            StageConfig::Clean(c) => c.validate(&prefix, problems),
+        }
+    }
+    for (name, sink) in &config.sinks {
+        let prefix = format!("sinks.{name}");
+        match sink {
+            SinkConfig::Parquet(c) => c.validate(&prefix, problems),
+            SinkConfig::Ndjson(c) => c.validate(&prefix, problems),
+        }
+    }
+    validate_topology(config, problems);
+}
+
+fn validate_topology(config: &PipelineConfig, problems: &mut Problems) {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    let sections = [
+        ("sources", config.sources.keys().collect::<Vec<_>>()),
+        ("stages", config.stages.keys().collect()),
+        ("sinks", config.sinks.keys().collect()),
+    ];
+    for (section, names) in &sections {
+        for name in names {
+            if let Some(first) = seen.insert(name.as_str(), section) {
+                problems.push(
+                    format!("{section}.{name}"),
+                    format!("the name is also used in [{first}]; component names must be unique"),
+                );
+            }
+        }
+    }
+    if config.sources.is_empty() {
+        problems.push("sources", "no source: a pipeline needs at least one");
+    }
+    if config.sinks.is_empty() {
+        problems.push("sinks", "no sink: a pipeline needs at least one");
+    }
+
+    let mut unique = BTreeSet::new();
+    for (i, (from, to)) in config.edges.iter().enumerate() {
+        let key = format!("edges[{i}]");
+        if !unique.insert((from, to)) {
+            problems.push(&key, format!("edge {from} -> {to} is listed twice"));
+        }
+        if config.sinks.contains_key(from) {
+            problems.push(&key, format!("`{from}` is a sink: sinks have no outputs"));
+        } else if !config.sources.contains_key(from) && !config.stages.contains_key(from) {
+            problems.push(&key, format!("`{from}` is not a source or stage"));
+        }
+        if config.sources.contains_key(to) {
+            problems.push(&key, format!("`{to}` is a source: sources have no inputs"));
+        } else if !config.stages.contains_key(to) && !config.sinks.contains_key(to) {
+            problems.push(&key, format!("`{to}` is not a stage or sink"));
+        }
+        if let (Some(kind), Some(stage)) = (config.output_kind(from), config.stages.get(to)) {
+            if kind != stage.input_kind() {
+                problems.push(
+                    &key,
+                    format!(
+                        "`{from}` emits {kind} records but `{to}` takes {}",
+                        stage.input_kind()
+                    ),
+                );
+            }
+        }
+    }
+
+    for name in config.stages.keys().chain(config.sinks.keys()) {
+        let kinds: BTreeSet<_> = config
+            .inputs_of(name)
+            .filter_map(|from| config.output_kind(from))
+            .collect();
+        let section = if config.stages.contains_key(name) {
+            "stages"
+        } else {
+            "sinks"
+        };
+        if config.inputs_of(name).next().is_none() {
+            problems.push(
+                format!("{section}.{name}"),
+                "has no input: add an edge \"<upstream> -> {name}\"",
+            );
+        } else if kinds.len() > 1 {
+            let kinds: Vec<_> = kinds.iter().map(|k| k.as_str()).collect();
+            problems.push(
+                format!("{section}.{name}"),
+                format!(
+                    "its inputs emit different record kinds ({}); one kind per component",
+                    kinds.join(", ")
+                ),
+            );
+        }
+    }
+    for name in config.sources.keys().chain(config.stages.keys()) {
+        if !config.edges.iter().any(|(from, _)| from == name) {
+            let section = if config.sources.contains_key(name) {
+                "sources"
+            } else {
+                "stages"
+            };
+            problems.push(
+                format!("{section}.{name}"),
+                "feeds nothing: add an edge \"{name} -> <downstream>\"",
+            );
+        }
+    }
+    if let Some(cycle_at) = find_cycle(config) {
+        problems.push(
+            format!("stages.{cycle_at}"),
+            "is part of a cycle; edges must form a DAG",
+        );
+    }
+}
+
+/// Returns a stage on a cycle, if any (Kahn's algorithm over stages only).
+fn find_cycle(config: &PipelineConfig) -> Option<String> {
+    let mut indegree: BTreeMap<&str, usize> =
+        config.stages.keys().map(|k| (k.as_str(), 0)).collect();
+    let stage_edges: Vec<(&str, &str)> = config
+        .edges
+        .iter()
+        .filter(|(f, t)| config.stages.contains_key(f) && config.stages.contains_key(t))
+        .map(|(f, t)| (f.as_str(), t.as_str()))
+        .collect();
+    for (_, to) in &stage_edges {
+        if let Some(d) = indegree.get_mut(to) {
+            *d += 1;
+        }
+    }
+    let mut ready: Vec<&str> = indegree
+        .iter()
+        .filter(|(_, &d)| d == 0)
+        .map(|(k, _)| *k)
+        .collect();
+    while let Some(n) = ready.pop() {
+        indegree.remove(n);
+        for (from, to) in &stage_edges {
+            if *from == n {
+                if let Some(d) = indegree.get_mut(to) {
+                    *d -= 1;
+                    if *d == 0 {
+                        ready.push(to);
+                    }
+                }
+            }
+        }
+    }
+    indegree.keys().next().map(|s| s.to_string())
+}

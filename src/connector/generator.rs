@@ -1,0 +1,442 @@
+//! The generator source: synthetic probes from vehicles driving random routes on the road
+//! graph, with GPS noise, at a fixed sampling interval, all from one seed. It also yields
+//! the ground truth (true position, segment and speed of every probe) for accuracy checks.
+//!
+//! Vehicles pick a random successor at each junction (avoiding an immediate U-turn when
+//! there is another way), and drive each segment at its speed limit times a factor drawn
+//! from N(speed_factor_mean, speed_factor_sd), clamped to [0.2, 1.5].
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_schema::{DataType, Field, Schema};
+use async_trait::async_trait;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Problems;
+use crate::geo::{haversine_m, LocalProjection};
+use crate::graph::RoadGraph;
+use crate::record::{ArrowRecord, Probe};
+use crate::runtime::{Batch, BoxError, Output, Records, Source};
+
+/// 2023-11-14T22:13:20Z: a fixed default so generated files are reproducible.
+pub const DEFAULT_START_MS: i64 = 1_700_000_000_000;
+
+fn default_vehicles() -> u32 {
+    100
+}
+fn default_duration_s() -> f64 {
+    600.0
+}
+fn default_interval_s() -> f64 {
+    1.0
+}
+fn default_noise_m() -> f64 {
+    5.0
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_start_ms() -> i64 {
+    DEFAULT_START_MS
+}
+fn default_speed_factor_mean() -> f64 {
+    0.85
+}
+fn default_speed_factor_sd() -> f64 {
+    0.1
+}
+fn default_batch_size() -> usize {
+    8192
+}
+
+/// Settings of the generator (`[sources.NAME] type = "generator"`, and `pipeline generate`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorSourceConfig {
+    #[serde(default = "default_vehicles")]
+    pub vehicles: u32,
+    #[serde(default = "default_duration_s")]
+    pub duration_s: f64,
+    #[serde(default = "default_interval_s")]
+    pub interval_s: f64,
+    /// GPS noise: standard deviation per axis, metres.
+    #[serde(default = "default_noise_m")]
+    pub noise_m: f64,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Event time of the first sample, epoch ms.
+    #[serde(default = "default_start_ms")]
+    pub start_ms: i64,
+    #[serde(default = "default_speed_factor_mean")]
+    pub speed_factor_mean: f64,
+    #[serde(default = "default_speed_factor_sd")]
+    pub speed_factor_sd: f64,
+    /// Probes per emitted batch (at least one sampling tick per batch).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Emit at N× real time by event time; absent means as fast as possible.
+    #[serde(default)]
+    pub rate: Option<f64>,
+}
+
+impl Default for GeneratorSourceConfig {
+    fn default() -> Self {
+        Self {
+            vehicles: default_vehicles(),
+            duration_s: default_duration_s(),
+            interval_s: default_interval_s(),
+            noise_m: default_noise_m(),
+            seed: default_seed(),
+            start_ms: default_start_ms(),
+            speed_factor_mean: default_speed_factor_mean(),
+            speed_factor_sd: default_speed_factor_sd(),
+            batch_size: default_batch_size(),
+            rate: None,
+        }
+    }
+}
+
+impl GeneratorSourceConfig {
+    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        problems.check(self.vehicles >= 1, format!("{prefix}.vehicles"), "must be at least 1");
+        problems.check(positive(self.duration_s), format!("{prefix}.duration_s"), "must be positive");
+        problems.check(
+            positive(self.interval_s) && self.interval_s >= 0.001,
+            format!("{prefix}.interval_s"),
+            "must be at least 0.001",
+        );
+        problems.check(
+            self.noise_m.is_finite() && self.noise_m >= 0.0,
+            format!("{prefix}.noise_m"),
+            "must not be negative",
+        );
+        problems.check(
+            positive(self.speed_factor_mean),
+            format!("{prefix}.speed_factor_mean"),
+            "must be positive",
+        );
+        problems.check(
+            self.speed_factor_sd.is_finite() && self.speed_factor_sd >= 0.0,
+            format!("{prefix}.speed_factor_sd"),
+            "must not be negative",
+        );
+        problems.check(self.batch_size >= 1, format!("{prefix}.batch_size"), "must be at least 1");
+        if let Some(rate) = self.rate {
+            problems.check(positive(rate), format!("{prefix}.rate"), "must be positive");
+        }
+    }
+}
+
+/// Where a probe truly was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TruthPoint {
+    pub vehicle_id: String,
+    pub ts_ms: i64,
+    pub lat: f64,
+    pub lon: f64,
+    pub segment_id: u64,
+    pub offset_m: f64,
+    pub speed_mps: f64,
+}
+
+struct Vehicle {
+    id: String,
+    rng: ChaCha8Rng,
+    segment: u32,
+    previous: Option<u32>,
+    offset_m: f64,
+    speed_mps: f64,
+    phase_ms: i64,
+    /// False once the vehicle reached a dead end with no way on.
+    driving: bool,
+}
+
+/// A fleet advancing tick by tick; every tick yields one probe per vehicle still driving.
+pub struct Fleet {
+    graph: Arc<RoadGraph>,
+    config: GeneratorSourceConfig,
+    vehicles: Vec<Vehicle>,
+    tick: u64,
+    ticks: u64,
+    speed_factor: Normal<f64>,
+}
+
+impl Fleet {
+    pub fn new(graph: Arc<RoadGraph>, config: GeneratorSourceConfig) -> Self {
+        let interval_ms = (config.interval_s * 1000.0).round().max(1.0) as i64;
+        let ticks = (config.duration_s * 1000.0 / interval_ms as f64).ceil().max(0.0) as u64;
+        let speed_factor = Normal::new(config.speed_factor_mean, config.speed_factor_sd)
+            .unwrap_or_else(|_| Normal::new(0.85, 0.0).expect("constant normal is valid"));
+        let segments = graph.len() as u32;
+        let vehicles = (0..config.vehicles)
+            .map(|v| {
+                let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+                rng.set_stream(u64::from(v));
+                let segment = if segments > 0 { rng.random_range(0..segments) } else { 0 };
+                let length_m = if segments > 0 { graph.segment(segment as usize).length_m } else { 0.0 };
+                let offset_m = rng.random::<f64>() * length_m;
+                let phase_ms = rng.random_range(0..interval_ms);
+                let mut vehicle = Vehicle {
+                    id: format!("veh-{v:06}"),
+                    rng,
+                    segment,
+                    previous: None,
+                    offset_m,
+                    speed_mps: 0.0,
+                    phase_ms,
+                    driving: segments > 0,
+                };
+                vehicle.speed_mps = draw_speed(&graph, &mut vehicle, &speed_factor);
+                vehicle
+            })
+            .collect();
+        Self { graph, config, vehicles, tick: 0, ticks, speed_factor }
+    }
+
+    fn interval_ms(&self) -> i64 {
+        (self.config.interval_s * 1000.0).round().max(1.0) as i64
+    }
+
+    /// The next sampling tick's probes and truth, sorted by time; `None` when done.
+    pub fn next_tick(&mut self) -> Option<(Vec<Probe>, Vec<TruthPoint>)> {
+        if self.tick >= self.ticks {
+            return None;
+        }
+        let interval_ms = self.interval_ms();
+        let base_ms = self.config.start_ms + self.tick as i64 * interval_ms;
+        let projection = LocalProjection::new(self.graph.bbox_center().0, self.graph.bbox_center().1);
+        let noise = Normal::new(0.0, self.config.noise_m.max(0.0))
+            .unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("constant normal is valid"));
+        let mut rows: Vec<(Probe, TruthPoint)> = Vec::with_capacity(self.vehicles.len());
+        for vehicle in &mut self.vehicles {
+            if !vehicle.driving {
+                continue;
+            }
+            if self.tick > 0 {
+                advance(&self.graph, vehicle, interval_ms as f64 / 1000.0, &self.speed_factor);
+                if !vehicle.driving {
+                    continue;
+                }
+            }
+            let (lat, lon) = position_at(&self.graph, vehicle.segment, vehicle.offset_m);
+            let [x, y] = projection.project(lat, lon);
+            let (noisy_lat, noisy_lon) = projection.unproject([
+                x + noise.sample(&mut vehicle.rng),
+                y + noise.sample(&mut vehicle.rng),
+            ]);
+            let ts_ms = base_ms + vehicle.phase_ms;
+            rows.push((
+                Probe::new(vehicle.id.clone(), ts_ms, noisy_lat, noisy_lon),
+                TruthPoint {
+                    vehicle_id: vehicle.id.clone(),
+                    ts_ms,
+                    lat,
+                    lon,
+                    segment_id: self.graph.segment(vehicle.segment as usize).segment_id,
+                    offset_m: vehicle.offset_m,
+                    speed_mps: vehicle.speed_mps,
+                },
+            ));
+        }
+        self.tick += 1;
+        rows.sort_by(|a, b| (a.0.ts_ms, &a.0.vehicle_id).cmp(&(b.0.ts_ms, &b.0.vehicle_id)));
+        Some(rows.into_iter().unzip())
+    }
+}
+
+fn draw_speed(graph: &RoadGraph, vehicle: &mut Vehicle, factor: &Normal<f64>) -> f64 {
+    let limit_mps = f64::from(graph.segment(vehicle.segment as usize).speed_limit_kmh) / 3.6;
+    let f = factor.sample(&mut vehicle.rng).clamp(0.2, 1.5);
+    (limit_mps * f).max(1.0)
+}
+
+/// Moves a vehicle along its route for `dt_s` seconds, choosing successors at junctions.
+fn advance(graph: &RoadGraph, vehicle: &mut Vehicle, mut dt_s: f64, factor: &Normal<f64>) {
+    // Bounded: a vehicle cannot cross more than this many segments in one interval.
+    for _ in 0..10_000 {
+        let length_m = graph.segment(vehicle.segment as usize).length_m;
+        let remaining_m = (length_m - vehicle.offset_m).max(0.0);
+        let to_end_s = remaining_m / vehicle.speed_mps;
+        if to_end_s > dt_s {
+            vehicle.offset_m += vehicle.speed_mps * dt_s;
+            return;
+        }
+        dt_s -= to_end_s;
+        let Some(next) = choose_successor(graph, vehicle) else {
+            vehicle.offset_m = length_m;
+            vehicle.driving = false;
+            return;
+        };
+        vehicle.previous = Some(vehicle.segment);
+        vehicle.segment = next;
+        vehicle.offset_m = 0.0;
+        vehicle.speed_mps = draw_speed(graph, vehicle, factor);
+    }
+}
+
+fn choose_successor(graph: &RoadGraph, vehicle: &mut Vehicle) -> Option<u32> {
+    let current = graph.segment(vehicle.segment as usize);
+    let successors = graph.successors(vehicle.segment as usize);
+    let is_u_turn = |s: &u32| {
+        let next = graph.segment(*s as usize);
+        next.osm_way_id == current.osm_way_id
+            && next.from_node_id == current.to_node_id
+            && next.to_node_id == current.from_node_id
+    };
+    let onward: Vec<u32> = successors.iter().copied().filter(|s| !is_u_turn(s)).collect();
+    let options: &[u32] = if onward.is_empty() { successors } else { &onward };
+    if options.is_empty() {
+        return None;
+    }
+    Some(options[vehicle.rng.random_range(0..options.len())])
+}
+
+/// The point `offset_m` along a segment's polyline, in (lat, lon).
+fn position_at(graph: &RoadGraph, segment: u32, offset_m: f64) -> (f64, f64) {
+    let points = graph.geometry(segment as usize);
+    let mut remaining_m = offset_m.max(0.0);
+    for pair in points.windows(2) {
+        let ([lat1, lon1], [lat2, lon2]) = (pair[0], pair[1]);
+        let piece_m = haversine_m(lat1, lon1, lat2, lon2);
+        if remaining_m <= piece_m && piece_m > 0.0 {
+            let f = remaining_m / piece_m;
+            return (lat1 + (lat2 - lat1) * f, lon1 + (lon2 - lon1) * f);
+        }
+        remaining_m -= piece_m;
+    }
+    let [lat, lon] = points.last().copied().unwrap_or([0.0, 0.0]);
+    (lat, lon)
+}
+
+/// Generates the whole run in memory: probes and truth, each sorted by (ts_ms, vehicle).
+pub fn generate(graph: &Arc<RoadGraph>, config: &GeneratorSourceConfig) -> (Vec<Probe>, Vec<TruthPoint>) {
+    let mut fleet = Fleet::new(graph.clone(), config.clone());
+    let (mut probes, mut truth) = (Vec::new(), Vec::new());
+    while let Some((p, t)) = fleet.next_tick() {
+        probes.extend(p);
+        truth.extend(t);
+    }
+    (probes, truth)
+}
+
+/// Writing a generated file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error(transparent)]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error(transparent)]
+    Record(#[from] crate::record::ArrowError),
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build()
+}
+
+fn write_batch(path: &Path, batch: &RecordBatch) -> Result<(), WriteError> {
+    let file = std::fs::File::create(path)?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(())
+}
+
+/// Writes probes to one zstd Parquet file with the `Probe` schema.
+pub fn write_probes_parquet(probes: &[Probe], path: &Path) -> Result<(), WriteError> {
+    write_batch(path, &Probe::to_record_batch(probes)?)
+}
+
+/// The Arrow schema of the ground truth file.
+pub fn truth_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("vehicle_id", DataType::Utf8, false),
+        Field::new("ts_ms", DataType::Int64, false),
+        Field::new("lat", DataType::Float64, false),
+        Field::new("lon", DataType::Float64, false),
+        Field::new("segment_id", DataType::UInt64, false),
+        Field::new("offset_m", DataType::Float64, false),
+        Field::new("speed_mps", DataType::Float64, false),
+    ]))
+}
+
+/// Writes the ground truth to one zstd Parquet file.
+pub fn write_truth_parquet(truth: &[TruthPoint], path: &Path) -> Result<(), WriteError> {
+    let f64s = |get: fn(&TruthPoint) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(truth.iter().map(get)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(truth.iter().map(|t| t.vehicle_id.as_str()))),
+        Arc::new(Int64Array::from_iter_values(truth.iter().map(|t| t.ts_ms))),
+        f64s(|t| t.lat),
+        f64s(|t| t.lon),
+        Arc::new(UInt64Array::from_iter_values(truth.iter().map(|t| t.segment_id))),
+        f64s(|t| t.offset_m),
+        f64s(|t| t.speed_mps),
+    ];
+    write_batch(path, &RecordBatch::try_new(truth_schema(), columns)?)
+}
+
+/// The generator as a runtime source.
+pub struct GeneratorSource {
+    fleet: Fleet,
+}
+
+impl GeneratorSource {
+    pub fn new(config: GeneratorSourceConfig, graph: Arc<RoadGraph>) -> Self {
+        Self { fleet: Fleet::new(graph, config) }
+    }
+}
+
+#[async_trait]
+impl Source for GeneratorSource {
+    async fn run(mut self: Box<Self>, mut out: Output, shutdown: CancellationToken) -> Result<(), BoxError> {
+        let batch_size = self.fleet.config.batch_size.max(1);
+        let rate = self.fleet.config.rate;
+        let started = tokio::time::Instant::now();
+        let start_ms = self.fleet.config.start_ms;
+        let mut pending: Vec<Probe> = Vec::with_capacity(batch_size);
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let tick = self.fleet.next_tick();
+            let done = tick.is_none();
+            if let Some((probes, _truth)) = tick {
+                pending.extend(probes);
+            }
+            if pending.len() >= batch_size || (done && !pending.is_empty()) {
+                if let (Some(rate), Some(last)) = (rate, pending.last()) {
+                    let due = Duration::from_secs_f64(((last.ts_ms - start_ms).max(0) as f64 / 1000.0) / rate);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(started + due) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+                let batch = std::mem::replace(&mut pending, Vec::with_capacity(batch_size));
+                out.send(Batch::new(Records::Probes(batch))).await?;
+            }
+            if done {
+                break;
+            }
+            // Generating is CPU work: give the runtime a chance between ticks.
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! Builds the components a config names, connects them with bounded batch channels, runs
+//! them, and shuts them down in order: stop the sources, let the channels drain through
+//! the stages, then let the sinks flush and close their files.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::Batch;
+use super::component::{BoxError, Input, Output, Sink, Source, Transform};
+use crate::config::{PipelineConfig, SinkConfig, SourceConfig, StageConfig};
+use crate::connector::generator::GeneratorSource;
+use crate::graph::RoadGraph;
+use crate::stage::clean::CleanStage;
+use crate::telemetry::metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("building component `{component}`: {source}")]
+    Build {
+        component: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("component `{component}` failed: {source}")]
+    Component {
+        component: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("shutdown did not finish within {timeout_ms} ms; still running: {pending:?}")]
+    ShutdownTimeout {
+        timeout_ms: u64,
+        pending: Vec<String>,
+    },
+}
+
+/// What a run did, for the summary line.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub elapsed: Duration,
+    /// Whether a shutdown signal stopped the sources before their input ended.
+    pub interrupted: bool,
+}
+
+enum Built {
+    Source(Box<dyn Source>),
+    Transform(Box<dyn Transform>),
+    Sink(Box<dyn Sink>),
+}
+
+/// A topology ready to run: every component built, nothing started.
+pub struct Topology {
+    components: Vec<(String, Built)>,
+    edges: Vec<(String, String)>,
+    channel_capacity: usize,
+    shutdown_timeout: Duration,
+}
+
+impl Topology {
+    /// Builds every component. `graph` must be present when the config needs one.
+    pub fn build(config: &PipelineConfig, graph: Option<Arc<RoadGraph>>) -> Result<Self, RunError> {
+        let mut components = Vec::new();
+        let build_err = |component: &str| {
+            let component = component.to_string();
+            move |source: BoxError| RunError::Build {
+                component: component.clone(),
+                source,
+            }
+        };
+        for (name, source) in &config.sources {
+            let built: Box<dyn Source> = match source {
+                SourceConfig::Parquet(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
+                SourceConfig::Generator(c) => {
+                    let graph = graph.clone().ok_or_else(|| {
+                        build_err(name)("the generator needs a road graph (graph.path)".into())
+                    })?;
+                    Box::new(GeneratorSource::new(c.clone(), graph))
+                }
+            };
+            components.push((name.clone(), Built::Source(built)));
+        }
+        for (name, stage) in &config.stages {
+            let built: Box<dyn Transform> = match stage {
+                StageConfig::Clean(c) => {
+                    Box::new(CleanStage::new(c.clone(), metrics().component(name)))
+                }
+            };
+            components.push((name.clone(), Built::Transform(built)));
+        }
+        for (name, sink) in &config.sinks {
+            // The record kind the sink will see, so an empty input still yields a valid,
+            // typed file.
+            let kind = config
+                .inputs_of(name)
+                .find_map(|from| config.output_kind(from));
+            let built: Box<dyn Sink> = match sink {
+                SinkConfig::Parquet(c) => c
+                    .build(name, kind)
+                    .map_err(|e| build_err(name)(e.into()))?,
+                SinkConfig::Ndjson(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
+            };
+            components.push((name.clone(), Built::Sink(built)));
+        }
+        Ok(Self {
+            components,
+            edges: config.edges.clone(),
+            channel_capacity: config.runtime.channel_capacity_batches.max(1),
+            shutdown_timeout: Duration::from_millis(config.runtime.shutdown_timeout_ms),
+        })
+    }
+
+    /// Runs until every component has finished. When `shutdown` fires, the sources stop and
+    /// the rest drains; if that takes longer than the configured limit, the run fails.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<RunReport, RunError> {
+        let started = Instant::now();
+        // One input channel per stage and sink, shared by all of its upstreams.
+        let mut senders: BTreeMap<String, mpsc::Sender<Batch>> = BTreeMap::new();
+        let mut receivers: BTreeMap<String, mpsc::Receiver<Batch>> = BTreeMap::new();
+        for (name, built) in &self.components {
+            if !matches!(built, Built::Source(_)) {
+                let (tx, rx) = mpsc::channel(self.channel_capacity);
+                senders.insert(name.clone(), tx);
+                receivers.insert(name.clone(), rx);
+            }
+        }
+        let output_of = |name: &str| {
+            let downstream = self
+                .edges
+                .iter()
+                .filter(|(from, _)| from == name)
+                .filter_map(|(_, to)| senders.get(to).cloned())
+                .collect();
+            Output::new(metrics().component(name), downstream)
+        };
+
+        let sources_stop = shutdown.child_token();
+        let failed = CancellationToken::new();
+        let mut tasks: Vec<(String, JoinHandle<Result<(), BoxError>>)> = Vec::new();
+        for (name, built) in self.components {
+            let handle = match built {
+                Built::Source(source) => {
+                    let out = output_of(&name);
+                    let stop = sources_stop.clone();
+                    tokio::spawn(async move { source.run(out, stop).await })
+                }
+                Built::Transform(transform) => {
+                    let input = receivers
+                        .remove(&name)
+                        .map(|rx| Input::new(metrics().component(&name), rx));
+                    let out = output_of(&name);
+                    let component = metrics().component(&name);
+                    tokio::task::spawn_blocking(move || {
+                        run_transform(transform, input, out, component)
+                    })
+                }
+                Built::Sink(sink) => {
+                    let input = receivers.remove(&name).map(|rx| {
+                        Input::new(metrics().component(&name), rx)
+                    });
+                    match input {
+                        Some(input) => tokio::spawn(async move { sink.run(input).await }),
+                        None => continue,
+                    }
+                }
+            };
+            tasks.push((name, handle));
+        }
+        // Only the outputs hold senders now: a channel closes when its last upstream ends.
+        drop(senders);
+        tracing::info!(components = tasks.len(), "pipeline running");
+
+        let mut first_error = None;
+        let mut interrupted = false;
+        let mut pending: BTreeMap<String, ()> = tasks.iter().map(|(n, _)| (n.clone(), ())).collect();
+        let mut joins = futures_join(tasks);
+        let deadline = async {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = failed.cancelled() => {}
+            }
+            tokio::time::sleep(self.shutdown_timeout).await;
+        };
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = joins.recv() => {
+                    let Some((name, result)) = next else { break };
+                    pending.remove(&name);
+                    let result = match result {
+                        Ok(r) => r,
+                        Err(join_error) => Err(format!("task panicked or was cancelled: {join_error}").into()),
+                    };
+                    if let Err(source) = result {
+                        tracing::error!(component = %name, error = %source, "component failed; shutting down");
+                        metrics().error(&name, "component_failed");
+                        sources_stop.cancel();
+                        failed.cancel();
+                        first_error.get_or_insert(RunError::Component { component: name, source });
+                    }
+                }
+                _ = shutdown.cancelled(), if !interrupted => {
+                    interrupted = true;
+                    tracing::info!(timeout_ms = self.shutdown_timeout.as_millis() as u64, "shutdown requested: stopping sources, draining");
+                }
+                _ = &mut deadline => {
+                    return Err(RunError::ShutdownTimeout {
+                        timeout_ms: self.shutdown_timeout.as_millis() as u64,
+                        pending: pending.into_keys().collect(),
+                    });
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(RunReport {
+                elapsed: started.elapsed(),
+                interrupted,
+            }),
+        }
+    }
+}
+
+/// Turns join handles into a channel of (name, result) in completion order.
+fn futures_join(
+    tasks: Vec<(String, JoinHandle<Result<(), BoxError>>)>,
+) -> mpsc::UnboundedReceiver<(String, Result<Result<(), BoxError>, tokio::task::JoinError>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    for (name, handle) in tasks {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let result = handle.await;
+            let _ = tx.send((name, result));
+        });
+    }
+    rx
+}
+
+/// The loop of a transform on its own thread: batch in, batches out, flush at the end.
+fn run_transform(
+    mut transform: Box<dyn Transform>,
+    input: Option<Input>,
+    mut out: Output,
+    metrics: Arc<crate::telemetry::ComponentMetrics>,
+) -> Result<(), BoxError> {
+    let mut produced = Vec::new();
+    if let Some(mut input) = input {
+        while let Some(batch) = input.blocking_next() {
+            let timer = metrics.batch_duration.start_timer();
+            transform.process_batch(batch, &mut produced);
+            timer.observe_duration();
+            for b in produced.drain(..) {
+                out.blocking_send(b)?;
+            }
+        }
+    }
+    transform.on_close(&mut produced);
+    for b in produced.drain(..) {
+        out.blocking_send(b)?;
+    }
+    Ok(())
+}
