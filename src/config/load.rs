@@ -143,10 +143,11 @@ fn decode_at<T: DeserializeOwned>(
                 format!("{prefix}.{path}")
             };
             let message = e.into_inner().to_string();
-            // serde names an unknown field in its message, not in the path: move it over.
+            // Make sure an unknown field's name ends the key, whichever way the error put it.
             if let Some(field) = message
                 .strip_prefix("unknown field `")
                 .and_then(|rest| rest.split('`').next())
+                .filter(|field| !key.ends_with(field))
             {
                 key = if key.is_empty() {
                     field.to_string()
