@@ -7,7 +7,7 @@ pub mod topology;
 
 pub use batch::{Batch, Records};
 pub use component::{BoxError, DownstreamClosed, Input, Output, Sink, Source, Transform};
-pub use topology::{RunError, RunReport, Topology};
+pub use topology::{Component, RunError, RunReport, Topology};
 
 /// Resolves when the process receives SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

@@ -2,7 +2,7 @@
 //! them, and shuts them down in order: stop the sources, let the channels drain through
 //! the stages, then let the sinks flush and close their files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::Batch;
 use super::component::{BoxError, Input, Output, Sink, Source, Transform};
-use crate::config::{PipelineConfig, SinkConfig, SourceConfig, StageConfig};
+use crate::config::{PipelineConfig, RuntimeConfig, SinkConfig, SourceConfig, StageConfig};
 use crate::connector::generator::GeneratorSource;
 use crate::graph::RoadGraph;
 use crate::stage::clean::CleanStage;
@@ -47,7 +47,8 @@ pub struct RunReport {
     pub interrupted: bool,
 }
 
-enum Built {
+/// A built component, ready to be wired.
+pub enum Component {
     Source(Box<dyn Source>),
     Transform(Box<dyn Transform>),
     Sink(Box<dyn Sink>),
@@ -55,7 +56,7 @@ enum Built {
 
 /// A topology ready to run: every component built, nothing started.
 pub struct Topology {
-    components: Vec<(String, Built)>,
+    components: Vec<(String, Component)>,
     edges: Vec<(String, String)>,
     channel_capacity: usize,
     shutdown_timeout: Duration,
@@ -82,7 +83,7 @@ impl Topology {
                     Box::new(GeneratorSource::new(c.clone(), graph))
                 }
             };
-            components.push((name.clone(), Built::Source(built)));
+            components.push((name.clone(), Component::Source(built)));
         }
         for (name, stage) in &config.stages {
             let built: Box<dyn Transform> = match stage {
@@ -90,7 +91,7 @@ impl Topology {
                     Box::new(CleanStage::new(c.clone(), metrics().component(name)))
                 }
             };
-            components.push((name.clone(), Built::Transform(built)));
+            components.push((name.clone(), Component::Transform(built)));
         }
         for (name, sink) in &config.sinks {
             // The record kind the sink will see, so an empty input still yields a valid,
@@ -104,14 +105,23 @@ impl Topology {
                     .map_err(|e| build_err(name)(e.into()))?,
                 SinkConfig::Ndjson(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
             };
-            components.push((name.clone(), Built::Sink(built)));
+            components.push((name.clone(), Component::Sink(built)));
         }
-        Ok(Self {
+        Ok(Self::new(components, config.edges.clone(), &config.runtime))
+    }
+
+    /// Wires components built elsewhere; `edges` are `(from, to)` names.
+    pub fn new(
+        components: Vec<(String, Component)>,
+        edges: Vec<(String, String)>,
+        runtime: &RuntimeConfig,
+    ) -> Self {
+        Self {
             components,
-            edges: config.edges.clone(),
-            channel_capacity: config.runtime.channel_capacity_batches.max(1),
-            shutdown_timeout: Duration::from_millis(config.runtime.shutdown_timeout_ms),
-        })
+            edges,
+            channel_capacity: runtime.channel_capacity_batches.max(1),
+            shutdown_timeout: Duration::from_millis(runtime.shutdown_timeout_ms),
+        }
     }
 
     /// Runs until every component has finished. When `shutdown` fires, the sources stop and
@@ -122,7 +132,7 @@ impl Topology {
         let mut senders: BTreeMap<String, mpsc::Sender<Batch>> = BTreeMap::new();
         let mut receivers: BTreeMap<String, mpsc::Receiver<Batch>> = BTreeMap::new();
         for (name, built) in &self.components {
-            if !matches!(built, Built::Source(_)) {
+            if !matches!(built, Component::Source(_)) {
                 let (tx, rx) = mpsc::channel(self.channel_capacity);
                 senders.insert(name.clone(), tx);
                 receivers.insert(name.clone(), rx);
@@ -143,12 +153,12 @@ impl Topology {
         let mut tasks: Vec<(String, JoinHandle<Result<(), BoxError>>)> = Vec::new();
         for (name, built) in self.components {
             let handle = match built {
-                Built::Source(source) => {
+                Component::Source(source) => {
                     let out = output_of(&name);
                     let stop = sources_stop.clone();
                     tokio::spawn(async move { source.run(out, stop).await })
                 }
-                Built::Transform(transform) => {
+                Component::Transform(transform) => {
                     let input = receivers
                         .remove(&name)
                         .map(|rx| Input::new(metrics().component(&name), rx));
@@ -158,7 +168,7 @@ impl Topology {
                         run_transform(transform, input, out, component)
                     })
                 }
-                Built::Sink(sink) => {
+                Component::Sink(sink) => {
                     let input = receivers.remove(&name).map(|rx| {
                         Input::new(metrics().component(&name), rx)
                     });
@@ -176,7 +186,7 @@ impl Topology {
 
         let mut first_error = None;
         let mut interrupted = false;
-        let mut pending: BTreeMap<String, ()> = tasks.iter().map(|(n, _)| (n.clone(), ())).collect();
+        let mut pending: BTreeSet<String> = tasks.iter().map(|(n, _)| n.clone()).collect();
         let mut joins = futures_join(tasks);
         let deadline = async {
             tokio::select! {
@@ -210,7 +220,7 @@ impl Topology {
                 _ = &mut deadline => {
                     return Err(RunError::ShutdownTimeout {
                         timeout_ms: self.shutdown_timeout.as_millis() as u64,
-                        pending: pending.into_keys().collect(),
+                        pending: pending.into_iter().collect(),
                     });
                 }
             }

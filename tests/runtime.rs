@@ -1,0 +1,199 @@
+//! Runtime: backpressure reaches the source, shutdown drains and flushes, a stuck sink hits
+//! the shutdown limit, and a failed sink stops the pipeline with an error.
+//! Timers run on tokio's paused clock, so nothing here depends on machine speed.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use pipeline::config::RuntimeConfig;
+use pipeline::record::Probe;
+use pipeline::runtime::{
+    Batch, BoxError, Component, Input, Output, Records, RunError, Sink, Source, Topology,
+};
+use pipeline::stage::clean::{CleanConfig, CleanStage};
+use pipeline::telemetry::metrics;
+
+const T0: i64 = 1_700_000_000_000;
+
+/// Emits `batches` batches (or forever when None) of 10 probes each, counting sends.
+struct CountingSource {
+    batches: Option<usize>,
+    sent: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Source for CountingSource {
+    async fn run(self: Box<Self>, mut out: Output, shutdown: CancellationToken) -> Result<(), BoxError> {
+        let mut i = 0usize;
+        while self.batches.is_none_or(|n| i < n) && !shutdown.is_cancelled() {
+            let probes = (0..10)
+                .map(|k| {
+                    let t = (i * 10 + k) as i64;
+                    Probe::new(format!("v{k}"), T0 + t * 1000, 60.0, 24.0 + t as f64 * 1e-5)
+                })
+                .collect::<Vec<_>>();
+            out.send(Batch::from(probes)).await?;
+            self.sent.fetch_add(1, Ordering::SeqCst);
+            i += 1;
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+}
+
+/// Sleeps per batch; checks how far ahead the source ran; records that it was closed.
+struct SlowSink {
+    delay: Duration,
+    source_sent: Arc<AtomicUsize>,
+    received_batches: Arc<AtomicUsize>,
+    received_probes: Arc<AtomicUsize>,
+    max_ahead: Arc<AtomicUsize>,
+    closed: Arc<AtomicBool>,
+    fail_after: Option<usize>,
+    hang_at_end: bool,
+}
+
+#[async_trait]
+impl Sink for SlowSink {
+    async fn run(self: Box<Self>, mut input: Input) -> Result<(), BoxError> {
+        while let Some(batch) = input.next().await {
+            let got = self.received_batches.fetch_add(1, Ordering::SeqCst) + 1;
+            if let Records::Probes(p) = &batch.records {
+                self.received_probes.fetch_add(p.len(), Ordering::SeqCst);
+            }
+            let ahead = self.source_sent.load(Ordering::SeqCst).saturating_sub(got);
+            self.max_ahead.fetch_max(ahead, Ordering::SeqCst);
+            if self.fail_after.is_some_and(|n| got >= n) {
+                return Err("disk full (simulated)".into());
+            }
+            tokio::time::sleep(self.delay).await;
+        }
+        if self.hang_at_end {
+            std::future::pending::<()>().await;
+        }
+        self.closed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+struct Harness {
+    sent: Arc<AtomicUsize>,
+    received_batches: Arc<AtomicUsize>,
+    received_probes: Arc<AtomicUsize>,
+    max_ahead: Arc<AtomicUsize>,
+    closed: Arc<AtomicBool>,
+}
+
+fn topology(
+    prefix: &str,
+    batches: Option<usize>,
+    capacity: usize,
+    fail_after: Option<usize>,
+    hang_at_end: bool,
+) -> (Topology, Harness) {
+    let h = Harness {
+        sent: Arc::default(),
+        received_batches: Arc::default(),
+        received_probes: Arc::default(),
+        max_ahead: Arc::default(),
+        closed: Arc::default(),
+    };
+    let (src, clean, sink) = (format!("{prefix}_src"), format!("{prefix}_clean"), format!("{prefix}_sink"));
+    let components = vec![
+        (
+            src.clone(),
+            Component::Source(Box::new(CountingSource { batches, sent: h.sent.clone() })),
+        ),
+        (
+            clean.clone(),
+            Component::Transform(Box::new(CleanStage::new(
+                CleanConfig { reorder_window_ms: 0, ..CleanConfig::default() },
+                metrics().component(&clean),
+            ))),
+        ),
+        (
+            sink.clone(),
+            Component::Sink(Box::new(SlowSink {
+                delay: Duration::from_millis(50),
+                source_sent: h.sent.clone(),
+                received_batches: h.received_batches.clone(),
+                received_probes: h.received_probes.clone(),
+                max_ahead: h.max_ahead.clone(),
+                closed: h.closed.clone(),
+                fail_after,
+                hang_at_end,
+            })),
+        ),
+    ];
+    let runtime = RuntimeConfig { channel_capacity_batches: capacity, shutdown_timeout_ms: 2_000 };
+    (
+        Topology::new(components, vec![(src, clean.clone()), (clean, sink)], &runtime),
+        h,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_sink_slows_the_source_and_nothing_is_lost() {
+    let (topology, h) = topology("bp", Some(200), 2, None, false);
+    let report = topology.run(CancellationToken::new()).await.unwrap();
+    assert!(!report.interrupted);
+    assert_eq!(h.sent.load(Ordering::SeqCst), 200);
+    assert_eq!(h.received_probes.load(Ordering::SeqCst), 2000, "every probe arrives");
+    // Two channels of capacity 2, plus one batch in each component's hands.
+    let ahead = h.max_ahead.load(Ordering::SeqCst);
+    assert!(ahead <= 8, "the source ran {ahead} batches ahead of a slow sink");
+    assert!(h.closed.load(Ordering::SeqCst));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_sources_drains_and_closes_sinks() {
+    let (topology, h) = topology("sd", None, 4, None, false);
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        trigger.cancel();
+    });
+    let report = topology.run(shutdown).await.unwrap();
+    assert!(report.interrupted);
+    assert!(h.closed.load(Ordering::SeqCst), "the sink saw the end of its input");
+    let sent_probes = h.sent.load(Ordering::SeqCst) * 10;
+    assert!(sent_probes > 0);
+    assert_eq!(
+        h.received_probes.load(Ordering::SeqCst),
+        sent_probes,
+        "everything the source sent was drained to the sink"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stuck_sink_hits_the_shutdown_limit() {
+    let (topology, _h) = topology("stuck", None, 4, None, true);
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        trigger.cancel();
+    });
+    match topology.run(shutdown).await {
+        Err(RunError::ShutdownTimeout { pending, .. }) => assert_eq!(pending, ["stuck_sink"]),
+        other => panic!("expected a shutdown timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_sink_stops_the_pipeline_with_its_error() {
+    let (topology, h) = topology("fail", None, 2, Some(3), false);
+    match topology.run(CancellationToken::new()).await {
+        Err(RunError::Component { component, source }) => {
+            assert_eq!(component, "fail_sink");
+            assert!(source.to_string().contains("disk full"));
+        }
+        other => panic!("expected the sink's error, got {other:?}"),
+    }
+    assert!(h.sent.load(Ordering::SeqCst) < 50, "the source stopped");
+}
