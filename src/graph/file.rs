@@ -338,3 +338,92 @@ pub(crate) fn map_file(path: &Path) -> Result<Image, GraphError> {
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| GraphError::io(path, e))?;
     Ok(Image::Mapped(map))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::osm_writer::synthetic_grid;
+    use crate::graph::ImportConfig;
+
+    /// Re-seals an image after tampering, as a malicious or buggy writer would.
+    fn reseal(bytes: &mut [u8]) {
+        let crc = crc32fast::hash(&bytes[16..]);
+        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn image() -> Vec<u8> {
+        let g = synthetic_grid(3, 3, 100.0, 47.0, 9.0)
+            .build_graph(&ImportConfig::default())
+            .unwrap();
+        let path = std::env::temp_dir().join(format!("graph-unit-{}.graph", std::process::id()));
+        g.write(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        bytes
+    }
+
+    fn toc_of(bytes: &[u8]) -> Toc {
+        bytemuck::pod_read_unaligned(&bytes[..TOC_LEN])
+    }
+
+    fn put_toc(bytes: &mut [u8], toc: &Toc) {
+        bytes[..TOC_LEN].copy_from_slice(bytemuck::bytes_of(toc));
+        reseal(bytes);
+    }
+
+    fn expect_corrupt(bytes: &[u8]) -> String {
+        // Copy into an 8-aligned buffer, as a mapped file would be.
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        let aligned = &bytemuck::cast_slice::<u64, u8>(&words)[..bytes.len()];
+        match validate(aligned, Path::new("x.graph")) {
+            Err(GraphError::Corrupt { reason, .. }) => reason,
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sealed_but_inconsistent_files_are_rejected_not_panicking() {
+        let good = image();
+
+        let mut bytes = good.clone();
+        let mut toc = toc_of(&bytes);
+        toc.segments_offset = u64::MAX - 3;
+        put_toc(&mut bytes, &toc);
+        assert!(expect_corrupt(&bytes).contains("out of bounds"));
+
+        let mut bytes = good.clone();
+        let mut toc = toc_of(&bytes);
+        toc.geometry_offset += 4;
+        put_toc(&mut bytes, &toc);
+        assert!(expect_corrupt(&bytes).contains("out of bounds"));
+
+        // A successor index pointing past the end.
+        let mut bytes = good.clone();
+        let toc = toc_of(&bytes);
+        let at = toc.successors_offset as usize;
+        bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        reseal(&mut bytes);
+        assert!(expect_corrupt(&bytes).contains("successor index"));
+
+        // Geometry offsets that run backwards.
+        let mut bytes = good.clone();
+        let at = toc.geom_offsets_offset as usize + 8;
+        bytes[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        reseal(&mut bytes);
+        assert!(expect_corrupt(&bytes).contains("geometry offsets"));
+
+        // Segments out of id order.
+        let mut bytes = good.clone();
+        let at = toc.segments_offset as usize;
+        bytes[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        reseal(&mut bytes);
+        assert!(expect_corrupt(&bytes).contains("not sorted"));
+
+        // An unknown road class code (offset 44 inside the first segment record).
+        let mut bytes = good;
+        bytes[at + 44] = 200;
+        reseal(&mut bytes);
+        assert!(expect_corrupt(&bytes).contains("road class"));
+    }
+}
