@@ -287,3 +287,14 @@ fn sniff(path: &Path) -> Result<InputKind, GraphError> {
         path: path.to_path_buf(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<RoadGraph>();
+    }
+}
