@@ -13,6 +13,23 @@
 //! - [`info`]: [`GraphInfo`] for `pipeline graph info`.
 //! - [`export`]: segment table to Parquet.
 //! - [`osm_writer`]: writes small OSM PBF/XML files so tests and demos need no downloaded data.
+//!
+//! Walking the graph (e.g. a probe generator): segment indices are `0..graph.len()` as
+//! `u32`; per index, [`RoadGraph::segment`] gives `segment_id`, `length_m`,
+//! `speed_limit_kmh`, [`RoadGraph::geometry`] the `[lat, lon]` polyline in the direction of
+//! travel and [`RoadGraph::successors`] the indices one can continue on (U-turns included).
+//!
+//! ```
+//! use pipeline::graph::{osm_writer::synthetic_grid, ImportConfig};
+//! let graph = synthetic_grid(3, 3, 100.0, 47.0, 9.0).build_graph(&ImportConfig::default())?;
+//! let (mut at, mut travelled_m) = (0u32, 0.0);
+//! for _ in 0..10 {
+//!     travelled_m += graph.segment(at).length_m;
+//!     at = graph.successors(at)[0];
+//! }
+//! assert!(travelled_m > 0.0);
+//! # Ok::<(), pipeline::graph::GraphError>(())
+//! ```
 
 mod builder;
 pub mod class;
