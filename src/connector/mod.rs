@@ -1,2 +1,5 @@
 //! Sources and sinks. Connectors know nothing of map matching or aggregation: they move
 //! batches of records between the outside world and in-process channels.
+
+pub mod ndjson;
+pub mod parquet;
