@@ -36,7 +36,10 @@ fn source_config_from_toml_with_mapping_and_rate() -> TestResult {
 #[test]
 fn unknown_keys_are_errors() {
     assert!(toml::from_str::<ParquetSourceConfig>("paths = [\"a\"]\npath = \"b\"").is_err());
-    assert!(toml::from_str::<ParquetSourceConfig>("paths = [\"a\"]\n[columns]\nlatitude = \"x\"").is_err());
+    assert!(
+        toml::from_str::<ParquetSourceConfig>("paths = [\"a\"]\n[columns]\nlatitude = \"x\"")
+            .is_err()
+    );
     assert!(toml::from_str::<ParquetSinkConfig>("path = \"a\"\nrolling = true").is_err());
 }
 
@@ -78,7 +81,10 @@ fn sink_config_defaults_and_validation() -> TestResult {
     let mut problems = Problems::new();
     bad.validate("sinks.out", &mut problems);
     let keys: Vec<String> = problems.into_vec().into_iter().map(|p| p.key).collect();
-    assert_eq!(keys, ["sinks.out.compression_level", "sinks.out.max_rows_per_file"]);
+    assert_eq!(
+        keys,
+        ["sinks.out.compression_level", "sinks.out.max_rows_per_file"]
+    );
     Ok(())
 }
 
@@ -86,6 +92,10 @@ fn sink_config_defaults_and_validation() -> TestResult {
 fn build_rejects_an_invalid_config_without_touching_files() {
     let mut c = ParquetSourceConfig::new(["/nonexistent/*.parquet"]);
     c.batch_size = 0;
-    let err = c.build("x").err().map(|e| e.to_string()).unwrap_or_default();
+    let err = c
+        .build("x")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("batch_size"), "{err}");
 }

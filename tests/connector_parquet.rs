@@ -14,11 +14,11 @@ use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
-use pipeline::connector::parquet::{
-    read_probes, write_records, ParquetError, ParquetSinkConfig, ParquetSourceConfig,
-    ProbeReader, TimestampUnit,
-};
 use pipeline::connector::parquet::expand_paths;
+use pipeline::connector::parquet::{
+    read_probes, write_records, ParquetError, ParquetSinkConfig, ParquetSourceConfig, ProbeReader,
+    TimestampUnit,
+};
 use pipeline::record::{
     ArrowRecord, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed,
 };
@@ -192,9 +192,18 @@ fn column_mapping_with_seconds_float32_and_integer_vehicle_ids() -> TestResult {
     let path = dir.path().join("fleet.parquet");
     let b = batch(vec![
         ("unit", Arc::new(Int64Array::from(vec![17, 42])) as ArrayRef),
-        ("time_s", Arc::new(Int64Array::from(vec![1_700_000_000, 1_700_000_005]))),
-        ("latitude", Arc::new(Float32Array::from(vec![48.5f32, 48.25]))),
-        ("longitude", Arc::new(Float32Array::from(vec![2.5f32, 2.75]))),
+        (
+            "time_s",
+            Arc::new(Int64Array::from(vec![1_700_000_000, 1_700_000_005])),
+        ),
+        (
+            "latitude",
+            Arc::new(Float32Array::from(vec![48.5f32, 48.25])),
+        ),
+        (
+            "longitude",
+            Arc::new(Float32Array::from(vec![2.5f32, 2.75])),
+        ),
         ("kmh", Arc::new(Float64Array::from(vec![Some(10.0), None]))),
     ])?;
     write_file(&path, &b, 100)?;
@@ -208,7 +217,10 @@ fn column_mapping_with_seconds_float32_and_integer_vehicle_ids() -> TestResult {
     let (read, _) = read_probes(&c)?;
     let mut first = Probe::new("17", 1_700_000_000_000, 48.5, 2.5);
     first.speed_mps = Some(10.0);
-    assert_eq!(read, vec![first, Probe::new("42", 1_700_000_005_000, 48.25, 2.75)]);
+    assert_eq!(
+        read,
+        vec![first, Probe::new("42", 1_700_000_005_000, 48.25, 2.75)]
+    );
     Ok(())
 }
 
@@ -217,8 +229,11 @@ fn float_seconds_round_to_the_nearest_millisecond() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("f.parquet");
     let b = batch(vec![
-        ("vehicle_id", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
-        ("t", Arc::new(Float64Array::from(vec![1_700_000_000.1236]))),
+        (
+            "vehicle_id",
+            Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
+        ),
+        ("t", Arc::new(Float64Array::from(vec![1_700_000_000.123_6]))),
         ("lat", Arc::new(Float64Array::from(vec![1.0]))),
         ("lon", Arc::new(Float64Array::from(vec![2.0]))),
     ])?;
@@ -238,7 +253,10 @@ fn arrow_microsecond_timestamp_with_time_zone_and_large_utf8_ids() -> TestResult
     let ts = TimestampMicrosecondArray::from(vec![1_700_000_000_123_456, 1_700_000_001_000_999])
         .with_timezone("+02:00");
     let b = batch(vec![
-        ("vid", Arc::new(LargeStringArray::from(vec!["car-1", "car-2"])) as ArrayRef),
+        (
+            "vid",
+            Arc::new(LargeStringArray::from(vec!["car-1", "car-2"])) as ArrayRef,
+        ),
         ("event_time", Arc::new(ts)),
         ("lat", Arc::new(Float64Array::from(vec![10.0, 11.0]))),
         ("lon", Arc::new(Float64Array::from(vec![20.0, 21.0]))),
@@ -269,7 +287,10 @@ fn missing_mapped_column_names_file_and_column() -> TestResult {
     let err = read_probes(&c).err().ok_or("expected an error")?;
     let text = err.to_string();
     assert!(matches!(err, ParquetError::MissingColumn { .. }), "{text}");
-    assert!(text.contains("probes.parquet") && text.contains("\"time\""), "{text}");
+    assert!(
+        text.contains("probes.parquet") && text.contains("\"time\""),
+        "{text}"
+    );
     Ok(())
 }
 
@@ -278,13 +299,18 @@ fn wrong_column_type_names_file_and_column() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("probes.parquet");
     let b = batch(vec![
-        ("vehicle_id", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
+        (
+            "vehicle_id",
+            Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
+        ),
         ("ts_ms", Arc::new(Int64Array::from(vec![1]))),
         ("lat", Arc::new(StringArray::from(vec!["48.1"]))),
         ("lon", Arc::new(Float64Array::from(vec![2.0]))),
     ])?;
     write_file(&path, &b, 100)?;
-    let err = read_probes(&config(&[&path])).err().ok_or("expected an error")?;
+    let err = read_probes(&config(&[&path]))
+        .err()
+        .ok_or("expected an error")?;
     let text = err.to_string();
     assert!(
         text.contains("probes.parquet: column \"lat\" has type Utf8, expected a float"),
@@ -295,7 +321,10 @@ fn wrong_column_type_names_file_and_column() -> TestResult {
     c.timestamp_unit = TimestampUnit::Arrow;
     c.columns.lat = "lon".into();
     c.columns.lon = "ts_ms".into();
-    let text = read_probes(&c).err().ok_or("expected an error")?.to_string();
+    let text = read_probes(&c)
+        .err()
+        .ok_or("expected an error")?
+        .to_string();
     assert!(text.contains("column \"ts_ms\" has type Int64"), "{text}");
     Ok(())
 }
@@ -326,7 +355,10 @@ fn projection_never_reads_unmapped_columns() -> TestResult {
     let path = dir.path().join("wide.parquet");
     let blob: Vec<&[u8]> = vec![&[0xAB; 4096]; 50];
     let b = batch(vec![
-        ("vehicle_id", Arc::new(StringArray::from(vec!["a"; 50])) as ArrayRef),
+        (
+            "vehicle_id",
+            Arc::new(StringArray::from(vec!["a"; 50])) as ArrayRef,
+        ),
         ("ts_ms", Arc::new(Int64Array::from_iter_values(0..50))),
         ("lat", Arc::new(Float64Array::from(vec![1.0; 50]))),
         ("lon", Arc::new(Float64Array::from(vec![2.0; 50]))),
@@ -345,7 +377,10 @@ fn projection_never_reads_unmapped_columns() -> TestResult {
     bytes[start..start + len].fill(0xFF);
     fs::write(&path, &bytes)?;
     let full = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)?.build()?;
-    assert!(full.into_iter().any(|b| b.is_err()), "the garbage must be detectable");
+    assert!(
+        full.into_iter().any(|b| b.is_err()),
+        "the garbage must be detectable"
+    );
     let (read, _) = read_probes(&config(&[&path]))?;
     assert_eq!(read.len(), 50);
     Ok(())
@@ -363,7 +398,9 @@ fn truncated_file_alone_is_an_error_naming_the_file() -> TestResult {
     let path = dir.path().join("cut.parquet");
     write_probe_file(&path, &probes(500, 0), 100)?;
     truncate(&path)?;
-    let err = read_probes(&config(&[&path])).err().ok_or("expected an error")?;
+    let err = read_probes(&config(&[&path]))
+        .err()
+        .ok_or("expected an error")?;
     assert!(matches!(err, ParquetError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("cut.parquet"), "{err}");
     Ok(())
@@ -397,8 +434,15 @@ fn glob_skips_a_truncated_file_and_replays_the_others() -> TestResult {
     assert_eq!(read, expected);
     let summary = reader.summary();
     assert_eq!(summary.files_read, 2);
-    let skipped: Vec<&Path> = summary.files_skipped.iter().map(|s| s.path.as_path()).collect();
-    assert_eq!(skipped, vec![b.as_path(), dir.path().join("d.parquet").as_path()]);
+    let skipped: Vec<&Path> = summary
+        .files_skipped
+        .iter()
+        .map(|s| s.path.as_path())
+        .collect();
+    assert_eq!(
+        skipped,
+        vec![b.as_path(), dir.path().join("d.parquet").as_path()]
+    );
     let text = metrics().render();
     assert!(
         text.contains(&format!(
@@ -420,7 +464,10 @@ fn glob_where_every_file_is_bad_fails() -> TestResult {
     let mut cfg = ParquetSourceConfig::new([format!("{}/*.parquet", dir.path().display())]);
     cfg.progress = false;
     let err = read_probes(&cfg).err().ok_or("expected an error")?;
-    assert!(matches!(err, ParquetError::AllFilesFailed { count: 2, .. }), "{err}");
+    assert!(
+        matches!(err, ParquetError::AllFilesFailed { count: 2, .. }),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -458,7 +505,11 @@ fn globs_and_literal_paths_are_sorted_and_deduplicated() -> TestResult {
 fn output_is_identical_with_one_or_four_decode_threads() -> TestResult {
     let dir = tempfile::tempdir()?;
     for (i, name) in ["1.parquet", "2.parquet", "3.parquet"].iter().enumerate() {
-        write_probe_file(&dir.path().join(name), &probes(2000 + i * 37, i as i64 * 1_000), 97)?;
+        write_probe_file(
+            &dir.path().join(name),
+            &probes(2000 + i * 37, i as i64 * 1_000),
+            97,
+        )?;
     }
     let run = |threads: usize| -> Result<Vec<Vec<Probe>>, ParquetError> {
         let mut cfg = ParquetSourceConfig::new([format!("{}/*.parquet", dir.path().display())]);
@@ -490,16 +541,30 @@ fn rows_with_null_required_fields_are_dropped_and_counted() -> TestResult {
     let b = RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(StringArray::from(vec![Some("a"), None, Some("c"), Some("d")])),
+            Arc::new(StringArray::from(vec![
+                Some("a"),
+                None,
+                Some("c"),
+                Some("d"),
+            ])),
             Arc::new(Int64Array::from(vec![Some(1), Some(2), None, Some(4)])),
-            Arc::new(Float64Array::from(vec![Some(1.0), Some(1.0), Some(1.0), None])),
+            Arc::new(Float64Array::from(vec![
+                Some(1.0),
+                Some(1.0),
+                Some(1.0),
+                None,
+            ])),
             Arc::new(Float64Array::from(vec![Some(2.0); 4])),
         ],
     )?;
     write_file(&path, &b, 100)?;
     let cfg = config(&[&path]);
     let component = "test_nulls";
-    let mut reader = ProbeReader::open(expand_paths(&cfg.paths)?, &cfg, metrics().component(component))?;
+    let mut reader = ProbeReader::open(
+        expand_paths(&cfg.paths)?,
+        &cfg,
+        metrics().component(component),
+    )?;
     let read: Vec<Probe> = reader.by_ref().collect::<Result<Vec<_>, _>>()?.concat();
     assert_eq!(read, vec![Probe::new("a", 1, 1.0, 2.0)]);
     assert_eq!(reader.summary().rows_null_field, 3);
@@ -530,7 +595,12 @@ fn rolling_by_rows_writes_numbered_files_that_sum_up() -> TestResult {
         .collect();
     assert_eq!(
         names,
-        ["out-00000.parquet", "out-00001.parquet", "out-00002.parquet", "out-00003.parquet"]
+        [
+            "out-00000.parquet",
+            "out-00001.parquet",
+            "out-00002.parquet",
+            "out-00003.parquet"
+        ]
     );
     let mut all = Vec::new();
     for f in &files {
@@ -611,7 +681,10 @@ fn unsigned_vehicle_ids_become_decimal_strings() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("u.parquet");
     let b = batch(vec![
-        ("vehicle_id", Arc::new(UInt32Array::from(vec![7u32])) as ArrayRef),
+        (
+            "vehicle_id",
+            Arc::new(UInt32Array::from(vec![7u32])) as ArrayRef,
+        ),
         ("ts_ms", Arc::new(Int64Array::from(vec![5]))),
         ("lat", Arc::new(Float64Array::from(vec![1.0]))),
         ("lon", Arc::new(Float64Array::from(vec![2.0]))),

@@ -20,7 +20,11 @@ use tokio_util::sync::CancellationToken;
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// `n` probes `step_ms` apart from t = 0, in one file with row groups of 100.
-fn write_probes(path: &Path, n: usize, step_ms: i64) -> Result<Vec<Probe>, Box<dyn std::error::Error + Send + Sync>> {
+fn write_probes(
+    path: &Path,
+    n: usize,
+    step_ms: i64,
+) -> Result<Vec<Probe>, Box<dyn std::error::Error + Send + Sync>> {
     let rows: Vec<Probe> = (0..n)
         .map(|i| Probe::new(format!("v{}", i % 3), i as i64 * step_ms, 45.0, 5.0))
         .collect();
@@ -75,7 +79,11 @@ async fn paced_replay_takes_event_time_divided_by_the_factor() -> TestResult {
         elapsed >= Duration::from_secs(9) && elapsed < Duration::from_millis(9_050),
         "{elapsed:?}"
     );
-    assert_eq!(consumer.await?, rows, "pacing never changes content or order");
+    assert_eq!(
+        consumer.await?,
+        rows,
+        "pacing never changes content or order"
+    );
     Ok(())
 }
 

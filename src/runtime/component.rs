@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::Batch;
-use crate::telemetry::metrics::{metrics, ComponentMetrics};
+use crate::telemetry::metrics::ComponentMetrics;
 
 /// The error a component returns when it stops abnormally.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

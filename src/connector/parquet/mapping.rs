@@ -5,10 +5,7 @@
 use std::path::Path;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Float32Type, Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
-};
+use arrow_array::types::{Float32Type, Float64Type, Int64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Schema, TimeUnit};
 
@@ -94,19 +91,31 @@ fn is_float(t: &DataType) -> bool {
 fn accepts(role: &str, unit: TimestampUnit) -> (fn(&DataType) -> bool, &'static str) {
     match role {
         "vehicle_id" => (
-            |t| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) || is_integer(t),
+            |t| {
+                matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+                    || is_integer(t)
+            },
             "a string or an integer",
         ),
         "timestamp" => match unit {
             TimestampUnit::Ms => (
-                |t| matches!(t, DataType::Int32 | DataType::Int64 | DataType::UInt32 | DataType::UInt64),
+                |t| {
+                    matches!(
+                        t,
+                        DataType::Int32 | DataType::Int64 | DataType::UInt32 | DataType::UInt64
+                    )
+                },
                 "an integer (timestamp_unit = \"ms\")",
             ),
             TimestampUnit::S => (
                 |t| {
                     matches!(
                         t,
-                        DataType::Int32 | DataType::Int64 | DataType::UInt32 | DataType::UInt64 | DataType::Float64
+                        DataType::Int32
+                            | DataType::Int64
+                            | DataType::UInt32
+                            | DataType::UInt64
+                            | DataType::Float64
                     )
                 },
                 "an integer or Float64 (timestamp_unit = \"s\")",
@@ -194,12 +203,12 @@ impl ResolvedMapping {
             probes: Vec::with_capacity(batch.num_rows()),
             ..Converted::default()
         };
-        for i in 0..batch.num_rows() {
+        for (i, ts) in ts_ms.iter().enumerate() {
             if vehicle.is_null(i) || ts_raw.is_null(i) || lat.is_null(i) || lon.is_null(i) {
                 out.null_field += 1;
                 continue;
             }
-            let Some(ts) = ts_ms[i] else {
+            let Some(ts) = *ts else {
                 out.bad_timestamp += 1;
                 continue;
             };
@@ -255,7 +264,10 @@ fn floats<'a>(
 
 /// Epoch milliseconds of every row: `None` for nulls and for values that do not fit.
 /// Also used on row-group min/max statistics, so it must be monotonic in its input.
-pub fn timestamps_ms(array: &ArrayRef, unit: TimestampUnit) -> Result<Vec<Option<i64>>, ArrowError> {
+pub fn timestamps_ms(
+    array: &ArrayRef,
+    unit: TimestampUnit,
+) -> Result<Vec<Option<i64>>, ArrowError> {
     let per_row = |f: &dyn Fn(usize) -> Option<i64>| -> Vec<Option<i64>> {
         (0..array.len())
             .map(|i| if array.is_null(i) { None } else { f(i) })
@@ -263,25 +275,18 @@ pub fn timestamps_ms(array: &ArrayRef, unit: TimestampUnit) -> Result<Vec<Option
     };
     Ok(match (unit, array.data_type()) {
         (TimestampUnit::Arrow, DataType::Timestamp(time_unit, _)) => {
-            let (values, to_ms): (&[i64], fn(i64) -> Option<i64>) = match time_unit {
-                TimeUnit::Second => (
-                    array.as_primitive::<TimestampSecondType>().values(),
-                    |v| v.checked_mul(1000),
-                ),
-                TimeUnit::Millisecond => (
-                    array.as_primitive::<TimestampMillisecondType>().values(),
-                    Some,
-                ),
-                TimeUnit::Microsecond => (
-                    array.as_primitive::<TimestampMicrosecondType>().values(),
-                    |v| Some(v.div_euclid(1000)),
-                ),
-                TimeUnit::Nanosecond => (
-                    array.as_primitive::<TimestampNanosecondType>().values(),
-                    |v| Some(v.div_euclid(1_000_000)),
-                ),
+            // Casting a timestamp to Int64 yields its raw count of `time_unit`s.
+            let raw = cast_to(array, &DataType::Int64)?;
+            let values = raw
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| cast_failed("timestamp"))?;
+            let to_ms: fn(i64) -> Option<i64> = match time_unit {
+                TimeUnit::Second => |v| v.checked_mul(1000),
+                TimeUnit::Millisecond => Some,
+                TimeUnit::Microsecond => |v| Some(v.div_euclid(1000)),
+                TimeUnit::Nanosecond => |v| Some(v.div_euclid(1_000_000)),
             };
-            per_row(&|i| to_ms(values[i]))
+            per_row(&|i| to_ms(values.value(i)))
         }
         (TimestampUnit::S, DataType::Float64 | DataType::Float32) => {
             let cast = cast_to(array, &DataType::Float64)?;

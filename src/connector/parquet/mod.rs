@@ -15,8 +15,7 @@ pub mod sink;
 pub mod source;
 
 pub use config::{
-    ColumnMapping, Compression, ParquetSinkConfig, ParquetSourceConfig, ReplayRate,
-    TimestampUnit,
+    ColumnMapping, Compression, ParquetSinkConfig, ParquetSourceConfig, ReplayRate, TimestampUnit,
 };
 pub use error::ParquetError;
 pub use reader::{expand_paths, read_probes, InputFile, ProbeReader, ReadSummary, SkippedFile};

@@ -46,7 +46,10 @@ pub fn expand_paths(patterns: &[String]) -> Result<Vec<InputFile>, ParquetError>
             (pattern.clone(), false)
         } else if path.is_dir() {
             let escaped = glob::Pattern::escape(pattern);
-            (format!("{}/*.parquet", escaped.trim_end_matches('/')), false)
+            (
+                format!("{}/*.parquet", escaped.trim_end_matches('/')),
+                false,
+            )
         } else if path.is_file() {
             *files.entry(path.to_path_buf()).or_insert(true) = true;
             continue;
@@ -401,11 +404,12 @@ fn plan_file(
         path: path.clone(),
         source,
     })?;
-    let metadata =
-        ArrowReaderMetadata::load(&handle, Default::default()).map_err(|e| ParquetError::Corrupt {
+    let metadata = ArrowReaderMetadata::load(&handle, Default::default()).map_err(|e| {
+        ParquetError::Corrupt {
             path: path.clone(),
             source: Box::new(e),
-        })?;
+        }
+    })?;
     let mapping = ResolvedMapping::resolve(
         path,
         metadata.schema(),
@@ -454,9 +458,14 @@ fn prune_row_groups(
     let maxes = timestamps_ms(&maxes, config.timestamp_unit).ok()?;
     Some(
         (0..meta.num_row_groups())
-            .filter(|&rg| match (mins.get(rg).copied().flatten(), maxes.get(rg).copied().flatten()) {
-                (Some(min), Some(max)) => range.overlaps(min, max),
-                _ => true,
+            .filter(|&rg| {
+                match (
+                    mins.get(rg).copied().flatten(),
+                    maxes.get(rg).copied().flatten(),
+                ) {
+                    (Some(min), Some(max)) => range.overlaps(min, max),
+                    _ => true,
+                }
             })
             .collect(),
     )

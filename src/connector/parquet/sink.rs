@@ -277,8 +277,8 @@ impl RollingWriter {
             file.rows += n as u64;
             offset += n;
             let bytes = (file.writer.bytes_written() + file.writer.in_progress_size()) as u64;
-            let full = max_rows.is_some_and(|m| file.rows >= m)
-                || max_bytes.is_some_and(|m| bytes >= m);
+            let full =
+                max_rows.is_some_and(|m| file.rows >= m) || max_bytes.is_some_and(|m| bytes >= m);
             if full {
                 self.close_current()?;
             }
@@ -339,12 +339,11 @@ impl RollingWriter {
         let Some(mut open) = self.current.take() else {
             return Ok(());
         };
-        let write_err = |path: &Path, e: Box<dyn std::error::Error + Send + Sync>| {
-            ParquetError::Write {
+        let write_err =
+            |path: &Path, e: Box<dyn std::error::Error + Send + Sync>| ParquetError::Write {
                 path: path.to_path_buf(),
                 source: e,
-            }
-        };
+            };
         open.writer
             .finish()
             .map_err(|e| write_err(&open.tmp, Box::new(e)))?;
