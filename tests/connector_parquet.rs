@@ -694,3 +694,21 @@ fn unsigned_vehicle_ids_become_decimal_strings() -> TestResult {
     assert_eq!(read, vec![Probe::new("7", 5, 1.0, 2.0)]);
     Ok(())
 }
+
+#[test]
+fn dropping_a_writer_mid_file_still_leaves_a_valid_file() -> TestResult {
+    use pipeline::connector::parquet::sink::SinkTarget;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("interrupted.parquet");
+    let mut writer = pipeline::connector::parquet::RollingWriter::new(
+        "test_drop",
+        &SinkTarget::File(path.clone()),
+        &ParquetSinkConfig::new(&path),
+        RecordKind::Probe,
+    )?;
+    writer.write(&Records::Probes(probes(10, 0)))?;
+    assert!(!path.exists(), "the file appears only once complete");
+    drop(writer);
+    assert_eq!(read_back::<Probe>(&path)?, probes(10, 0));
+    Ok(())
+}
