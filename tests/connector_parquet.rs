@@ -712,3 +712,50 @@ fn dropping_a_writer_mid_file_still_leaves_a_valid_file() -> TestResult {
     assert_eq!(read_back::<Probe>(&path)?, probes(10, 0));
     Ok(())
 }
+
+#[test]
+fn a_row_group_failing_to_decode_skips_the_rest_of_that_file_in_a_glob() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (bad, good) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+    write_probe_file(&good, &probes(10, 0), 100)?;
+    // Three row groups of 100; garble the second one's vehicle ids.
+    let b = Probe::to_record_batch(&probes(300, 0))?;
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(100))
+        .build();
+    let mut writer = ArrowWriter::try_new(File::create(&bad)?, b.schema(), Some(props))?;
+    writer.write(&b)?;
+    let meta = writer.close()?;
+    let (start, len) = meta.row_group(1).column(0).byte_range();
+    let (start, len) = (usize::try_from(start)?, usize::try_from(len)?);
+    let mut bytes = fs::read(&bad)?;
+    bytes[start..start + len].fill(0xFF);
+    fs::write(&bad, &bytes)?;
+
+    let mut cfg = ParquetSourceConfig::new([format!("{}/*.parquet", dir.path().display())]);
+    cfg.progress = false;
+    cfg.decode_threads = Some(1);
+    let (read, summary) = read_probes(&cfg)?;
+    // Row group 0 of the bad file was emitted before the failure; then the good file.
+    let mut expected = bare(probes(100, 0));
+    expected.extend(bare(probes(10, 0)));
+    assert_eq!(read, expected);
+    assert_eq!(summary.files_read, 1);
+    assert_eq!(summary.files_skipped.len(), 1);
+    assert!(
+        summary.files_skipped[0]
+            .error
+            .contains("a.parquet: row group 1"),
+        "{:?}",
+        summary.files_skipped
+    );
+    // Named alone, the same file is an error.
+    let err = read_probes(&config(&[&bad]))
+        .err()
+        .ok_or("expected an error")?;
+    assert!(
+        matches!(err, ParquetError::Decode { row_group: 1, .. }),
+        "{err}"
+    );
+    Ok(())
+}
