@@ -1,0 +1,408 @@
+//! Configuration of the Parquet source and sink: serde structs with named defaults, pure
+//! validation that reports every problem at once, and `build`, the only place that does I/O.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::error::ParquetError;
+use super::reader::expand_paths;
+use super::sink::{ParquetSink, SinkTarget};
+use super::source::ParquetSource;
+use crate::config::Problems;
+use crate::record::RecordKind;
+use crate::runtime::{Sink, Source};
+
+fn default_vehicle_id() -> String {
+    "vehicle_id".to_string()
+}
+fn default_timestamp() -> String {
+    "ts_ms".to_string()
+}
+fn default_lat() -> String {
+    "lat".to_string()
+}
+fn default_lon() -> String {
+    "lon".to_string()
+}
+fn default_batch_size() -> usize {
+    8192
+}
+fn default_true() -> bool {
+    true
+}
+fn default_row_group_rows() -> usize {
+    65_536
+}
+/// zstd level 3: zstd's own default, a good ratio at a few hundred MB/s per core.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// Which input column feeds which [`Probe`](crate::record::Probe) field.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnMapping {
+    #[serde(default = "default_vehicle_id")]
+    pub vehicle_id: String,
+    #[serde(default = "default_timestamp")]
+    pub timestamp: String,
+    #[serde(default = "default_lat")]
+    pub lat: String,
+    #[serde(default = "default_lon")]
+    pub lon: String,
+    /// Absent by default: the probes get no speed.
+    #[serde(default)]
+    pub speed_mps: Option<String>,
+    #[serde(default)]
+    pub heading_deg: Option<String>,
+    #[serde(default)]
+    pub accuracy_m: Option<String>,
+}
+
+impl Default for ColumnMapping {
+    fn default() -> Self {
+        Self {
+            vehicle_id: default_vehicle_id(),
+            timestamp: default_timestamp(),
+            lat: default_lat(),
+            lon: default_lon(),
+            speed_mps: None,
+            heading_deg: None,
+            accuracy_m: None,
+        }
+    }
+}
+
+impl ColumnMapping {
+    /// (role, column) pairs of every mapped column, required ones first.
+    pub fn mapped(&self) -> Vec<(&'static str, &str)> {
+        let mut out = vec![
+            ("vehicle_id", self.vehicle_id.as_str()),
+            ("timestamp", self.timestamp.as_str()),
+            ("lat", self.lat.as_str()),
+            ("lon", self.lon.as_str()),
+        ];
+        for (role, column) in [
+            ("speed_mps", &self.speed_mps),
+            ("heading_deg", &self.heading_deg),
+            ("accuracy_m", &self.accuracy_m),
+        ] {
+            if let Some(c) = column {
+                out.push((role, c.as_str()));
+            }
+        }
+        out
+    }
+}
+
+/// How the timestamp column encodes time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampUnit {
+    /// Integer epoch milliseconds (Int64, Int32, UInt64).
+    #[default]
+    Ms,
+    /// Epoch seconds: integers, or Float64 with a fraction (rounded to the nearest ms).
+    S,
+    /// An Arrow `Timestamp` column of any unit and time zone.
+    Arrow,
+}
+
+/// Replay speed: as fast as possible, or N× real time by event time.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum ReplayRate {
+    #[default]
+    Max,
+    /// Event time advances this many times faster than wall time.
+    Factor(f64),
+}
+
+impl<'de> Deserialize<'de> for ReplayRate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RateVisitor;
+        impl Visitor<'_> for RateVisitor {
+            type Value = ReplayRate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"max\" or a positive replay speed factor such as 10")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ReplayRate, E> {
+                match v {
+                    "max" => Ok(ReplayRate::Max),
+                    other => Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ReplayRate, E> {
+                Ok(ReplayRate::Factor(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ReplayRate, E> {
+                Ok(ReplayRate::Factor(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ReplayRate, E> {
+                Ok(ReplayRate::Factor(v as f64))
+            }
+        }
+        deserializer.deserialize_any(RateVisitor)
+    }
+}
+
+/// The Parquet replay source.
+///
+/// Files named literally in `paths` are required: if one is unreadable or corrupt the source
+/// fails. Files found by a glob (or in a directory given as a path) are best effort: a corrupt
+/// one is logged, counted as skipped and the others are replayed; only if every file fails
+/// does the source fail. A file whose columns do not fit the mapping is always an error,
+/// since that is a configuration mistake rather than a damaged file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSourceConfig {
+    /// Files, directories (all `*.parquet` inside) or glob patterns. Expanded, sorted and
+    /// de-duplicated; files are replayed in path order.
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub columns: ColumnMapping,
+    #[serde(default)]
+    pub timestamp_unit: TimestampUnit,
+    /// Keep probes with `start_ms <= ts_ms` (inclusive).
+    #[serde(default)]
+    pub start_ms: Option<i64>,
+    /// Keep probes with `ts_ms < end_ms` (exclusive).
+    #[serde(default)]
+    pub end_ms: Option<i64>,
+    #[serde(default)]
+    pub rate: ReplayRate,
+    /// Threads decoding row groups; default: the available cores.
+    #[serde(default)]
+    pub decode_threads: Option<usize>,
+    /// Rows per emitted batch.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Show a progress bar (only ever drawn when stderr is a terminal).
+    #[serde(default = "default_true")]
+    pub progress: bool,
+}
+
+impl ParquetSourceConfig {
+    /// A config with every default, reading `paths`.
+    pub fn new(paths: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            paths: paths.into_iter().map(Into::into).collect(),
+            columns: ColumnMapping::default(),
+            timestamp_unit: TimestampUnit::default(),
+            start_ms: None,
+            end_ms: None,
+            rate: ReplayRate::default(),
+            decode_threads: None,
+            batch_size: default_batch_size(),
+            progress: true,
+        }
+    }
+
+    /// The decode thread count after defaults.
+    pub fn decode_threads(&self) -> usize {
+        self.decode_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+
+    /// Pure validation: no file access.
+    pub fn validate(&self, key_prefix: &str, problems: &mut Problems) {
+        let key = |k: &str| format!("{key_prefix}.{k}");
+        problems.check(
+            !self.paths.is_empty(),
+            key("paths"),
+            "at least one file or glob is required",
+        );
+        for (i, pattern) in self.paths.iter().enumerate() {
+            if pattern.trim().is_empty() {
+                problems.push(key(&format!("paths[{i}]")), "empty path");
+            } else if let Err(e) = glob::Pattern::new(pattern) {
+                problems.push(
+                    key(&format!("paths[{i}]")),
+                    format!("`{pattern}` is not a valid glob: {e}"),
+                );
+            }
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for (role, column) in self.columns.mapped() {
+            if column.is_empty() {
+                problems.push(key(&format!("columns.{role}")), "empty column name");
+            } else if seen.contains(&column) {
+                problems.push(
+                    key(&format!("columns.{role}")),
+                    format!("column \"{column}\" is mapped to more than one field"),
+                );
+            }
+            seen.push(column);
+        }
+        if let (Some(start), Some(end)) = (self.start_ms, self.end_ms) {
+            problems.check(
+                start < end,
+                key("end_ms"),
+                format!("end_ms ({end}) must be greater than start_ms ({start})"),
+            );
+        }
+        if let ReplayRate::Factor(f) = self.rate {
+            problems.check(
+                f.is_finite() && f > 0.0,
+                key("rate"),
+                format!("replay speed factor must be a positive number, got {f}"),
+            );
+        }
+        problems.check(
+            self.decode_threads != Some(0),
+            key("decode_threads"),
+            "must be at least 1",
+        );
+        problems.check(self.batch_size > 0, key("batch_size"), "must be at least 1");
+    }
+
+    /// Expands the paths (the only I/O) and returns the source.
+    pub fn build(&self, component: &str) -> Result<Box<dyn Source>, ParquetError> {
+        check(|p| self.validate("source", p))?;
+        let files = expand_paths(&self.paths)?;
+        Ok(Box::new(ParquetSource::new(
+            component.to_string(),
+            files,
+            self.clone(),
+        )))
+    }
+}
+
+fn check(validate: impl FnOnce(&mut Problems)) -> Result<(), ParquetError> {
+    let mut problems = Problems::new();
+    validate(&mut problems);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let text: Vec<String> = problems.into_vec().iter().map(|p| p.to_string()).collect();
+    Err(ParquetError::InvalidConfig(text.join("; ")))
+}
+
+/// Parquet page compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Snappy,
+    None,
+}
+
+/// The Parquet sink.
+///
+/// `path` is a file (written exactly there) or a directory (an existing one, or a path ending
+/// in `/`), in which case the file is `<dir>/<record file stem>.parquet`, e.g.
+/// `out/probes.parquet`. With `max_rows_per_file` or `max_bytes_per_file` set the sink rolls:
+/// files are `<stem>-00000.parquet`, `<stem>-00001.parquet`, … next to where the single file
+/// would be. Each file is written as `<name>.tmp` and renamed when its footer is written, so a
+/// reader never sees a file without a footer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub compression: Compression,
+    /// zstd level (1..=22); default 3. Only meaningful with zstd.
+    #[serde(default)]
+    pub compression_level: Option<i32>,
+    #[serde(default)]
+    pub max_rows_per_file: Option<u64>,
+    /// Roll once a file's written plus buffered bytes reach this; files may exceed it by up
+    /// to one batch.
+    #[serde(default)]
+    pub max_bytes_per_file: Option<u64>,
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+}
+
+impl ParquetSinkConfig {
+    /// A config with every default, writing to `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            compression: Compression::default(),
+            compression_level: None,
+            max_rows_per_file: None,
+            max_bytes_per_file: None,
+            row_group_rows: default_row_group_rows(),
+        }
+    }
+
+    /// True when the sink writes numbered files.
+    pub fn is_rolling(&self) -> bool {
+        self.max_rows_per_file.is_some() || self.max_bytes_per_file.is_some()
+    }
+
+    /// Pure validation: no file access.
+    pub fn validate(&self, key_prefix: &str, problems: &mut Problems) {
+        let key = |k: &str| format!("{key_prefix}.{k}");
+        problems.check(
+            !self.path.as_os_str().is_empty(),
+            key("path"),
+            "a file or directory path is required",
+        );
+        match (self.compression, self.compression_level) {
+            (Compression::Zstd, Some(level)) => problems.check(
+                (1..=22).contains(&level),
+                key("compression_level"),
+                format!("zstd level must be within 1..=22, got {level}"),
+            ),
+            (other, Some(_)) if other != Compression::Zstd => problems.push(
+                key("compression_level"),
+                format!("only zstd takes a level, compression is {other:?}"),
+            ),
+            _ => {}
+        }
+        problems.check(
+            self.max_rows_per_file != Some(0),
+            key("max_rows_per_file"),
+            "must be at least 1",
+        );
+        problems.check(
+            self.max_bytes_per_file != Some(0),
+            key("max_bytes_per_file"),
+            "must be at least 1",
+        );
+        problems.check(
+            self.row_group_rows > 0,
+            key("row_group_rows"),
+            "must be at least 1",
+        );
+    }
+
+    /// Decides file or directory (the only I/O: a metadata lookup) and returns the sink.
+    /// `kind` is the record kind the runtime expects on the sink's input: with it, an input
+    /// that ends without a single record still leaves a valid, empty file with that schema.
+    pub fn build(
+        &self,
+        component: &str,
+        kind: Option<RecordKind>,
+    ) -> Result<Box<dyn Sink>, ParquetError> {
+        check(|p| self.validate("sink", p))?;
+        Ok(Box::new(ParquetSink::new(
+            component.to_string(),
+            self.target(),
+            self.clone(),
+            kind,
+        )))
+    }
+
+    pub(crate) fn target(&self) -> SinkTarget {
+        let is_dir = ends_with_separator(&self.path) || self.path.is_dir();
+        if is_dir {
+            SinkTarget::Dir(self.path.clone())
+        } else {
+            SinkTarget::File(self.path.clone())
+        }
+    }
+}
+
+fn ends_with_separator(path: &Path) -> bool {
+    path.as_os_str()
+        .to_string_lossy()
+        .ends_with(std::path::MAIN_SEPARATOR)
+        || path.as_os_str().to_string_lossy().ends_with('/')
+}
