@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use pipeline::config::{self, PipelineConfig, SinkConfig, SourceConfig, StageConfig};
 use pipeline::connector::generator::{self, GeneratorSourceConfig};
-use pipeline::connector::parquet::ParquetSinkConfig;
+use pipeline::connector::parquet::{ParquetSinkConfig, ParquetSourceConfig};
 use pipeline::graph::{self, ImportConfig, RoadGraph};
 use pipeline::record::RecordKind;
 use pipeline::runtime::{self, Topology};
@@ -23,7 +23,11 @@ use pipeline::telemetry::{self, http::Readiness};
 pub struct UsageError(pub String);
 
 #[derive(Parser, Debug)]
-#[command(name = "pipeline", version, about = "Real-time road speeds from vehicle GPS probes")]
+#[command(
+    name = "pipeline",
+    version,
+    about = "Real-time road speeds from vehicle GPS probes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -179,7 +183,11 @@ fn run(path: &Path) -> Result<()> {
 
 /// Builds and runs a topology with signal handling and the HTTP endpoints, then prints a
 /// per-component summary.
-fn execute(config: &PipelineConfig, graph: Option<Arc<RoadGraph>>, listen: Option<String>) -> Result<()> {
+fn execute(
+    config: &PipelineConfig,
+    graph: Option<Arc<RoadGraph>>,
+    listen: Option<String>,
+) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
         let topology = Topology::build(config, graph)?;
@@ -192,10 +200,11 @@ fn execute(config: &PipelineConfig, graph: Option<Arc<RoadGraph>>, listen: Optio
                     .parse()
                     .with_context(|| format!("telemetry.listen `{addr}`"))?;
                 let stop = http_stop.clone();
-                let (bound, serve) =
-                    telemetry::http::bind(addr, readiness.clone(), async move { stop.cancelled().await })
-                        .await
-                        .with_context(|| format!("binding the HTTP endpoint {addr}"))?;
+                let (bound, serve) = telemetry::http::bind(addr, readiness.clone(), async move {
+                    stop.cancelled().await
+                })
+                .await
+                .with_context(|| format!("binding the HTTP endpoint {addr}"))?;
                 tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
                 Some(tokio::spawn(serve))
             }
@@ -251,7 +260,11 @@ fn print_summary(config: &PipelineConfig, report: &runtime::RunReport) {
     println!(
         "finished in {:.3} s{}",
         report.elapsed.as_secs_f64(),
-        if report.interrupted { " (interrupted by signal; outputs flushed)" } else { "" }
+        if report.interrupted {
+            " (interrupted by signal; outputs flushed)"
+        } else {
+            ""
+        }
     );
 }
 
@@ -259,9 +272,11 @@ fn graph_command(cmd: GraphCommand) -> Result<()> {
     match cmd {
         GraphCommand::Build { osm, out, config } => {
             let import = match config {
-                Some(path) => config::load_unvalidated(Some(&path), &config::process_env())?
-                    .graph
-                    .import,
+                Some(path) => {
+                    config::load_unvalidated(Some(&path), &config::process_env())?
+                        .graph
+                        .import
+                }
                 None => ImportConfig::default(),
             };
             let started = Instant::now();
@@ -349,7 +364,7 @@ fn replay(a: ReplayArgs) -> Result<()> {
             SourceConfig::Parquet(p) => Some(p.clone()),
             _ => None,
         })
-        .unwrap_or_default();
+        .unwrap_or_else(|| ParquetSourceConfig::new(Vec::<String>::new()));
     source.paths = a.input.clone();
     let clean = base
         .stages
@@ -359,13 +374,8 @@ fn replay(a: ReplayArgs) -> Result<()> {
         })
         .next()
         .unwrap_or_default();
-    let sink_for = |kind: RecordKind| ParquetSinkConfig {
-        path: a
-            .out_dir
-            .join(format!("{}.parquet", kind.file_stem()))
-            .display()
-            .to_string(),
-        ..ParquetSinkConfig::default()
+    let sink_for = |kind: RecordKind| {
+        ParquetSinkConfig::new(a.out_dir.join(format!("{}.parquet", kind.file_stem())))
     };
     let config = PipelineConfig {
         sources: BTreeMap::from([("replay".to_string(), SourceConfig::Parquet(source))]),
@@ -391,4 +401,3 @@ fn replay(a: ReplayArgs) -> Result<()> {
     );
     Ok(())
 }
-

@@ -80,11 +80,21 @@ fn environment_overrides_file_and_defaults() {
 
 #[test]
 fn unknown_key_in_file_names_the_key_and_the_file() {
-    let (path, list) = problems(&VALID.replace("vehicles = 10", "vehicles = 10\nvehicels = 3"), &[]);
+    let (path, list) = problems(
+        &VALID.replace("vehicles = 10", "vehicles = 10\nvehicels = 3"),
+        &[],
+    );
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0].key, "sources.fleet.vehicels");
-    assert!(list[0].message.contains("unknown field"), "{}", list[0].message);
-    assert_eq!(list[0].origin.as_deref(), Some(format!("file {}", path.display()).as_str()));
+    assert!(
+        list[0].message.contains("unknown field"),
+        "{}",
+        list[0].message
+    );
+    assert_eq!(
+        list[0].origin.as_deref(),
+        Some(format!("file {}", path.display()).as_str())
+    );
 }
 
 #[test]
@@ -103,7 +113,11 @@ fn wrong_type_names_the_exact_key() {
     let (_, list) = problems(&VALID.replace("vehicles = 10", "vehicles = \"ten\""), &[]);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0].key, "sources.fleet.vehicles");
-    assert!(list[0].message.contains("invalid type"), "{}", list[0].message);
+    assert!(
+        list[0].message.contains("invalid type"),
+        "{}",
+        list[0].message
+    );
 }
 
 #[test]
@@ -112,7 +126,10 @@ fn every_problem_is_reported_at_once() {
         .replace("vehicles = 10", "vehicles = 0")
         .replace("type = \"clean\"", "type = \"clean\"\nmax_speed_mps = -1.0")
         .replace("path = \"out.ndjson\"", "path = \"out.ndjson\"\nbogus = 1")
-        .replace("[sinks.out]", "[sinks.spare]\ntype = \"teleporter\"\n\n[sinks.out]");
+        .replace(
+            "[sinks.out]",
+            "[sinks.spare]\ntype = \"teleporter\"\n\n[sinks.out]",
+        );
     let (_, list) = problems(&text, &[]);
     let keys: Vec<&str> = list.iter().map(|p| p.key.as_str()).collect();
     // Decode errors (unknown field, unknown type) come first; the semantic ones follow once
@@ -155,7 +172,10 @@ fn topology_mistakes_are_reported() {
 
 #[test]
 fn malformed_edge_names_its_index() {
-    let text = VALID.replace("\"fleet -> clean -> out\"", "\"fleet -> clean -> out\", \"bad edge\"");
+    let text = VALID.replace(
+        "\"fleet -> clean -> out\"",
+        "\"fleet -> clean -> out\", \"bad edge\"",
+    );
     let (_, list) = problems(&text, &[]);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0].key, "edges[1]");
@@ -174,12 +194,12 @@ fn cycles_between_stages_are_rejected() {
             "edges = [\"fleet -> clean -> out\"]",
             "edges = [\"fleet -> clean -> again -> clean\", \"again -> out\"]",
         )
-        .replace("[sinks.out]", "[stages.again]\ntype = \"clean\"\n\n[sinks.out]");
+        .replace(
+            "[sinks.out]",
+            "[stages.again]\ntype = \"clean\"\n\n[sinks.out]",
+        );
     let (_, list) = problems(&text, &[]);
-    assert!(
-        list.iter().any(|p| p.message.contains("cycle")),
-        "{list:?}"
-    );
+    assert!(list.iter().any(|p| p.message.contains("cycle")), "{list:?}");
 }
 
 #[test]
@@ -196,5 +216,8 @@ fn malformed_toml_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, "edges = [\n");
     let err = load(Some(&path), &BTreeMap::new()).unwrap_err();
-    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
 }

@@ -2,8 +2,8 @@
 //! schema description in `schemas/arrow.json` matches the code.
 
 use pipeline::record::{
-    observation_flags, ArrowRecord, Encoding, MatchedPoint, Probe, RecordKind,
-    SegmentObservation, SegmentSpeed, WireRecord,
+    observation_flags, ArrowRecord, Encoding, MatchedPoint, Probe, RecordKind, SegmentObservation,
+    SegmentSpeed, WireRecord,
 };
 
 fn probe() -> Probe {
@@ -67,7 +67,10 @@ fn round_trips<T: WireRecord + Clone + PartialEq + std::fmt::Debug + ArrowRecord
         assert_eq!(back, record, "{encoding:?}");
     }
     let batch = T::to_record_batch(std::slice::from_ref(&record)).expect("to arrow");
-    assert_eq!(T::from_record_batch(&batch).expect("from arrow"), vec![record]);
+    assert_eq!(
+        T::from_record_batch(&batch).expect("from arrow"),
+        vec![record]
+    );
 }
 
 #[test]
@@ -99,8 +102,23 @@ fn segment_speed_round_trips_every_encoding() {
 #[test]
 fn json_probe_uses_the_documented_field_names() {
     let json: serde_json::Value = serde_json::from_slice(&probe().encode(Encoding::Json)).unwrap();
-    let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, ["heading_deg", "lat", "lon", "speed_mps", "ts_ms", "vehicle_id"]);
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "heading_deg",
+            "lat",
+            "lon",
+            "speed_mps",
+            "ts_ms",
+            "vehicle_id"
+        ]
+    );
     let minimal: Probe =
         serde_json::from_str(r#"{"vehicle_id":"a","ts_ms":5,"lat":1.5,"lon":2.5}"#).unwrap();
     assert_eq!(minimal, Probe::new("a", 5, 1.5, 2.5));
@@ -110,7 +128,10 @@ fn json_probe_uses_the_documented_field_names() {
 fn malformed_wire_bytes_are_errors_not_panics() {
     assert!(Probe::decode(b"{not json", Encoding::Json).is_err());
     assert!(Probe::decode(&[0xff, 0xff, 0xff], Encoding::Protobuf).is_err());
-    assert!(MatchedPoint::decode(&[], Encoding::Protobuf).is_err(), "probe is required");
+    assert!(
+        MatchedPoint::decode(&[], Encoding::Protobuf).is_err(),
+        "probe is required"
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Runtime: backpressure reaches the source, shutdown drains and flushes, a stuck sink hits
 //! the shutdown limit, and a failed sink stops the pipeline with an error.
-//! Timers run on tokio's paused clock, so nothing here depends on machine speed.
+//! Stages run on real OS threads, which tokio's paused clock cannot see, so these tests use
+//! the real clock with short delays and generous limits; they assert what happened, never
+//! how long it took.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,7 +29,11 @@ struct CountingSource {
 
 #[async_trait]
 impl Source for CountingSource {
-    async fn run(self: Box<Self>, mut out: Output, shutdown: CancellationToken) -> Result<(), BoxError> {
+    async fn run(
+        self: Box<Self>,
+        mut out: Output,
+        shutdown: CancellationToken,
+    ) -> Result<(), BoxError> {
         let mut i = 0usize;
         while self.batches.is_none_or(|n| i < n) && !shutdown.is_cancelled() {
             let probes = (0..10)
@@ -94,6 +100,7 @@ fn topology(
     capacity: usize,
     fail_after: Option<usize>,
     hang_at_end: bool,
+    shutdown_timeout_ms: u64,
 ) -> (Topology, Harness) {
     let h = Harness {
         sent: Arc::default(),
@@ -102,23 +109,33 @@ fn topology(
         max_ahead: Arc::default(),
         closed: Arc::default(),
     };
-    let (src, clean, sink) = (format!("{prefix}_src"), format!("{prefix}_clean"), format!("{prefix}_sink"));
+    let (src, clean, sink) = (
+        format!("{prefix}_src"),
+        format!("{prefix}_clean"),
+        format!("{prefix}_sink"),
+    );
     let components = vec![
         (
             src.clone(),
-            Component::Source(Box::new(CountingSource { batches, sent: h.sent.clone() })),
+            Component::Source(Box::new(CountingSource {
+                batches,
+                sent: h.sent.clone(),
+            })),
         ),
         (
             clean.clone(),
             Component::Transform(Box::new(CleanStage::new(
-                CleanConfig { reorder_window_ms: 0, ..CleanConfig::default() },
+                CleanConfig {
+                    reorder_window_ms: 0,
+                    ..CleanConfig::default()
+                },
                 metrics().component(&clean),
             ))),
         ),
         (
             sink.clone(),
             Component::Sink(Box::new(SlowSink {
-                delay: Duration::from_millis(50),
+                delay: Duration::from_millis(2),
                 source_sent: h.sent.clone(),
                 received_batches: h.received_batches.clone(),
                 received_probes: h.received_probes.clone(),
@@ -129,38 +146,55 @@ fn topology(
             })),
         ),
     ];
-    let runtime = RuntimeConfig { channel_capacity_batches: capacity, shutdown_timeout_ms: 2_000 };
+    let runtime = RuntimeConfig {
+        channel_capacity_batches: capacity,
+        shutdown_timeout_ms: 2_000,
+    };
     (
-        Topology::new(components, vec![(src, clean.clone()), (clean, sink)], &runtime),
+        Topology::new(
+            components,
+            vec![(src, clean.clone()), (clean, sink)],
+            &runtime,
+        ),
         h,
     )
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_sink_slows_the_source_and_nothing_is_lost() {
-    let (topology, h) = topology("bp", Some(200), 2, None, false);
+    let (topology, h) = topology("bp", Some(200), 2, None, false, 60_000);
     let report = topology.run(CancellationToken::new()).await.unwrap();
     assert!(!report.interrupted);
     assert_eq!(h.sent.load(Ordering::SeqCst), 200);
-    assert_eq!(h.received_probes.load(Ordering::SeqCst), 2000, "every probe arrives");
+    assert_eq!(
+        h.received_probes.load(Ordering::SeqCst),
+        2000,
+        "every probe arrives"
+    );
     // Two channels of capacity 2, plus one batch in each component's hands.
     let ahead = h.max_ahead.load(Ordering::SeqCst);
-    assert!(ahead <= 8, "the source ran {ahead} batches ahead of a slow sink");
+    assert!(
+        ahead <= 8,
+        "the source ran {ahead} batches ahead of a slow sink"
+    );
     assert!(h.closed.load(Ordering::SeqCst));
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_sources_drains_and_closes_sinks() {
-    let (topology, h) = topology("sd", None, 4, None, false);
+    let (topology, h) = topology("sd", None, 4, None, false, 60_000);
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         trigger.cancel();
     });
     let report = topology.run(shutdown).await.unwrap();
     assert!(report.interrupted);
-    assert!(h.closed.load(Ordering::SeqCst), "the sink saw the end of its input");
+    assert!(
+        h.closed.load(Ordering::SeqCst),
+        "the sink saw the end of its input"
+    );
     let sent_probes = h.sent.load(Ordering::SeqCst) * 10;
     assert!(sent_probes > 0);
     assert_eq!(
@@ -170,9 +204,9 @@ async fn shutdown_stops_sources_drains_and_closes_sinks() {
     );
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stuck_sink_hits_the_shutdown_limit() {
-    let (topology, _h) = topology("stuck", None, 4, None, true);
+    let (topology, _h) = topology("stuck", None, 4, None, true, 500);
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
@@ -180,14 +214,16 @@ async fn stuck_sink_hits_the_shutdown_limit() {
         trigger.cancel();
     });
     match topology.run(shutdown).await {
-        Err(RunError::ShutdownTimeout { pending, .. }) => assert_eq!(pending, ["stuck_sink"]),
+        Err(RunError::ShutdownTimeout { pending, .. }) => {
+            assert!(pending.contains(&"stuck_sink".to_string()), "{pending:?}")
+        }
         other => panic!("expected a shutdown timeout, got {other:?}"),
     }
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sink_stops_the_pipeline_with_its_error() {
-    let (topology, h) = topology("fail", None, 2, Some(3), false);
+    let (topology, h) = topology("fail", None, 2, Some(3), false, 60_000);
     match topology.run(CancellationToken::new()).await {
         Err(RunError::Component { component, source }) => {
             assert_eq!(component, "fail_sink");
@@ -195,5 +231,6 @@ async fn failed_sink_stops_the_pipeline_with_its_error() {
         }
         other => panic!("expected the sink's error, got {other:?}"),
     }
-    assert!(h.sent.load(Ordering::SeqCst) < 50, "the source stopped");
+    let sent = h.sent.load(Ordering::SeqCst);
+    assert!(sent <= 3 + 2 * 2 + 2, "the source stopped; it sent {sent} batches");
 }

@@ -76,10 +76,12 @@ fn load_layers(
     env: &BTreeMap<String, String>,
 ) -> Result<(PipelineConfig, Provenance), ConfigError> {
     let file_text = match file {
-        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?),
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?,
+        ),
         None => None,
     };
     let provenance = Provenance::new(file, file_text.as_deref(), env);
@@ -178,7 +180,10 @@ fn component_type(
         Some(other) => {
             problems.push(
                 key,
-                format!("unknown type {other}, expected one of: {}", types.join(", ")),
+                format!(
+                    "unknown type {other}, expected one of: {}",
+                    types.join(", ")
+                ),
             );
             None
         }
@@ -223,8 +228,7 @@ fn decode(value: serde_json::Value, problems: &mut Problems) -> Option<PipelineC
     let mut sinks = BTreeMap::new();
     for (name, v) in sections.sinks {
         let prefix = format!("sinks.{name}");
-        let Some((t, rest)) = component_type("sinks", &name, v, SinkConfig::TYPES, problems)
-        else {
+        let Some((t, rest)) = component_type("sinks", &name, v, SinkConfig::TYPES, problems) else {
             continue;
         };
         let decoded = match t.as_str() {

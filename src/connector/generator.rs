@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Problems;
-use crate::geo::{haversine_m, LocalProjection};
+use crate::geo::haversine_m;
 use crate::graph::RoadGraph;
 use crate::record::{ArrowRecord, Probe};
 use crate::runtime::{Batch, BoxError, Output, Records, Source};
@@ -109,8 +109,16 @@ impl Default for GeneratorSourceConfig {
 impl GeneratorSourceConfig {
     pub fn validate(&self, prefix: &str, problems: &mut Problems) {
         let positive = |v: f64| v.is_finite() && v > 0.0;
-        problems.check(self.vehicles >= 1, format!("{prefix}.vehicles"), "must be at least 1");
-        problems.check(positive(self.duration_s), format!("{prefix}.duration_s"), "must be positive");
+        problems.check(
+            self.vehicles >= 1,
+            format!("{prefix}.vehicles"),
+            "must be at least 1",
+        );
+        problems.check(
+            positive(self.duration_s),
+            format!("{prefix}.duration_s"),
+            "must be positive",
+        );
         problems.check(
             positive(self.interval_s) && self.interval_s >= 0.001,
             format!("{prefix}.interval_s"),
@@ -131,7 +139,11 @@ impl GeneratorSourceConfig {
             format!("{prefix}.speed_factor_sd"),
             "must not be negative",
         );
-        problems.check(self.batch_size >= 1, format!("{prefix}.batch_size"), "must be at least 1");
+        problems.check(
+            self.batch_size >= 1,
+            format!("{prefix}.batch_size"),
+            "must be at least 1",
+        );
         if let Some(rate) = self.rate {
             problems.check(positive(rate), format!("{prefix}.rate"), "must be positive");
         }
@@ -175,7 +187,9 @@ pub struct Fleet {
 impl Fleet {
     pub fn new(graph: Arc<RoadGraph>, config: GeneratorSourceConfig) -> Self {
         let interval_ms = (config.interval_s * 1000.0).round().max(1.0) as i64;
-        let ticks = (config.duration_s * 1000.0 / interval_ms as f64).ceil().max(0.0) as u64;
+        let ticks = (config.duration_s * 1000.0 / interval_ms as f64)
+            .ceil()
+            .max(0.0) as u64;
         let speed_factor = Normal::new(config.speed_factor_mean, config.speed_factor_sd)
             .unwrap_or_else(|_| Normal::new(0.85, 0.0).expect("constant normal is valid"));
         let segments = graph.len() as u32;
@@ -183,8 +197,16 @@ impl Fleet {
             .map(|v| {
                 let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
                 rng.set_stream(u64::from(v));
-                let segment = if segments > 0 { rng.random_range(0..segments) } else { 0 };
-                let length_m = if segments > 0 { graph.segment(segment as usize).length_m } else { 0.0 };
+                let segment = if segments > 0 {
+                    rng.random_range(0..segments)
+                } else {
+                    0
+                };
+                let length_m = if segments > 0 {
+                    graph.segment(segment).length_m
+                } else {
+                    0.0
+                };
                 let offset_m = rng.random::<f64>() * length_m;
                 let phase_ms = rng.random_range(0..interval_ms);
                 let mut vehicle = Vehicle {
@@ -201,7 +223,14 @@ impl Fleet {
                 vehicle
             })
             .collect();
-        Self { graph, config, vehicles, tick: 0, ticks, speed_factor }
+        Self {
+            graph,
+            config,
+            vehicles,
+            tick: 0,
+            ticks,
+            speed_factor,
+        }
     }
 
     fn interval_ms(&self) -> i64 {
@@ -215,7 +244,7 @@ impl Fleet {
         }
         let interval_ms = self.interval_ms();
         let base_ms = self.config.start_ms + self.tick as i64 * interval_ms;
-        let projection = LocalProjection::new(self.graph.bbox_center().0, self.graph.bbox_center().1);
+        let projection = *self.graph.projection();
         let noise = Normal::new(0.0, self.config.noise_m.max(0.0))
             .unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("constant normal is valid"));
         let mut rows: Vec<(Probe, TruthPoint)> = Vec::with_capacity(self.vehicles.len());
@@ -224,7 +253,12 @@ impl Fleet {
                 continue;
             }
             if self.tick > 0 {
-                advance(&self.graph, vehicle, interval_ms as f64 / 1000.0, &self.speed_factor);
+                advance(
+                    &self.graph,
+                    vehicle,
+                    interval_ms as f64 / 1000.0,
+                    &self.speed_factor,
+                );
                 if !vehicle.driving {
                     continue;
                 }
@@ -243,7 +277,7 @@ impl Fleet {
                     ts_ms,
                     lat,
                     lon,
-                    segment_id: self.graph.segment(vehicle.segment as usize).segment_id,
+                    segment_id: self.graph.segment(vehicle.segment).segment_id,
                     offset_m: vehicle.offset_m,
                     speed_mps: vehicle.speed_mps,
                 },
@@ -256,7 +290,7 @@ impl Fleet {
 }
 
 fn draw_speed(graph: &RoadGraph, vehicle: &mut Vehicle, factor: &Normal<f64>) -> f64 {
-    let limit_mps = f64::from(graph.segment(vehicle.segment as usize).speed_limit_kmh) / 3.6;
+    let limit_mps = f64::from(graph.segment(vehicle.segment).speed_limit_kmh) / 3.6;
     let f = factor.sample(&mut vehicle.rng).clamp(0.2, 1.5);
     (limit_mps * f).max(1.0)
 }
@@ -265,7 +299,7 @@ fn draw_speed(graph: &RoadGraph, vehicle: &mut Vehicle, factor: &Normal<f64>) ->
 fn advance(graph: &RoadGraph, vehicle: &mut Vehicle, mut dt_s: f64, factor: &Normal<f64>) {
     // Bounded: a vehicle cannot cross more than this many segments in one interval.
     for _ in 0..10_000 {
-        let length_m = graph.segment(vehicle.segment as usize).length_m;
+        let length_m = graph.segment(vehicle.segment).length_m;
         let remaining_m = (length_m - vehicle.offset_m).max(0.0);
         let to_end_s = remaining_m / vehicle.speed_mps;
         if to_end_s > dt_s {
@@ -286,16 +320,24 @@ fn advance(graph: &RoadGraph, vehicle: &mut Vehicle, mut dt_s: f64, factor: &Nor
 }
 
 fn choose_successor(graph: &RoadGraph, vehicle: &mut Vehicle) -> Option<u32> {
-    let current = graph.segment(vehicle.segment as usize);
-    let successors = graph.successors(vehicle.segment as usize);
+    let current = graph.segment(vehicle.segment);
+    let successors = graph.successors(vehicle.segment);
     let is_u_turn = |s: &u32| {
-        let next = graph.segment(*s as usize);
+        let next = graph.segment(*s);
         next.osm_way_id == current.osm_way_id
             && next.from_node_id == current.to_node_id
             && next.to_node_id == current.from_node_id
     };
-    let onward: Vec<u32> = successors.iter().copied().filter(|s| !is_u_turn(s)).collect();
-    let options: &[u32] = if onward.is_empty() { successors } else { &onward };
+    let onward: Vec<u32> = successors
+        .iter()
+        .copied()
+        .filter(|s| !is_u_turn(s))
+        .collect();
+    let options: &[u32] = if onward.is_empty() {
+        successors
+    } else {
+        &onward
+    };
     if options.is_empty() {
         return None;
     }
@@ -304,7 +346,7 @@ fn choose_successor(graph: &RoadGraph, vehicle: &mut Vehicle) -> Option<u32> {
 
 /// The point `offset_m` along a segment's polyline, in (lat, lon).
 fn position_at(graph: &RoadGraph, segment: u32, offset_m: f64) -> (f64, f64) {
-    let points = graph.geometry(segment as usize);
+    let points = graph.geometry(segment);
     let mut remaining_m = offset_m.max(0.0);
     for pair in points.windows(2) {
         let ([lat1, lon1], [lat2, lon2]) = (pair[0], pair[1]);
@@ -320,7 +362,10 @@ fn position_at(graph: &RoadGraph, segment: u32, offset_m: f64) -> (f64, f64) {
 }
 
 /// Generates the whole run in memory: probes and truth, each sorted by (ts_ms, vehicle).
-pub fn generate(graph: &Arc<RoadGraph>, config: &GeneratorSourceConfig) -> (Vec<Probe>, Vec<TruthPoint>) {
+pub fn generate(
+    graph: &Arc<RoadGraph>,
+    config: &GeneratorSourceConfig,
+) -> (Vec<Probe>, Vec<TruthPoint>) {
     let mut fleet = Fleet::new(graph.clone(), config.clone());
     let (mut probes, mut truth) = (Vec::new(), Vec::new());
     while let Some((p, t)) = fleet.next_tick() {
@@ -381,11 +426,15 @@ pub fn write_truth_parquet(truth: &[TruthPoint], path: &Path) -> Result<(), Writ
         Arc::new(Float64Array::from_iter_values(truth.iter().map(get)))
     };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(truth.iter().map(|t| t.vehicle_id.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            truth.iter().map(|t| t.vehicle_id.as_str()),
+        )),
         Arc::new(Int64Array::from_iter_values(truth.iter().map(|t| t.ts_ms))),
         f64s(|t| t.lat),
         f64s(|t| t.lon),
-        Arc::new(UInt64Array::from_iter_values(truth.iter().map(|t| t.segment_id))),
+        Arc::new(UInt64Array::from_iter_values(
+            truth.iter().map(|t| t.segment_id),
+        )),
         f64s(|t| t.offset_m),
         f64s(|t| t.speed_mps),
     ];
@@ -399,13 +448,19 @@ pub struct GeneratorSource {
 
 impl GeneratorSource {
     pub fn new(config: GeneratorSourceConfig, graph: Arc<RoadGraph>) -> Self {
-        Self { fleet: Fleet::new(graph, config) }
+        Self {
+            fleet: Fleet::new(graph, config),
+        }
     }
 }
 
 #[async_trait]
 impl Source for GeneratorSource {
-    async fn run(mut self: Box<Self>, mut out: Output, shutdown: CancellationToken) -> Result<(), BoxError> {
+    async fn run(
+        mut self: Box<Self>,
+        mut out: Output,
+        shutdown: CancellationToken,
+    ) -> Result<(), BoxError> {
         let batch_size = self.fleet.config.batch_size.max(1);
         let rate = self.fleet.config.rate;
         let started = tokio::time::Instant::now();
@@ -422,7 +477,9 @@ impl Source for GeneratorSource {
             }
             if pending.len() >= batch_size || (done && !pending.is_empty()) {
                 if let (Some(rate), Some(last)) = (rate, pending.last()) {
-                    let due = Duration::from_secs_f64(((last.ts_ms - start_ms).max(0) as f64 / 1000.0) / rate);
+                    let due = Duration::from_secs_f64(
+                        ((last.ts_ms - start_ms).max(0) as f64 / 1000.0) / rate,
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep_until(started + due) => {}
                         _ = shutdown.cancelled() => break,

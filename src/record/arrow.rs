@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use arrow_array::{
     builder::{Float32Builder, Float64Builder, UInt64Builder},
-    Array, ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
-    UInt32Array, UInt64Array,
+    Array, ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+    UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 

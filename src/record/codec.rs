@@ -198,4 +198,3 @@ impl WireRecord for SegmentSpeed {
         })
     }
 }
-

@@ -7,7 +7,7 @@ mod arrow;
 mod codec;
 mod types;
 
-pub use self::arrow::{ArrowRecord, ArrowError};
+pub use self::arrow::{ArrowError, ArrowRecord};
 pub use self::codec::{DecodeError, Encoding, WireRecord};
 pub use self::types::{
     observation_flags, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed,

@@ -100,10 +100,12 @@ impl Topology {
                 .inputs_of(name)
                 .find_map(|from| config.output_kind(from));
             let built: Box<dyn Sink> = match sink {
-                SinkConfig::Parquet(c) => c
-                    .build(name, kind)
-                    .map_err(|e| build_err(name)(e.into()))?,
-                SinkConfig::Ndjson(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
+                SinkConfig::Parquet(c) => {
+                    c.build(name, kind).map_err(|e| build_err(name)(e.into()))?
+                }
+                SinkConfig::Ndjson(c) => {
+                    c.build(name, kind).map_err(|e| build_err(name)(e.into()))?
+                }
             };
             components.push((name.clone(), Component::Sink(built)));
         }
@@ -164,14 +166,14 @@ impl Topology {
                         .map(|rx| Input::new(metrics().component(&name), rx));
                     let out = output_of(&name);
                     let component = metrics().component(&name);
-                    tokio::task::spawn_blocking(move || {
+                    spawn_stage_thread(&name, move || {
                         run_transform(transform, input, out, component)
                     })
                 }
                 Component::Sink(sink) => {
-                    let input = receivers.remove(&name).map(|rx| {
-                        Input::new(metrics().component(&name), rx)
-                    });
+                    let input = receivers
+                        .remove(&name)
+                        .map(|rx| Input::new(metrics().component(&name), rx));
                     match input {
                         Some(input) => tokio::spawn(async move { sink.run(input).await }),
                         None => continue,
@@ -248,6 +250,26 @@ fn futures_join(
         });
     }
     rx
+}
+
+/// Runs `work` on a dedicated, named OS thread and returns a task that resolves with its
+/// result. A dedicated thread (rather than `spawn_blocking`) keeps CPU work off the runtime
+/// and lets tokio's paused test clock advance while a stage is idle.
+fn spawn_stage_thread(
+    name: &str,
+    work: impl FnOnce() -> Result<(), BoxError> + Send + 'static,
+) -> JoinHandle<Result<(), BoxError>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("stage-{name}"))
+        .spawn(move || {
+            let _ = tx.send(work());
+        });
+    tokio::spawn(async move {
+        spawned.map_err(|e| -> BoxError { format!("starting the stage thread: {e}").into() })?;
+        rx.await
+            .unwrap_or_else(|_| Err("the stage thread panicked".into()))
+    })
 }
 
 /// The loop of a transform on its own thread: batch in, batches out, flush at the end.

@@ -219,7 +219,11 @@ impl Cleaner {
             self.admit(probe, &mut drops);
         }
         if let Some(w) = self.watermark_ms {
-            self.release_until(w.saturating_sub(self.config.reorder_window_ms), out, &mut drops);
+            self.release_until(
+                w.saturating_sub(self.config.reorder_window_ms),
+                out,
+                &mut drops,
+            );
         }
         self.batches_since_eviction += 1;
         if self.batches_since_eviction >= 64 {
@@ -403,7 +407,9 @@ fn vehicles_gauge() -> &'static prometheus::IntGaugeVec {
         )
         .expect("valid metric definition");
         // Registration fails only if registered twice, which OnceLock prevents.
-        let _ = crate::telemetry::metrics().registry.register(Box::new(g.clone()));
+        let _ = crate::telemetry::metrics()
+            .registry
+            .register(Box::new(g.clone()));
         g
     })
 }
@@ -418,7 +424,8 @@ impl Transform for CleanStage {
             }
             other => {
                 // Validation prevents this edge; count it rather than pass it on.
-                self.metrics.dropped("wrong_record_kind", other.len() as u64);
+                self.metrics
+                    .dropped("wrong_record_kind", other.len() as u64);
             }
         }
     }
@@ -478,7 +485,10 @@ mod tests {
                 p("a", T0 + 1000, 60.0, 24.0001),
             ]],
         );
-        assert_eq!(out.iter().map(|p| p.ts_ms).collect::<Vec<_>>(), [T0, T0 + 1000]);
+        assert_eq!(
+            out.iter().map(|p| p.ts_ms).collect::<Vec<_>>(),
+            [T0, T0 + 1000]
+        );
         assert_eq!(drops.get(DropReason::FutureTimestamp), 1);
     }
 
@@ -558,7 +568,11 @@ mod tests {
         input.extend(jumps);
         let (out, drops) = run(CleanConfig::default(), vec![input]);
         assert_eq!(drops.get(DropReason::Teleport), 3);
-        assert_eq!(out.len(), 3, "anchor, then the re-anchored probe and its successor");
+        assert_eq!(
+            out.len(),
+            3,
+            "anchor, then the re-anchored probe and its successor"
+        );
     }
 
     #[test]
@@ -571,7 +585,10 @@ mod tests {
                 p("a", T0 + 2000, 60.0, 24.0001),
             ]],
         );
-        let order: Vec<(&str, i64)> = out.iter().map(|p| (p.vehicle_id.as_str(), p.ts_ms - T0)).collect();
+        let order: Vec<(&str, i64)> = out
+            .iter()
+            .map(|p| (p.vehicle_id.as_str(), p.ts_ms - T0))
+            .collect();
         assert_eq!(order, [("a", 0), ("b", 1000), ("a", 2000)]);
     }
 }

@@ -240,7 +240,10 @@ impl ComponentMetrics {
     /// Records the newest event time seen. Only telemetry reads the wall clock; processing
     /// never does.
     pub fn observe_event_time(&self, ts_ms: i64) {
-        let newest = self.max_event_ts_ms.fetch_max(ts_ms, Ordering::Relaxed).max(ts_ms);
+        let newest = self
+            .max_event_ts_ms
+            .fetch_max(ts_ms, Ordering::Relaxed)
+            .max(ts_ms);
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
