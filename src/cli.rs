@@ -178,7 +178,7 @@ fn run(path: &Path) -> Result<()> {
         None => None,
     };
     let listen = (!config.telemetry.listen.is_empty()).then(|| config.telemetry.listen.clone());
-    execute(&config, graph, listen)
+    execute(&config, graph, listen).map(|_| ())
 }
 
 /// Builds and runs a topology with signal handling and the HTTP endpoints, then prints a
@@ -187,7 +187,7 @@ fn execute(
     config: &PipelineConfig,
     graph: Option<Arc<RoadGraph>>,
     listen: Option<String>,
-) -> Result<()> {
+) -> Result<runtime::RunReport> {
     let rt = runtime()?;
     rt.block_on(async {
         let topology = Topology::build(config, graph)?;
@@ -225,7 +225,7 @@ fn execute(
         }
         let report = result?;
         print_summary(config, &report);
-        anyhow::Ok(())
+        anyhow::Ok(report)
     })
 }
 
@@ -242,17 +242,22 @@ fn print_summary(config: &PipelineConfig, report: &runtime::RunReport) {
     }
     for name in config.stages.keys().chain(config.sinks.keys()) {
         let dropped = m.dropped_totals(name);
+        let flow = if config.sinks.contains_key(name) {
+            format!("sink {name}: wrote {}", m.received_total(name))
+        } else {
+            format!(
+                "stage {name}: in {} out {}",
+                m.received_total(name),
+                m.sent_total(name)
+            )
+        };
         let dropped_text = if dropped.is_empty() {
             String::new()
         } else {
             let parts: Vec<String> = dropped.iter().map(|(r, n)| format!("{r}={n}")).collect();
             format!(", dropped {}", parts.join(" "))
         };
-        lines.push(format!(
-            "{name}: in {} out {}{dropped_text}",
-            m.received_total(name),
-            m.sent_total(name)
-        ));
+        lines.push(format!("{flow}{dropped_text}"));
     }
     for line in lines {
         println!("{line}");
@@ -391,13 +396,15 @@ fn replay(a: ReplayArgs) -> Result<()> {
         ..base
     };
     config::check(&config)?;
-    execute(&config, Some(graph), a.metrics_listen)?;
+    let report = execute(&config, Some(graph), a.metrics_listen)?;
     let m = telemetry::metrics();
     let read = m.sent_total("replay");
     println!(
-        "replay: {read} probes read, {} clean probes written to {}",
+        "replay: {read} probes read, {} clean probes written to {} in {:.3} s ({:.0} probes/s)",
         m.sent_total("clean"),
-        a.out_dir.display()
+        a.out_dir.display(),
+        report.elapsed.as_secs_f64(),
+        read as f64 / report.elapsed.as_secs_f64().max(1e-9)
     );
     Ok(())
 }

@@ -232,5 +232,8 @@ async fn failed_sink_stops_the_pipeline_with_its_error() {
         other => panic!("expected the sink's error, got {other:?}"),
     }
     let sent = h.sent.load(Ordering::SeqCst);
-    assert!(sent <= 3 + 2 * 2 + 2, "the source stopped; it sent {sent} batches");
+    assert!(
+        sent <= 3 + 2 * 2 + 2,
+        "the source stopped; it sent {sent} batches"
+    );
 }

@@ -1,5 +1,7 @@
 //! Logging setup: `tracing` to stderr, level from `PIPELINE_LOG` (or `RUST_LOG`), default info.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Safe to call twice (the second call is a no-op).
@@ -11,6 +13,7 @@ pub fn init() {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

@@ -1,0 +1,511 @@
+//! The binary end to end: graph build → generate → replay with row checks, config errors
+//! and their exit codes, SIGTERM mid-replay, and every example config in `pipelines/`.
+//! Fixtures (a small OSM city) are written by the test itself.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use pipeline::graph::osm_writer::synthetic_grid;
+use pipeline::record::{ArrowRecord, Probe};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+    c.env("PIPELINE_LOG", "warn");
+    c
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A small city: OSM PBF written by the test, then built into a `.graph`.
+struct City {
+    dir: tempfile::TempDir,
+    graph: PathBuf,
+}
+
+impl City {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let osm = dir.path().join("city.osm.pbf");
+        synthetic_grid(8, 8, 150.0, 60.17, 24.94)
+            .write_pbf(&osm)
+            .unwrap();
+        let graph = dir.path().join("city.graph");
+        run_ok(
+            bin()
+                .args(["graph", "build", "--osm"])
+                .arg(&osm)
+                .arg("--out")
+                .arg(&graph),
+        );
+        Self { dir, graph }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn generate(&self, out: &Path, vehicles: u32, duration_s: u32) {
+        run_ok(
+            bin()
+                .args(["generate", "--graph"])
+                .arg(&self.graph)
+                .args(["--vehicles", &vehicles.to_string()])
+                .args(["--duration-s", &duration_s.to_string()])
+                .args([
+                    "--interval-s",
+                    "1",
+                    "--noise-m",
+                    "4",
+                    "--seed",
+                    "11",
+                    "--out",
+                ])
+                .arg(out)
+                .arg("--truth")
+                .arg(self.path("truth.parquet")),
+        );
+    }
+}
+
+fn read_probes(path: &Path) -> Vec<Probe> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    reader
+        .flat_map(|b| Probe::from_record_batch(&b.unwrap()).unwrap())
+        .collect()
+}
+
+fn parquet_rows(path: &Path) -> i64 {
+    ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+        .unwrap()
+        .metadata()
+        .file_metadata()
+        .num_rows()
+}
+
+#[test]
+fn generate_then_replay_writes_every_clean_probe() {
+    let city = City::new();
+    let probes = city.path("probes.parquet");
+    city.generate(&probes, 20, 120);
+    let generated = read_probes(&probes);
+    assert_eq!(
+        parquet_rows(&city.path("truth.parquet")),
+        generated.len() as i64
+    );
+    assert!(generated.len() > 20 * 100, "{} probes", generated.len());
+
+    let out_dir = city.path("out");
+    let stdout = run_ok(
+        bin()
+            .args(["replay", "--graph"])
+            .arg(&city.graph)
+            .arg("--input")
+            .arg(&probes)
+            .arg("--out-dir")
+            .arg(&out_dir),
+    );
+    assert!(stdout.contains("probes/s"), "{stdout}");
+    let cleaned = read_probes(&out_dir.join("probes.parquet"));
+    assert_eq!(
+        cleaned.len(),
+        generated.len(),
+        "generated probes are all clean"
+    );
+    for pair in cleaned.windows(2) {
+        assert!(
+            pair[0].ts_ms <= pair[1].ts_ms,
+            "output is in event-time order"
+        );
+    }
+}
+
+#[test]
+fn replay_is_deterministic_and_counts_dirty_probes() {
+    let city = City::new();
+    let clean_file = city.path("clean.parquet");
+    city.generate(&clean_file, 5, 60);
+    // Dirty copy: duplicates, a NaN, null island, a timestamp in 2099 and a teleport.
+    let mut probes = read_probes(&clean_file);
+    let n = probes.len();
+    let first = probes[0].clone();
+    probes.push(first.clone());
+    probes.push(Probe {
+        lat: f64::NAN,
+        ..first.clone()
+    });
+    probes.push(Probe {
+        lat: 0.0,
+        lon: 0.0,
+        ts_ms: first.ts_ms + 1,
+        ..first.clone()
+    });
+    probes.push(Probe {
+        ts_ms: 4_070_908_800_000,
+        ..first.clone()
+    });
+    let last = probes[n - 1].clone();
+    probes.push(Probe {
+        ts_ms: last.ts_ms + 500,
+        lat: last.lat + 0.5,
+        ..last.clone()
+    });
+    let dirty = city.path("dirty.parquet");
+    pipeline::connector::generator::write_probes_parquet(&probes, &dirty).unwrap();
+
+    let replay = |out: &str| {
+        run_ok(
+            bin()
+                .args(["replay", "--graph"])
+                .arg(&city.graph)
+                .arg("--input")
+                .arg(&dirty)
+                .arg("--out-dir")
+                .arg(city.path(out)),
+        )
+    };
+    let stdout = replay("a");
+    for reason in [
+        "duplicate=1",
+        "invalid_coordinate=2",
+        "future_timestamp=1",
+        "teleport=1",
+    ] {
+        assert!(stdout.contains(reason), "{reason} missing from:\n{stdout}");
+    }
+    replay("b");
+    let a = std::fs::read(city.path("a/probes.parquet")).unwrap();
+    let b = std::fs::read(city.path("b/probes.parquet")).unwrap();
+    assert_eq!(read_probes(&city.path("a/probes.parquet")).len(), n);
+    assert_eq!(a, b, "same input and config give byte-identical output");
+}
+
+#[test]
+fn replay_with_a_glob_skips_a_truncated_file() {
+    let city = City::new();
+    let input = city.path("in");
+    std::fs::create_dir(&input).unwrap();
+    city.generate(&input.join("a.parquet"), 5, 30);
+    let bytes = std::fs::read(input.join("a.parquet")).unwrap();
+    std::fs::write(input.join("b.parquet"), &bytes[..bytes.len() / 2]).unwrap();
+    let out = bin()
+        .args(["replay", "--graph"])
+        .arg(&city.graph)
+        .arg("--input")
+        .arg(format!("{}/*.parquet", input.display()))
+        .arg("--out-dir")
+        .arg(city.path("out"))
+        .env("PIPELINE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("b.parquet"),
+        "the bad file is named: {stderr}"
+    );
+    assert_eq!(
+        parquet_rows(&city.path("out/probes.parquet")),
+        parquet_rows(&input.join("a.parquet"))
+    );
+}
+
+fn assert_exit(out: &Output, code: i32, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "`{n}` missing from: {stderr}");
+    }
+}
+
+#[test]
+fn config_errors_exit_2_and_name_the_key_and_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "edges = [\"a -> b\"]\n[sources.a]\ntype = \"parquet\"\npaths = [\"x\"]\npathz = 1\n\
+         [sinks.b]\ntype = \"ndjson\"\npath = \"-\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_exit(
+        &out,
+        2,
+        &[
+            "sources.a.pathz",
+            "unknown field",
+            &path.display().to_string(),
+        ],
+    );
+
+    let out = bin()
+        .args(["validate", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_exit(&out, 2, &["missing.toml"]);
+
+    std::fs::write(&path, "edges = [\"a -> b\"]\n[sources.a]\ntype = \"parquet\"\npaths = [\"x\"]\n[sinks.b]\ntype = \"ndjson\"\npath = \"-\"\n").unwrap();
+    let out = bin()
+        .args(["validate", "--config"])
+        .arg(&path)
+        .env("PIPELINE__RUNTIME__CHANNEL_CAPACITY_BATCHES", "lots")
+        .output()
+        .unwrap();
+    assert_exit(
+        &out,
+        2,
+        &[
+            "runtime.channel_capacity_batches",
+            "PIPELINE__RUNTIME__CHANNEL_CAPACITY_BATCHES",
+        ],
+    );
+}
+
+#[test]
+fn missing_mapped_column_names_the_file_and_column() {
+    let city = City::new();
+    let probes = city.path("probes.parquet");
+    city.generate(&probes, 2, 10);
+    let config = city.path("mapping.toml");
+    std::fs::write(
+        &config,
+        "[sources.recorded]\ntype = \"parquet\"\npaths = [\"unused\"]\n\
+         [sources.recorded.columns]\nlat = \"latitude\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["replay", "--graph"])
+        .arg(&city.graph)
+        .arg("--input")
+        .arg(&probes)
+        .arg("--out-dir")
+        .arg(city.path("out"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_exit(&out, 1, &["probes.parquet", "latitude"]);
+}
+
+#[test]
+fn corrupt_graph_file_is_a_clear_error() {
+    let city = City::new();
+    let mut bytes = std::fs::read(&city.graph).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    let bad = city.path("bad.graph");
+    std::fs::write(&bad, bytes).unwrap();
+    let out = bin().args(["graph", "info"]).arg(&bad).output().unwrap();
+    assert_exit(&out, 1, &["bad.graph"]);
+}
+
+#[test]
+fn graph_export_writes_one_row_per_segment() {
+    let city = City::new();
+    let segments = city.path("segments.parquet");
+    let stdout = run_ok(
+        bin()
+            .args(["graph", "export"])
+            .arg(&city.graph)
+            .arg("--out")
+            .arg(&segments),
+    );
+    let info = run_ok(bin().args(["graph", "info"]).arg(&city.graph));
+    let count: i64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("segments"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("graph info prints the segment count");
+    assert_eq!(parquet_rows(&segments), count, "{stdout}");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_mid_replay_leaves_valid_parquet() {
+    let city = City::new();
+    let probes = city.path("probes.parquet");
+    city.generate(&probes, 20, 600);
+    let total = parquet_rows(&probes);
+    // Paced at 20× real time: 600 s of event time would take 30 s.
+    let config = city.path("paced.toml");
+    std::fs::write(
+        &config,
+        "[sources.recorded]\ntype = \"parquet\"\npaths = [\"unused\"]\nrate = 20.0\nbatch_size = 200\n",
+    )
+    .unwrap();
+    let out_dir = city.path("out");
+    let child = bin()
+        .args(["replay", "--graph"])
+        .arg(&city.graph)
+        .arg("--input")
+        .arg(&probes)
+        .arg("--out-dir")
+        .arg(&out_dir)
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "graceful shutdown exits 0: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "it stopped early"
+    );
+    let written = read_probes(&out_dir.join("probes.parquet")).len() as i64;
+    assert!(
+        written > 0 && written < total,
+        "{written} of {total} probes written"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("interrupted"));
+}
+
+/// Every example config validates; those that need no broker run against fixtures, with
+/// paths redirected through PIPELINE__… variables.
+#[test]
+fn every_example_config_validates_and_the_embedded_ones_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut configs: Vec<PathBuf> = std::fs::read_dir(root.join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    configs.sort();
+    assert!(configs.len() >= 3);
+    for config in &configs {
+        let out = bin()
+            .arg("validate")
+            .arg("--config")
+            .arg(config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            config.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let city = City::new();
+    let data = city.path("data");
+    std::fs::create_dir(&data).unwrap();
+    city.generate(&data.join("probes.parquet"), 10, 60);
+    std::fs::copy(&city.graph, data.join("helsinki.graph")).unwrap();
+    let run = |name: &str, extra: &[(&str, &str)]| {
+        let mut cmd = bin();
+        cmd.current_dir(city.dir.path())
+            .arg("run")
+            .arg("--config")
+            .arg(root.join("pipelines").join(name))
+            .env("PIPELINE__TELEMETRY__LISTEN", "");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        run_ok(&mut cmd)
+    };
+    run("replay.toml", &[]);
+    assert_eq!(
+        parquet_rows(&city.path("out/run/probes_clean.parquet")),
+        parquet_rows(&data.join("probes.parquet"))
+    );
+    let ndjson = std::fs::read_to_string(city.path("out/run/probes_clean.ndjson")).unwrap();
+    assert_eq!(
+        ndjson.lines().count() as i64,
+        parquet_rows(&data.join("probes.parquet"))
+    );
+
+    run(
+        "generator.toml",
+        &[
+            ("PIPELINE__SOURCES__FLEET__RATE", "1000.0"),
+            ("PIPELINE__SOURCES__FLEET__DURATION_S", "30.0"),
+        ],
+    );
+    assert!(parquet_rows(&city.path("out/generator/probes.parquet")) > 0);
+
+    // A recorded file with foreign column names and epoch seconds.
+    let recorded = city.path("data/recorded");
+    std::fs::create_dir(&recorded).unwrap();
+    write_foreign_columns(&recorded.join("fleet.parquet"));
+    run("recorded-columns.toml", &[]);
+    assert_eq!(parquet_rows(&city.path("out/recorded/probes.parquet")), 3);
+}
+
+fn write_foreign_columns(path: &Path) {
+    use arrow_array::{Float32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "device",
+            Arc::new(StringArray::from(vec!["d1", "d1", "d1"])) as _,
+        ),
+        (
+            "time_s",
+            Arc::new(Int64Array::from(vec![
+                1_700_000_000,
+                1_700_000_001,
+                1_700_000_002,
+            ])) as _,
+        ),
+        (
+            "latitude",
+            Arc::new(Float64Array::from(vec![60.17, 60.1701, 60.1702])) as _,
+        ),
+        (
+            "longitude",
+            Arc::new(Float64Array::from(vec![24.94, 24.94, 24.94])) as _,
+        ),
+        (
+            "gps_speed",
+            Arc::new(Float32Array::from(vec![10.0, 11.0, 11.0])) as _,
+        ),
+        (
+            "ignored",
+            Arc::new(StringArray::from(vec!["x", "y", "z"])) as _,
+        ),
+    ])
+    .unwrap();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None)
+            .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
