@@ -148,7 +148,7 @@ fn topology(
     ];
     let runtime = RuntimeConfig {
         channel_capacity_batches: capacity,
-        shutdown_timeout_ms: 2_000,
+        shutdown_timeout_ms,
     };
     (
         Topology::new(

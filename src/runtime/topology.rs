@@ -152,7 +152,7 @@ impl Topology {
 
         let sources_stop = shutdown.child_token();
         let failed = CancellationToken::new();
-        let mut tasks: Vec<(String, JoinHandle<Result<(), BoxError>>)> = Vec::new();
+        let mut tasks: Vec<(String, JoinHandle<ComponentResult>)> = Vec::new();
         for (name, built) in self.components {
             let handle = match built {
                 Component::Source(source) => {
@@ -203,10 +203,6 @@ impl Topology {
                 next = joins.recv() => {
                     let Some((name, result)) = next else { break };
                     pending.remove(&name);
-                    let result = match result {
-                        Ok(r) => r,
-                        Err(join_error) => Err(format!("task panicked or was cancelled: {join_error}").into()),
-                    };
                     if let Err(source) = result {
                         tracing::error!(component = %name, error = %source, "component failed; shutting down");
                         metrics().error(&name, "component_failed");
@@ -237,15 +233,20 @@ impl Topology {
     }
 }
 
-/// Turns join handles into a channel of (name, result) in completion order.
+type ComponentResult = Result<(), BoxError>;
+
+/// Turns join handles into a channel of (name, result) in completion order; a panicked
+/// task becomes an error result.
 fn futures_join(
-    tasks: Vec<(String, JoinHandle<Result<(), BoxError>>)>,
-) -> mpsc::UnboundedReceiver<(String, Result<Result<(), BoxError>, tokio::task::JoinError>)> {
+    tasks: Vec<(String, JoinHandle<ComponentResult>)>,
+) -> mpsc::UnboundedReceiver<(String, ComponentResult)> {
     let (tx, rx) = mpsc::unbounded_channel();
     for (name, handle) in tasks {
         let tx = tx.clone();
         tokio::spawn(async move {
-            let result = handle.await;
+            let result = handle.await.unwrap_or_else(|join_error| {
+                Err(format!("task panicked or was cancelled: {join_error}").into())
+            });
             let _ = tx.send((name, result));
         });
     }
@@ -258,7 +259,7 @@ fn futures_join(
 fn spawn_stage_thread(
     name: &str,
     work: impl FnOnce() -> Result<(), BoxError> + Send + 'static,
-) -> JoinHandle<Result<(), BoxError>> {
+) -> JoinHandle<ComponentResult> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name(format!("stage-{name}"))
