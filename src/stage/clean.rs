@@ -165,12 +165,36 @@ impl DropCounts {
     }
 }
 
+/// A probe without its vehicle id (which the state it lives in already implies).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Fix {
+    ts_ms: i64,
+    lat: f64,
+    lon: f64,
+    speed_mps: Option<f32>,
+    heading_deg: Option<f32>,
+    accuracy_m: Option<f32>,
+}
+
+impl From<&Probe> for Fix {
+    fn from(p: &Probe) -> Self {
+        Fix {
+            ts_ms: p.ts_ms,
+            lat: p.lat,
+            lon: p.lon,
+            speed_mps: p.speed_mps,
+            heading_deg: p.heading_deg,
+            accuracy_m: p.accuracy_m,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct VehicleState {
     /// Probes waiting for the reorder window to pass, by (ts_ms, arrival sequence).
     pending: BTreeMap<(i64, u64), Probe>,
     /// The last probe released downstream: the anchor for duplicate and teleport checks.
-    last: Option<Probe>,
+    last: Option<Fix>,
     consecutive_teleports: u32,
 }
 
@@ -178,9 +202,14 @@ struct VehicleState {
 pub struct Cleaner {
     config: CleanConfig,
     watermark_ms: Option<i64>,
-    vehicles: HashMap<Arc<str>, VehicleState>,
-    /// Release order over all vehicles: (ts_ms, arrival sequence, vehicle).
-    release: BinaryHeap<Reverse<(i64, u64, Arc<str>)>>,
+    /// Vehicle id → slot in `vehicles`; looked up by `&str`, so a known vehicle costs no
+    /// allocation.
+    slots: HashMap<Box<str>, u32>,
+    vehicles: Vec<VehicleState>,
+    /// Slots of evicted vehicles, reused before `vehicles` grows.
+    free_slots: Vec<u32>,
+    /// Release order over all vehicles: (ts_ms, arrival sequence, vehicle slot).
+    release: BinaryHeap<Reverse<(i64, u64, u32)>>,
     next_seq: u64,
     batches_since_eviction: u32,
     totals: DropCounts,
@@ -191,7 +220,9 @@ impl Cleaner {
         Self {
             config,
             watermark_ms: None,
-            vehicles: HashMap::new(),
+            slots: HashMap::new(),
+            vehicles: Vec::new(),
+            free_slots: Vec::new(),
             release: BinaryHeap::new(),
             next_seq: 0,
             batches_since_eviction: 0,
@@ -206,7 +237,22 @@ impl Cleaner {
 
     /// Vehicles currently tracked.
     pub fn vehicle_count(&self) -> usize {
-        self.vehicles.len()
+        self.slots.len()
+    }
+
+    fn slot_of(&mut self, vehicle_id: &str) -> u32 {
+        if let Some(&slot) = self.slots.get(vehicle_id) {
+            return slot;
+        }
+        let slot = match self.free_slots.pop() {
+            Some(slot) => slot,
+            None => {
+                self.vehicles.push(VehicleState::default());
+                (self.vehicles.len() - 1) as u32
+            }
+        };
+        self.slots.insert(vehicle_id.into(), slot);
+        slot
     }
 
     /// Feeds one batch; appends the probes it releases to `out`. Returns this batch's drops.
@@ -262,17 +308,15 @@ impl Cleaner {
             drops.add(DropReason::StaleTimestamp);
             return;
         }
-        let state = self
-            .vehicles
-            .entry(Arc::from(probe.vehicle_id.as_str()))
-            .or_default();
+        let slot = self.slot_of(&probe.vehicle_id);
+        let state = &mut self.vehicles[slot as usize];
         if let Some(last) = &state.last {
             if probe.ts_ms < last.ts_ms {
                 drops.add(DropReason::Late);
                 return;
             }
             if probe.ts_ms == last.ts_ms {
-                drops.add(if same_fix(&probe, last) {
+                drops.add(if Fix::from(&probe) == *last {
                     DropReason::Duplicate
                 } else {
                     DropReason::ConflictingTimestamp
@@ -286,7 +330,7 @@ impl Cleaner {
             .map(|(_, p)| p);
         let mut conflict = None;
         for other in same_ts {
-            conflict = Some(if same_fix(&probe, other) {
+            conflict = Some(if probe == *other {
                 DropReason::Duplicate
             } else {
                 DropReason::ConflictingTimestamp
@@ -302,8 +346,7 @@ impl Cleaner {
         self.watermark_ms = Some(watermark.max(probe.ts_ms));
         let seq = self.next_seq;
         self.next_seq += 1;
-        let vehicle: Arc<str> = Arc::from(probe.vehicle_id.as_str());
-        self.release.push(Reverse((probe.ts_ms, seq, vehicle)));
+        self.release.push(Reverse((probe.ts_ms, seq, slot)));
         state.pending.insert((probe.ts_ms, seq), probe);
     }
 
@@ -312,10 +355,10 @@ impl Cleaner {
             if *ts_ms > up_to_ms {
                 break;
             }
-            let Some(Reverse((ts_ms, seq, vehicle))) = self.release.pop() else {
+            let Some(Reverse((ts_ms, seq, slot))) = self.release.pop() else {
                 break;
             };
-            let Some(state) = self.vehicles.get_mut(&vehicle) else {
+            let Some(state) = self.vehicles.get_mut(slot as usize) else {
                 continue;
             };
             let Some(probe) = state.pending.remove(&(ts_ms, seq)) else {
@@ -332,7 +375,7 @@ impl Cleaner {
                 }
             }
             state.consecutive_teleports = 0;
-            state.last = Some(probe.clone());
+            state.last = Some(Fix::from(&probe));
             out.push(probe);
         }
     }
@@ -342,14 +385,18 @@ impl Cleaner {
             return;
         };
         let horizon = w.saturating_sub(self.config.vehicle_ttl_ms);
-        self.vehicles.retain(|_, s| {
-            !s.pending.is_empty() || s.last.as_ref().is_some_and(|p| p.ts_ms >= horizon)
+        let (vehicles, free_slots) = (&mut self.vehicles, &mut self.free_slots);
+        self.slots.retain(|_, &mut slot| {
+            let state = &mut vehicles[slot as usize];
+            let keep = !state.pending.is_empty()
+                || state.last.as_ref().is_some_and(|p| p.ts_ms >= horizon);
+            if !keep {
+                *state = VehicleState::default();
+                free_slots.push(slot);
+            }
+            keep
         });
     }
-}
-
-fn same_fix(a: &Probe, b: &Probe) -> bool {
-    a == b
 }
 
 /// The lower median of the batch's plausible timestamps: robust against a first probe
