@@ -166,15 +166,15 @@ struct Vehicle {
     id: String,
     rng: ChaCha8Rng,
     segment: u32,
-    previous: Option<u32>,
     offset_m: f64,
     speed_mps: f64,
     phase_ms: i64,
-    /// False once the vehicle reached a dead end with no way on.
-    driving: bool,
+    /// Index of the fleet slot, and how often it left the map and came back as a new vehicle.
+    slot: u32,
+    respawns: u32,
 }
 
-/// A fleet advancing tick by tick; every tick yields one probe per vehicle still driving.
+/// A fleet advancing tick by tick; every tick yields one probe per vehicle.
 pub struct Fleet {
     graph: Arc<RoadGraph>,
     config: GeneratorSourceConfig,
@@ -211,13 +211,13 @@ impl Fleet {
                 let phase_ms = rng.random_range(0..interval_ms);
                 let mut vehicle = Vehicle {
                     id: format!("veh-{v:06}"),
+                    slot: v,
+                    respawns: 0,
                     rng,
                     segment,
-                    previous: None,
                     offset_m,
                     speed_mps: 0.0,
                     phase_ms,
-                    driving: segments > 0,
                 };
                 vehicle.speed_mps = draw_speed(&graph, &mut vehicle, &speed_factor);
                 vehicle
@@ -239,7 +239,7 @@ impl Fleet {
 
     /// The next sampling tick's probes and truth, sorted by time; `None` when done.
     pub fn next_tick(&mut self) -> Option<(Vec<Probe>, Vec<TruthPoint>)> {
-        if self.tick >= self.ticks {
+        if self.tick >= self.ticks || self.graph.len() == 0 {
             return None;
         }
         let interval_ms = self.interval_ms();
@@ -249,9 +249,6 @@ impl Fleet {
             .unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("constant normal is valid"));
         let mut rows: Vec<(Probe, TruthPoint)> = Vec::with_capacity(self.vehicles.len());
         for vehicle in &mut self.vehicles {
-            if !vehicle.driving {
-                continue;
-            }
             if self.tick > 0 {
                 advance(
                     &self.graph,
@@ -259,9 +256,6 @@ impl Fleet {
                     interval_ms as f64 / 1000.0,
                     &self.speed_factor,
                 );
-                if !vehicle.driving {
-                    continue;
-                }
             }
             let (lat, lon) = position_at(&self.graph, vehicle.segment, vehicle.offset_m);
             let [x, y] = projection.project(lat, lon);
@@ -308,15 +302,23 @@ fn advance(graph: &RoadGraph, vehicle: &mut Vehicle, mut dt_s: f64, factor: &Nor
         }
         dt_s -= to_end_s;
         let Some(next) = choose_successor(graph, vehicle) else {
-            vehicle.offset_m = length_m;
-            vehicle.driving = false;
+            // A dead end (a one-way road leaving the extract): this vehicle leaves the map
+            // and a new one enters at a random place, so the fleet size stays constant.
+            respawn(graph, vehicle, factor);
             return;
         };
-        vehicle.previous = Some(vehicle.segment);
         vehicle.segment = next;
         vehicle.offset_m = 0.0;
         vehicle.speed_mps = draw_speed(graph, vehicle, factor);
     }
+}
+
+fn respawn(graph: &RoadGraph, vehicle: &mut Vehicle, factor: &Normal<f64>) {
+    vehicle.respawns += 1;
+    vehicle.id = format!("veh-{:06}-{}", vehicle.slot, vehicle.respawns);
+    vehicle.segment = vehicle.rng.random_range(0..graph.len() as u32);
+    vehicle.offset_m = vehicle.rng.random::<f64>() * graph.segment(vehicle.segment).length_m;
+    vehicle.speed_mps = draw_speed(graph, vehicle, factor);
 }
 
 fn choose_successor(graph: &RoadGraph, vehicle: &mut Vehicle) -> Option<u32> {
@@ -495,5 +497,94 @@ impl Source for GeneratorSource {
             tokio::task::yield_now().await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{osm_writer::synthetic_grid, ImportConfig};
+
+    fn graph() -> Arc<RoadGraph> {
+        let g = synthetic_grid(6, 6, 150.0, 60.17, 24.94)
+            .build_graph(&ImportConfig::default())
+            .expect("grid builds");
+        Arc::new(g)
+    }
+
+    fn config() -> GeneratorSourceConfig {
+        GeneratorSourceConfig {
+            vehicles: 30,
+            duration_s: 120.0,
+            interval_s: 2.0,
+            noise_m: 5.0,
+            seed: 9,
+            ..GeneratorSourceConfig::default()
+        }
+    }
+
+    #[test]
+    fn same_seed_gives_the_same_probes_and_another_seed_does_not() {
+        let g = graph();
+        let (a, _) = generate(&g, &config());
+        let (b, _) = generate(&g, &config());
+        assert_eq!(a, b);
+        let (c, _) = generate(
+            &g,
+            &GeneratorSourceConfig {
+                seed: 10,
+                ..config()
+            },
+        );
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn every_vehicle_reports_every_interval_in_time_order() {
+        let (probes, truth) = generate(&graph(), &config());
+        assert_eq!(probes.len(), 30 * 60);
+        assert_eq!(truth.len(), probes.len());
+        assert!(probes.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
+        let first = probes.iter().map(|p| p.ts_ms).min().unwrap_or(0);
+        assert!((DEFAULT_START_MS..DEFAULT_START_MS + 2000).contains(&first));
+    }
+
+    #[test]
+    fn noise_has_the_configured_spread_and_speeds_follow_limits() {
+        let g = graph();
+        let (probes, truth) = generate(&g, &config());
+        let mean_error_m = probes
+            .iter()
+            .zip(&truth)
+            .map(|(p, t)| haversine_m(p.lat, p.lon, t.lat, t.lon))
+            .sum::<f64>()
+            / probes.len() as f64;
+        // Two independent N(0, 5 m) axes: the error is Rayleigh, mean 5·sqrt(pi/2) ≈ 6.27 m.
+        assert!(
+            (5.5..7.0).contains(&mean_error_m),
+            "mean error {mean_error_m}"
+        );
+        for t in &truth {
+            let index = g
+                .index_of(t.segment_id)
+                .expect("truth names a real segment");
+            let limit_mps = g.segment(index).speed_limit_mps();
+            assert!(t.speed_mps >= (0.2 * limit_mps).min(1.0) && t.speed_mps <= 1.5 * limit_mps);
+            assert!(t.offset_m >= 0.0 && t.offset_m <= g.segment(index).length_m + 1e-6);
+        }
+    }
+
+    #[test]
+    fn zero_noise_puts_probes_on_the_road() {
+        let (probes, truth) = generate(
+            &graph(),
+            &GeneratorSourceConfig {
+                noise_m: 0.0,
+                ..config()
+            },
+        );
+        for (p, t) in probes.iter().zip(&truth) {
+            assert!(haversine_m(p.lat, p.lon, t.lat, t.lon) < 0.01);
+        }
     }
 }

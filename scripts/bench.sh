@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every benchmark and prints the figures BENCHMARKS.md records.
+# Usage: scripts/bench.sh PATH/TO/release/pipeline   (make bench does this)
+# Real maps and probes come from ../shared/data when present (never committed); without it
+# the synthetic grid and generated probes are used.
+set -euo pipefail
+BIN=${1:?usage: bench.sh PIPELINE_BINARY}
+cd "$(dirname "$0")/.."
+SHARED=${SHARED_DATA:-../shared/data}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+export PIPELINE_LOG=warn
+
+echo "== machine"
+echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m), $(date -u +%F)"
+
+echo "== clean stage (cargo bench --bench clean)"
+cargo bench --quiet --bench clean
+
+echo "== parquet encode/decode (cargo bench --bench parquet_io)"
+cargo bench --quiet --bench parquet_io
+
+echo "== graph build/load (cargo bench --bench graph_build)"
+maps=()
+for m in monaco andorra liechtenstein; do
+  [ -f "$SHARED/osm/$m.osm.pbf" ] && maps+=("$SHARED/osm/$m.osm.pbf")
+done
+cargo bench --quiet --bench graph_build -- "${maps[@]}"
+
+echo "== whole replay, Parquet -> clean -> Parquet, both cores"
+if [ -f "$SHARED/osm/monaco.osm.pbf" ]; then
+  "$BIN" graph build --osm "$SHARED/osm/monaco.osm.pbf" --out "$WORK/city.graph" >/dev/null
+else
+  cargo run --quiet --release --example write_grid -- "$WORK/grid.osm.pbf"
+  "$BIN" graph build --osm "$WORK/grid.osm.pbf" --out "$WORK/city.graph" >/dev/null
+fi
+"$BIN" generate --graph "$WORK/city.graph" --vehicles 2000 --duration-s 1800 --interval-s 1 \
+  --noise-m 5 --seed 1 --out "$WORK/generated.parquet"
+inputs=("$WORK/generated.parquet")
+[ -f "$SHARED/sumo-monaco/probes_1s.parquet" ] && inputs+=("$SHARED/sumo-monaco/probes_1s.parquet")
+for input in "${inputs[@]}"; do
+  for run in 1 2 3; do
+    "$BIN" replay --graph "$WORK/city.graph" --input "$input" --out-dir "$WORK/out" | grep '^replay:'
+  done
+done
