@@ -16,7 +16,7 @@ HELSINKI := $(DATA)/helsinki.osm.pbf
 run: build $(HELSINKI)
 	$(BIN) graph build --osm $(HELSINKI) --out $(DATA)/helsinki.graph
 	$(BIN) generate --graph $(DATA)/helsinki.graph --vehicles 500 --duration-s 900 \
-	    --interval-s 5 --noise-m 5 --seed 7 \
+	    --interval-s 5 --noise-m 5 --seed 7 --fault-rate 0.02 \
 	    --out $(DATA)/probes.parquet --truth $(DATA)/truth.parquet
 	$(BIN) replay --graph $(DATA)/helsinki.graph --input '$(DATA)/probes.parquet' \
 	    --out-dir $(OUT)/replay

@@ -93,6 +93,9 @@ struct GenerateArgs {
     noise_m: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Fraction of probes given a fault (duplicate, (0,0), outlier, late), to exercise clean.
+    #[arg(long = "fault-rate", default_value_t = 0.0)]
+    fault_rate: f64,
     /// Event time of the first probe, epoch ms.
     #[arg(long = "start-ms", default_value_t = generator::DEFAULT_START_MS)]
     start_ms: i64,
@@ -324,6 +327,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         noise_m: a.noise_m,
         seed: a.seed,
         start_ms: a.start_ms,
+        fault_rate: a.fault_rate,
         ..GeneratorSourceConfig::default()
     };
     let mut problems = config::Problems::new();

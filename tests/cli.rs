@@ -143,7 +143,7 @@ fn replay_is_deterministic_and_counts_dirty_probes() {
     let mut probes = read_probes(&clean_file);
     let n = probes.len();
     let first = probes[0].clone();
-    probes.push(first.clone());
+    probes.insert(1, first.clone());
     probes.push(Probe {
         lat: f64::NAN,
         ..first.clone()
@@ -158,7 +158,7 @@ fn replay_is_deterministic_and_counts_dirty_probes() {
         ts_ms: 4_070_908_800_000,
         ..first.clone()
     });
-    let last = probes[n - 1].clone();
+    let last = probes[n].clone();
     probes.push(Probe {
         ts_ms: last.ts_ms + 500,
         lat: last.lat + 0.5,

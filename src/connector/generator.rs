@@ -87,6 +87,11 @@ pub struct GeneratorSourceConfig {
     /// Emit at N× real time by event time; absent means as fast as possible.
     #[serde(default)]
     pub rate: Option<f64>,
+    /// Fraction of probes given a real-world fault, for demos of the clean stage: an exact
+    /// duplicate, a (0, 0) fix, a 2 km outlier, or a late delivery (two intervals late).
+    /// Faulty copies have no ground truth row.
+    #[serde(default)]
+    pub fault_rate: f64,
 }
 
 impl Default for GeneratorSourceConfig {
@@ -102,6 +107,7 @@ impl Default for GeneratorSourceConfig {
             speed_factor_sd: default_speed_factor_sd(),
             batch_size: default_batch_size(),
             rate: None,
+            fault_rate: 0.0,
         }
     }
 }
@@ -144,6 +150,11 @@ impl GeneratorSourceConfig {
             format!("{prefix}.batch_size"),
             "must be at least 1",
         );
+        problems.check(
+            (0.0..=1.0).contains(&self.fault_rate),
+            format!("{prefix}.fault_rate"),
+            "must be between 0 and 1",
+        );
         if let Some(rate) = self.rate {
             problems.check(positive(rate), format!("{prefix}.rate"), "must be positive");
         }
@@ -182,6 +193,9 @@ pub struct Fleet {
     tick: u64,
     ticks: u64,
     speed_factor: Normal<f64>,
+    fault_rng: ChaCha8Rng,
+    /// Late deliveries: (tick at which to deliver, probe).
+    delayed: Vec<(u64, Probe)>,
 }
 
 impl Fleet {
@@ -223,6 +237,8 @@ impl Fleet {
                 vehicle
             })
             .collect();
+        let mut fault_rng = ChaCha8Rng::seed_from_u64(config.seed);
+        fault_rng.set_stream(u64::MAX);
         Self {
             graph,
             config,
@@ -230,6 +246,8 @@ impl Fleet {
             tick: 0,
             ticks,
             speed_factor,
+            fault_rng,
+            delayed: Vec::new(),
         }
     }
 
@@ -239,8 +257,12 @@ impl Fleet {
 
     /// The next sampling tick's probes and truth, sorted by time; `None` when done.
     pub fn next_tick(&mut self) -> Option<(Vec<Probe>, Vec<TruthPoint>)> {
-        if self.tick >= self.ticks || self.graph.len() == 0 {
-            return None;
+        if self.tick >= self.ticks || self.graph.is_empty() {
+            if self.delayed.is_empty() {
+                return None;
+            }
+            let late = self.delayed.drain(..).map(|(_, p)| p).collect();
+            return Some((late, Vec::new()));
         }
         let interval_ms = self.interval_ms();
         let base_ms = self.config.start_ms + self.tick as i64 * interval_ms;
@@ -277,9 +299,50 @@ impl Fleet {
                 },
             ));
         }
-        self.tick += 1;
         rows.sort_by(|a, b| (a.0.ts_ms, &a.0.vehicle_id).cmp(&(b.0.ts_ms, &b.0.vehicle_id)));
-        Some(rows.into_iter().unzip())
+        let (probes, truth): (Vec<Probe>, Vec<TruthPoint>) = rows.into_iter().unzip();
+        let probes = self.inject_faults(probes);
+        self.tick += 1;
+        Some((probes, truth))
+    }
+
+    /// Applies `fault_rate` (see [`GeneratorSourceConfig::fault_rate`]) and delivers the
+    /// late probes that are due.
+    fn inject_faults(&mut self, probes: Vec<Probe>) -> Vec<Probe> {
+        let mut out = Vec::with_capacity(probes.len());
+        let (tick, due) = (self.tick, &mut self.delayed);
+        out.extend(
+            due.extract_if(.., |(deliver_at, _)| *deliver_at <= tick)
+                .map(|(_, p)| p),
+        );
+        if self.config.fault_rate <= 0.0 {
+            out.extend(probes);
+            return out;
+        }
+        let outlier_deg = 2000.0 / crate::geo::EARTH_RADIUS_M.to_radians();
+        for probe in probes {
+            if !self.fault_rng.random_bool(self.config.fault_rate) {
+                out.push(probe);
+                continue;
+            }
+            match self.fault_rng.random_range(0..4u8) {
+                0 => {
+                    out.push(probe.clone());
+                    out.push(probe);
+                }
+                1 => out.push(Probe {
+                    lat: 0.0,
+                    lon: 0.0,
+                    ..probe
+                }),
+                2 => out.push(Probe {
+                    lat: probe.lat + outlier_deg,
+                    ..probe
+                }),
+                _ => self.delayed.push((tick + 2, probe)),
+            }
+        }
+        out
     }
 }
 
@@ -586,5 +649,24 @@ mod tests {
         for (p, t) in probes.iter().zip(&truth) {
             assert!(haversine_m(p.lat, p.lon, t.lat, t.lon) < 0.01);
         }
+    }
+
+    #[test]
+    fn faults_are_injected_deterministically_and_late_probes_are_delivered() {
+        let faulty = GeneratorSourceConfig {
+            fault_rate: 0.2,
+            ..config()
+        };
+        let (clean, truth) = generate(&graph(), &config());
+        let (a, _) = generate(&graph(), &faulty);
+        let (b, _) = generate(&graph(), &faulty);
+        assert_eq!(a, b);
+        assert_eq!(truth.len(), clean.len());
+        let null_island = a.iter().filter(|p| p.lat == 0.0 && p.lon == 0.0).count();
+        let out_of_order = a.windows(2).filter(|w| w[1].ts_ms < w[0].ts_ms).count();
+        assert!(null_island > 0 && out_of_order > 0);
+        // Duplicates add probes, (0,0) and outliers replace them, late ones arrive later:
+        // nothing genuine is lost.
+        assert!(a.len() > clean.len());
     }
 }
