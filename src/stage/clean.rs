@@ -2,8 +2,11 @@
 //! removes exact duplicates, and re-orders each vehicle's probes within a bounded buffer.
 //!
 //! Time is event time only: the stage watermark is the largest accepted timestamp, so a
-//! replay gives the same output whatever the wall clock says. Output is sorted by
-//! (ts_ms, arrival order), hence ordered per vehicle.
+//! replay gives the same output whatever the wall clock says. Each vehicle's probes leave
+//! in time order. Across vehicles, probes leave when the watermark passes them by the
+//! reorder window, in (ts_ms, arrival) order, so the output is nearly time-sorted; a probe
+//! that arrives behind the watermark but after its vehicle's last released probe is still
+//! accepted and leaves at once.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
