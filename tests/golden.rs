@@ -8,7 +8,9 @@ use pipeline::record::Probe;
 use pipeline::stage::clean::{CleanConfig, Cleaner, DropReason};
 
 fn testdata(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(path)
 }
 
 /// Compares `actual` with the golden file, or rewrites it under UPDATE_GOLDEN.
@@ -19,7 +21,11 @@ fn check(golden: &str, actual: &str) {
     }
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1", path.display()));
-    assert_eq!(actual, expected, "{} differs; rerun with UPDATE_GOLDEN=1 and review", golden);
+    assert_eq!(
+        actual, expected,
+        "{} differs; rerun with UPDATE_GOLDEN=1 and review",
+        golden
+    );
 }
 
 fn read_ndjson(path: &str) -> Vec<Probe> {
