@@ -509,3 +509,106 @@ fn write_foreign_columns(path: &Path) {
     writer.write(&batch).unwrap();
     writer.close().unwrap();
 }
+
+/// `pipeline run` serves /metrics, /healthz and /readyz while it runs, and stops cleanly on
+/// SIGTERM.
+#[cfg(unix)]
+#[test]
+fn run_serves_metrics_while_running_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+
+    let city = City::new();
+    let config = city.path("live.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "edges = [\"fleet -> clean -> out\"]\n[graph]\npath = \"{}\"\n\
+             [telemetry]\nlisten = \"127.0.0.1:0\"\n\
+             [sources.fleet]\ntype = \"generator\"\nvehicles = 20\nduration_s = 3600.0\n\
+             rate = 60.0\nbatch_size = 20\n\
+             [stages.clean]\ntype = \"clean\"\n\
+             [sinks.out]\ntype = \"parquet\"\npath = \"{}\"\n",
+            city.graph.display(),
+            city.path("live.parquet").display()
+        ),
+    )
+    .unwrap();
+    let mut child = bin()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("PIPELINE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The bound address is logged: "serving /metrics, /healthz, /readyz bound=127.0.0.1:PORT".
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+        if let Some(rest) = line.split("bound=").nth(1) {
+            addr = rest.split_whitespace().next().map(str::to_string);
+            break;
+        }
+        line.clear();
+    }
+    let addr = addr.expect("the HTTP address is logged");
+    let get = |path: &str| {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        response
+    };
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    let value = |metrics: &str, series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let written = "pipeline_component_received_events_total{component=\"out\"}";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut metrics = String::new();
+    while Instant::now() < deadline {
+        metrics = get("/metrics");
+        if value(&metrics, written) > 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        value(&metrics, written) > 0.0,
+        "records reach the sink:\n{metrics}"
+    );
+    assert!(get("/readyz").starts_with("HTTP/1.1 200"));
+    assert!(
+        value(
+            &metrics,
+            "pipeline_component_sent_events_total{component=\"fleet\"}"
+        ) > 0.0
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "pipeline_clean_active_vehicles{component=\"clean\"}"
+        ),
+        20.0
+    );
+    assert!(metrics.contains("pipeline_build_info{version="));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful stop exits 0");
+    assert!(parquet_rows(&city.path("live.parquet")) > 0);
+}
