@@ -522,42 +522,40 @@ impl GeneratorSource {
 #[async_trait]
 impl Source for GeneratorSource {
     async fn run(
-        mut self: Box<Self>,
+        self: Box<Self>,
         mut out: Output,
         shutdown: CancellationToken,
     ) -> Result<(), BoxError> {
-        let batch_size = self.fleet.config.batch_size.max(1);
-        let rate = self.fleet.config.rate;
+        let mut fleet = self.fleet;
+        let batch_size = fleet.config.batch_size.max(1);
+        let (rate, start_ms) = (fleet.config.rate, fleet.config.start_ms);
         let started = tokio::time::Instant::now();
-        let start_ms = self.fleet.config.start_ms;
-        let mut pending: Vec<Probe> = Vec::with_capacity(batch_size);
-        loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            let tick = self.fleet.next_tick();
-            let done = tick.is_none();
-            if let Some((probes, _truth)) = tick {
-                pending.extend(probes);
-            }
-            if pending.len() >= batch_size || (done && !pending.is_empty()) {
-                if let (Some(rate), Some(last)) = (rate, pending.last()) {
-                    let due = Duration::from_secs_f64(
-                        ((last.ts_ms - start_ms).max(0) as f64 / 1000.0) / rate,
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(started + due) => {}
-                        _ = shutdown.cancelled() => break,
+        while !shutdown.is_cancelled() {
+            // Simulating the fleet is CPU work: it runs on the blocking pool, never on the
+            // I/O threads.
+            let (returned, batch) = tokio::task::spawn_blocking(move || {
+                let mut batch: Vec<Probe> = Vec::with_capacity(batch_size);
+                while batch.len() < batch_size {
+                    match fleet.next_tick() {
+                        Some((probes, _truth)) => batch.extend(probes),
+                        None => break,
                     }
                 }
-                let batch = std::mem::replace(&mut pending, Vec::with_capacity(batch_size));
-                out.send(Batch::new(Records::Probes(batch))).await?;
-            }
-            if done {
+                (fleet, batch)
+            })
+            .await?;
+            fleet = returned;
+            let Some(last_ts_ms) = batch.iter().map(|p| p.ts_ms).max() else {
                 break;
+            };
+            if let Some(rate) = rate {
+                let due_s = ((last_ts_ms - start_ms).max(0) as f64 / 1000.0) / rate;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(started + Duration::from_secs_f64(due_s)) => {}
+                    _ = shutdown.cancelled() => break,
+                }
             }
-            // Generating is CPU work: give the runtime a chance between ticks.
-            tokio::task::yield_now().await;
+            out.send(Batch::new(Records::Probes(batch))).await?;
         }
         Ok(())
     }

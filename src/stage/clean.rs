@@ -450,19 +450,16 @@ impl CleanStage {
 fn vehicles_gauge() -> &'static prometheus::IntGaugeVec {
     static GAUGE: std::sync::OnceLock<prometheus::IntGaugeVec> = std::sync::OnceLock::new();
     GAUGE.get_or_init(|| {
-        let g = prometheus::IntGaugeVec::new(
-            prometheus::Opts::new(
-                "pipeline_clean_active_vehicles",
-                "Vehicles whose state the clean stage holds.",
-            ),
-            &["component"],
+        crate::telemetry::metrics::register_collector(
+            prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "pipeline_clean_active_vehicles",
+                    "Vehicles whose state the clean stage holds.",
+                ),
+                &["component"],
+            )
+            .expect("valid metric definition"),
         )
-        .expect("valid metric definition");
-        // Registration fails only if registered twice, which OnceLock prevents.
-        let _ = crate::telemetry::metrics()
-            .registry
-            .register(Box::new(g.clone()));
-        g
     })
 }
 

@@ -11,6 +11,7 @@ use std::sync::{
 };
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use prometheus::core::Collector;
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
@@ -32,63 +33,71 @@ pub struct Metrics {
     drop_labels: Mutex<BTreeSet<(String, String)>>,
 }
 
+/// Registers a collector built from a constant definition: failure is a programming error
+/// (an invalid name or a duplicate), never a runtime condition, hence `expect`.
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric defined and registered once");
+    collector
+}
+
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let v = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry
-        .register(Box::new(v.clone()))
-        .expect("metric registered once");
-    v
+    register(registry, v)
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let v = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry
-        .register(Box::new(v.clone()))
-        .expect("metric registered once");
-    v
+    register(registry, v)
+}
+
+/// Registers an extra metric family defined outside this module (e.g. by a stage).
+pub fn register_collector<C: Collector + Clone + 'static>(collector: C) -> C {
+    register(&metrics().registry, collector)
 }
 
 impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
         let r = &registry;
-        let channel_depth = IntGaugeVec::new(
-            Opts::new(
-                "pipeline_channel_depth_batches",
-                "Batches waiting in a component's input channel.",
-            ),
-            &["component"],
-        )
-        .expect("valid metric definition");
-        registry
-            .register(Box::new(channel_depth.clone()))
-            .expect("metric registered once");
-        let batch_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "pipeline_component_batch_duration_seconds",
-                "Time a component spends processing one batch.",
+        let channel_depth = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "pipeline_channel_depth_batches",
+                    "Batches waiting in a component's input channel.",
+                ),
+                &["component"],
             )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5,
-            ]),
-            &["component"],
-        )
-        .expect("valid metric definition");
-        registry
-            .register(Box::new(batch_duration.clone()))
-            .expect("metric registered once");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "pipeline_build_info",
-                "Always 1; labels carry the build's version.",
-            ),
-            &["version"],
-        )
-        .expect("valid metric definition");
-        registry
-            .register(Box::new(build_info.clone()))
-            .expect("metric registered once");
+            .expect("valid metric definition"),
+        );
+        let batch_duration = register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "pipeline_component_batch_duration_seconds",
+                    "Time a component spends processing one batch.",
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5,
+                ]),
+                &["component"],
+            )
+            .expect("valid metric definition"),
+        );
+        let build_info = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "pipeline_build_info",
+                    "Always 1; labels carry the build's version.",
+                ),
+                &["version"],
+            )
+            .expect("valid metric definition"),
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -97,7 +106,7 @@ impl Metrics {
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
-            .expect("metric registered once");
+            .expect("metric defined and registered once");
         Self {
             received_events: counter_vec(
                 r,
