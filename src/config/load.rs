@@ -197,48 +197,71 @@ fn component_type(
     }
 }
 
+/// Decodes every `[section.NAME]` table; its `type` picks the variant that `decode_variant`
+/// builds from the rest of the table (with `prefix` = `section.NAME` for error keys).
+fn decode_section<T>(
+    section: &str,
+    tables: BTreeMap<String, serde_json::Value>,
+    types: &[&str],
+    problems: &mut Problems,
+    decode_variant: impl Fn(&str, serde_json::Value, &str, &mut Problems) -> Option<T>,
+) -> BTreeMap<String, T> {
+    let mut decoded = BTreeMap::new();
+    for (name, table) in tables {
+        let Some((t, rest)) = component_type(section, &name, table, types, problems) else {
+            continue;
+        };
+        if let Some(c) = decode_variant(&t, rest, &format!("{section}.{name}"), problems) {
+            decoded.insert(name, c);
+        }
+    }
+    decoded
+}
+
+/// A type listed in `TYPES` but not decoded: a programming error, reported rather than
+/// silently mapped to another variant.
+fn unhandled_type<T>(prefix: &str, t: &str, problems: &mut Problems) -> Option<T> {
+    problems.push(
+        format!("{prefix}.type"),
+        format!("type \"{t}\" has no decoder"),
+    );
+    None
+}
+
 fn decode(value: serde_json::Value, problems: &mut Problems) -> Option<PipelineConfig> {
     let sections: Sections = decode_at(value, "", problems)?;
-    let mut sources = BTreeMap::new();
-    for (name, v) in sections.sources {
-        let prefix = format!("sources.{name}");
-        let Some((t, rest)) = component_type("sources", &name, v, SourceConfig::TYPES, problems)
-        else {
-            continue;
-        };
-        let decoded = match t.as_str() {
-            "parquet" => decode_at(rest, &prefix, problems).map(SourceConfig::Parquet),
-            _ => decode_at(rest, &prefix, problems).map(SourceConfig::Generator),
-        };
-        if let Some(c) = decoded {
-            sources.insert(name, c);
-        }
-    }
-    let mut stages = BTreeMap::new();
-    for (name, v) in sections.stages {
-        let prefix = format!("stages.{name}");
-        let Some((_, rest)) = component_type("stages", &name, v, StageConfig::TYPES, problems)
-        else {
-            continue;
-        };
-        if let Some(c) = decode_at(rest, &prefix, problems).map(StageConfig::Clean) {
-            stages.insert(name, c);
-        }
-    }
-    let mut sinks = BTreeMap::new();
-    for (name, v) in sections.sinks {
-        let prefix = format!("sinks.{name}");
-        let Some((t, rest)) = component_type("sinks", &name, v, SinkConfig::TYPES, problems) else {
-            continue;
-        };
-        let decoded = match t.as_str() {
-            "parquet" => decode_at(rest, &prefix, problems).map(SinkConfig::Parquet),
-            _ => decode_at(rest, &prefix, problems).map(SinkConfig::Ndjson),
-        };
-        if let Some(c) = decoded {
-            sinks.insert(name, c);
-        }
-    }
+    let sources = decode_section(
+        "sources",
+        sections.sources,
+        SourceConfig::TYPES,
+        problems,
+        |t, rest, prefix, p| match t {
+            "parquet" => decode_at(rest, prefix, p).map(SourceConfig::Parquet),
+            "generator" => decode_at(rest, prefix, p).map(SourceConfig::Generator),
+            other => unhandled_type(prefix, other, p),
+        },
+    );
+    let stages = decode_section(
+        "stages",
+        sections.stages,
+        StageConfig::TYPES,
+        problems,
+        |t, rest, prefix, p| match t {
+            "clean" => decode_at(rest, prefix, p).map(StageConfig::Clean),
+            other => unhandled_type(prefix, other, p),
+        },
+    );
+    let sinks = decode_section(
+        "sinks",
+        sections.sinks,
+        SinkConfig::TYPES,
+        problems,
+        |t, rest, prefix, p| match t {
+            "parquet" => decode_at(rest, prefix, p).map(SinkConfig::Parquet),
+            "ndjson" => decode_at(rest, prefix, p).map(SinkConfig::Ndjson),
+            other => unhandled_type(prefix, other, p),
+        },
+    );
     let mut edges = Vec::new();
     for (i, chain) in sections.edges.iter().enumerate() {
         let names: Vec<&str> = chain.split("->").map(str::trim).collect();
