@@ -235,16 +235,14 @@ fn execute(
 fn print_summary(config: &PipelineConfig, report: &runtime::RunReport) {
     let m = telemetry::metrics();
     let secs = report.elapsed.as_secs_f64().max(1e-9);
-    let mut lines = Vec::new();
     for name in config.sources.keys() {
         let sent = m.sent_total(name);
-        lines.push(format!(
+        println!(
             "source {name}: {sent} records ({:.0} records/s)",
             sent as f64 / secs
-        ));
+        );
     }
     for name in config.stages.keys().chain(config.sinks.keys()) {
-        let dropped = m.dropped_totals(name);
         let flow = if config.sinks.contains_key(name) {
             format!("sink {name}: wrote {}", m.received_total(name))
         } else {
@@ -254,16 +252,16 @@ fn print_summary(config: &PipelineConfig, report: &runtime::RunReport) {
                 m.sent_total(name)
             )
         };
-        let dropped_text = if dropped.is_empty() {
-            String::new()
+        let dropped: Vec<String> = m
+            .dropped_totals(name)
+            .iter()
+            .map(|(reason, n)| format!("{reason}={n}"))
+            .collect();
+        if dropped.is_empty() {
+            println!("{flow}");
         } else {
-            let parts: Vec<String> = dropped.iter().map(|(r, n)| format!("{r}={n}")).collect();
-            format!(", dropped {}", parts.join(" "))
-        };
-        lines.push(format!("{flow}{dropped_text}"));
-    }
-    for line in lines {
-        println!("{line}");
+            println!("{flow}, dropped {}", dropped.join(" "));
+        }
     }
     println!(
         "finished in {:.3} s{}",
