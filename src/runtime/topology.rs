@@ -16,7 +16,7 @@ use crate::config::{PipelineConfig, RuntimeConfig, SinkConfig, SourceConfig, Sta
 use crate::connector::generator::GeneratorSource;
 use crate::graph::RoadGraph;
 use crate::stage::clean::CleanStage;
-use crate::telemetry::metrics;
+use crate::telemetry::{metrics, ComponentMetrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -140,45 +140,40 @@ impl Topology {
                 receivers.insert(name.clone(), rx);
             }
         }
-        let output_of = |name: &str| {
+        let output_of = |component: &Arc<ComponentMetrics>| {
             let downstream = self
                 .edges
                 .iter()
-                .filter(|(from, _)| from == name)
+                .filter(|(from, _)| *from == component.component)
                 .filter_map(|(_, to)| senders.get(to).cloned())
                 .collect();
-            Output::new(metrics().component(name), downstream)
+            Output::new(component.clone(), downstream)
         };
 
         let sources_stop = shutdown.child_token();
         let failed = CancellationToken::new();
         let mut tasks: Vec<(String, JoinHandle<ComponentResult>)> = Vec::new();
         for (name, built) in self.components {
-            let handle = match built {
-                Component::Source(source) => {
-                    let out = output_of(&name);
+            let component = metrics().component(&name);
+            let input = receivers
+                .remove(&name)
+                .map(|rx| Input::new(component.clone(), rx));
+            let handle = match (built, input) {
+                (Component::Source(source), _) => {
+                    let out = output_of(&component);
                     let stop = sources_stop.clone();
                     tokio::spawn(async move { source.run(out, stop).await })
                 }
-                Component::Transform(transform) => {
-                    let input = receivers
-                        .remove(&name)
-                        .map(|rx| Input::new(metrics().component(&name), rx));
-                    let out = output_of(&name);
-                    let component = metrics().component(&name);
+                (Component::Transform(transform), input) => {
+                    let out = output_of(&component);
                     spawn_stage_thread(&name, move || {
                         run_transform(transform, input, out, component)
                     })
                 }
-                Component::Sink(sink) => {
-                    let input = receivers
-                        .remove(&name)
-                        .map(|rx| Input::new(metrics().component(&name), rx));
-                    match input {
-                        Some(input) => tokio::spawn(async move { sink.run(input).await }),
-                        None => continue,
-                    }
+                (Component::Sink(sink), Some(input)) => {
+                    tokio::spawn(async move { sink.run(input).await })
                 }
+                (Component::Sink(_), None) => continue,
             };
             tasks.push((name, handle));
         }
@@ -278,7 +273,7 @@ fn run_transform(
     mut transform: Box<dyn Transform>,
     input: Option<Input>,
     mut out: Output,
-    metrics: Arc<crate::telemetry::ComponentMetrics>,
+    metrics: Arc<ComponentMetrics>,
 ) -> Result<(), BoxError> {
     let mut produced = Vec::new();
     if let Some(mut input) = input {
