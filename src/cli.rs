@@ -214,8 +214,9 @@ fn execute(
             None => None,
         };
         let signal_token = shutdown.clone();
+        let signal = runtime::shutdown_signal().context("installing signal handlers")?;
         let signals = tokio::spawn(async move {
-            runtime::shutdown_signal().await;
+            signal.await;
             signal_token.cancel();
         });
         readiness.set_ready(true);
