@@ -3,7 +3,7 @@
 
 use pipeline::graph::osm_writer::{grid_node_id, synthetic_grid};
 use pipeline::graph::{ImportConfig, RoadGraph};
-use pipeline::matching::path::pieces_between;
+use pipeline::matching::path::{pieces_between, PathBuffers};
 use pipeline::matching::{Position, Router};
 
 const COLS: usize = 4;
@@ -48,7 +48,7 @@ fn close(a: Option<f64>, b: f64) -> bool {
 }
 
 #[test]
-fn route_same_segment_forward() {
+fn matching_route_same_segment_forward() {
     let graph = grid();
     let mut router = Router::new(&graph, 100);
     let a = must(&graph, (0, 0), (0, 1));
@@ -64,7 +64,7 @@ fn route_same_segment_forward() {
 }
 
 #[test]
-fn route_via_successors() {
+fn matching_route_via_successors() {
     let graph = grid();
     let mut router = Router::new(&graph, 100);
     let a = must(&graph, (0, 0), (0, 1));
@@ -79,8 +79,7 @@ fn route_via_successors() {
         route(&mut router, &graph, at(a, 90.0), at(c, 20.0), 1000.0),
         la - 90.0 + lb + 20.0
     ));
-    let mut between = Vec::new();
-    let mut pieces = Vec::new();
+    let mut buffers = PathBuffers::default();
     let route_m = la - 90.0 + lb + 20.0;
     assert!(pieces_between(
         &graph,
@@ -89,9 +88,9 @@ fn route_via_successors() {
         at(c, 20.0),
         route_m,
         10.0,
-        &mut between,
-        &mut pieces
+        &mut buffers
     ));
+    let pieces = &buffers.pieces;
     let segments: Vec<u32> = pieces.iter().map(|p| p.segment).collect();
     assert_eq!(segments, vec![a, b, c]);
     let total: f64 = pieces.iter().map(|p| p.length_m()).sum();
@@ -99,7 +98,7 @@ fn route_via_successors() {
 }
 
 #[test]
-fn route_respects_oneway() {
+fn matching_route_respects_oneway() {
     let graph = grid();
     let mut router = Router::new(&graph, 100);
     // Row 1 is one-way eastbound: no westbound segment, no U-turn.
@@ -122,7 +121,7 @@ fn route_respects_oneway() {
 }
 
 #[test]
-fn route_u_turn_onto_reverse_twin() {
+fn matching_route_u_turn_onto_reverse_twin() {
     let graph = grid();
     let mut router = Router::new(&graph, 100);
     let a = must(&graph, (0, 0), (0, 1));
@@ -136,7 +135,7 @@ fn route_u_turn_onto_reverse_twin() {
 }
 
 #[test]
-fn route_standing_still_and_loop_back() {
+fn matching_route_standing_still_and_loop_back() {
     let graph = grid();
     let mut router = Router::new(&graph, 100);
     let a = must(&graph, (0, 0), (0, 1));
@@ -155,7 +154,7 @@ fn route_standing_still_and_loop_back() {
 }
 
 #[test]
-fn route_cache_answers_like_a_search() {
+fn matching_route_cache_answers_like_a_search() {
     let graph = grid();
     let mut cached = Router::new(&graph, 1000);
     let a = must(&graph, (0, 0), (0, 1));

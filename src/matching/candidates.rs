@@ -46,7 +46,7 @@ mod tests {
         let graph = synthetic_grid(3, 3, 100.0, 47.0, 9.0).build_graph(&ImportConfig::default())?;
         let mut search = CandidateSearch::new();
         let found = search.find(&graph, 47.0, 9.0005, 50.0, 8).len();
-        assert!(found >= 1 && found <= 8);
+        assert!((1..=8).contains(&found));
         assert!(search.find(&graph, f64::NAN, 9.0, 50.0, 8).is_empty());
         assert!(search.find(&graph, 10.0, 9.0, 50.0, 8).is_empty());
         Ok(())

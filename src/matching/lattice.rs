@@ -182,7 +182,12 @@ impl Lattice {
     /// Emits columns `first_pending..=through` along the path ending at node `node` of
     /// column `through`, drops the columns before `through`, keeps `through` as the anchor
     /// with only `node` alive, and kills later nodes that do not descend from it.
-    fn commit_through(&mut self, through: usize, node: u32, out: &mut Vec<CommittedPoint>) -> usize {
+    fn commit_through(
+        &mut self,
+        through: usize,
+        node: u32,
+        out: &mut Vec<CommittedPoint>,
+    ) -> usize {
         let start = self.first_pending();
         let mut chosen = vec![0u32; through + 1 - start];
         let mut n = node;

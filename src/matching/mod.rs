@@ -2,7 +2,7 @@
 //! Viterbi per vehicle) and on to per-segment observations. Pure code: no I/O, no async,
 //! nothing of Kafka or channels; the assign stage adapts it.
 //!
-//! - [`config`]: [`MatchConfig`].
+//! - [`config`]: the settings, [`MatchConfig`].
 //! - [`candidates`]: up to k segments within r of a probe.
 //! - [`route`]: route distances and paths (bounded Dijkstra, segment-pair cache).
 //! - [`hmm`]: emission, transition and plausibility.

@@ -26,11 +26,7 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 pub fn observation_id(vehicle_id: &str, segment_id: u64, enter_ts_ms: i64) -> u64 {
     let mut h = FNV_OFFSET;
     let (segment, enter) = (segment_id.to_le_bytes(), enter_ts_ms.to_le_bytes());
-    let bytes = vehicle_id
-        .as_bytes()
-        .iter()
-        .chain(&segment)
-        .chain(&enter);
+    let bytes = vehicle_id.as_bytes().iter().chain(&segment).chain(&enter);
     for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(FNV_PRIME);
@@ -139,7 +135,7 @@ impl ObservationBuilder {
             return;
         };
         let duration_ms = exit_ms - open.enter_ms;
-        if !(duration_ms > 0.0) {
+        if duration_ms.is_nan() || duration_ms <= 0.0 {
             self.degenerate += 1;
             return;
         }

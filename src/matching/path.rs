@@ -19,7 +19,14 @@ impl Piece {
     }
 }
 
-/// Fills `out` with the pieces from `from` to `to` along a shortest route no longer than
+/// Scratch for [`pieces_between`]; the pieces end up in `pieces`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathBuffers {
+    pub between: Vec<u32>,
+    pub pieces: Vec<Piece>,
+}
+
+/// Fills `buffers.pieces` with the pieces from `from` to `to` along a shortest route no longer than
 /// `route_m` (the distance the lattice chose, plus a small tolerance). False when no such
 /// route exists (the caller then ends the trace).
 pub fn pieces_between(
@@ -29,12 +36,14 @@ pub fn pieces_between(
     to: Position,
     route_m: f64,
     standstill_m: f64,
-    between: &mut Vec<u32>,
-    out: &mut Vec<Piece>,
+    buffers: &mut PathBuffers,
 ) -> bool {
+    let PathBuffers {
+        between,
+        pieces: out,
+    } = buffers;
     out.clear();
-    if from.segment == to.segment && same_segment_direct(from.offset_m, to.offset_m, standstill_m)
-    {
+    if from.segment == to.segment && same_segment_direct(from.offset_m, to.offset_m, standstill_m) {
         out.push(Piece {
             segment: from.segment,
             start_m: from.offset_m,

@@ -15,7 +15,7 @@ use super::config::MatchConfig;
 use super::hmm::{emission_log_prob, max_route_m, transition_log_prob};
 use super::lattice::{Column, CommittedPoint, Lattice, Node, NO_BACK};
 use super::observations::ObservationBuilder;
-use super::path::{pieces_between, Piece};
+use super::path::{pieces_between, PathBuffers};
 use super::route::{Position, RouteStats, Router};
 use crate::geo::{haversine_m, is_plausible_coordinate};
 use crate::graph::RoadGraph;
@@ -337,8 +337,7 @@ pub struct Matcher {
     stats: MatchStats,
     vehicles: HashMap<String, VehicleState>,
     events: Vec<Committed>,
-    between: Vec<u32>,
-    pieces: Vec<Piece>,
+    path: PathBuffers,
 }
 
 impl Matcher {
@@ -354,8 +353,7 @@ impl Matcher {
             stats: MatchStats::default(),
             vehicles: HashMap::new(),
             events: Vec::new(),
-            between: Vec::new(),
-            pieces: Vec::new(),
+            path: PathBuffers::default(),
         }
     }
 
@@ -383,10 +381,7 @@ impl Matcher {
 
     /// Matches one probe; appends what got decided to `out`.
     pub fn push(&mut self, probe: Probe, out: &mut MatchOutput) {
-        let mut state = match self.vehicles.remove(&probe.vehicle_id) {
-            Some(state) => state,
-            None => VehicleState::default(),
-        };
+        let mut state = self.vehicles.remove(&probe.vehicle_id).unwrap_or_default();
         state.last_seen_ms = state.last_seen_ms.max(probe.ts_ms);
         if state.matcher.last_ts_ms().is_none() {
             state.last_seen_ms = probe.ts_ms;
@@ -470,14 +465,13 @@ impl Matcher {
                                 here,
                                 route_m,
                                 self.config.standstill_m(),
-                                &mut self.between,
-                                &mut self.pieces,
+                                &mut self.path,
                             );
                             if ok {
                                 state.builder.advance(
                                     graph,
                                     vehicle_id,
-                                    &self.pieces,
+                                    &self.path.pieces,
                                     ts_ms,
                                     &mut out.observations,
                                 );
