@@ -90,7 +90,7 @@ fn matching_accuracy_on_generated_traffic_at_1s() {
     );
     assert_eq!(out.matched.len() + out.unmatched.len(), probes.len());
     assert!(acc >= 0.95, "accuracy {acc}");
-    assert!(n > 100 && err < 0.10, "speed error {err} over {n}");
+    assert!(n > 100 && err < 0.07, "speed error {err} over {n}");
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn matching_accuracy_on_generated_traffic_at_5s() {
     );
     assert_eq!(out.matched.len() + out.unmatched.len(), probes.len());
     assert!(acc >= 0.93, "accuracy {acc}");
-    assert!(n > 50 && err < 0.15, "speed error {err} over {n}");
+    assert!(n > 50 && err < 0.08, "speed error {err} over {n}");
 }
 
 #[test]

@@ -35,6 +35,9 @@ fn default_max_gap_m() -> f64 {
 fn default_vehicle_ttl_ms() -> i64 {
     120_000
 }
+fn default_standstill_tolerance_m() -> f64 {
+    20.0
+}
 fn default_route_cache_entries() -> usize {
     100_000
 }
@@ -73,6 +76,11 @@ pub struct MatchConfig {
     /// A vehicle idle (by event time) longer than this is flushed and evicted.
     #[serde(default = "default_vehicle_ttl_ms")]
     pub vehicle_ttl_ms: i64,
+    /// A step back along the same segment up to this much is read as GPS noise on a slow
+    /// or standing vehicle (route distance 0), not as a loop round the block. Two fixes
+    /// with independent noise σ differ along the road by σ√2, so about 3σ.
+    #[serde(default = "default_standstill_tolerance_m")]
+    pub standstill_tolerance_m: f64,
     /// Capacity of the segment-to-segment route distance cache (entries).
     #[serde(default = "default_route_cache_entries")]
     pub route_cache_entries: usize,
@@ -91,6 +99,7 @@ impl Default for MatchConfig {
             max_gap_ms: default_max_gap_ms(),
             max_gap_m: default_max_gap_m(),
             vehicle_ttl_ms: default_vehicle_ttl_ms(),
+            standstill_tolerance_m: default_standstill_tolerance_m(),
             route_cache_entries: default_route_cache_entries(),
         }
     }
@@ -146,6 +155,11 @@ impl MatchConfig {
             "must be positive",
         );
         problems.check(
+            self.standstill_tolerance_m.is_finite() && self.standstill_tolerance_m >= 0.0,
+            format!("{prefix}.standstill_tolerance_m"),
+            "must not be negative",
+        );
+        problems.check(
             self.vehicle_ttl_ms > 0,
             format!("{prefix}.vehicle_ttl_ms"),
             "must be positive",
@@ -157,10 +171,9 @@ impl MatchConfig {
         4.0 * self.sigma_m
     }
 
-    /// Backward movement on one segment up to this much is read as standing still (noise),
-    /// not as a loop round the block.
+    /// See [`MatchConfig::standstill_tolerance_m`].
     pub fn standstill_m(&self) -> f64 {
-        2.0 * self.sigma_m
+        self.standstill_tolerance_m
     }
 }
 

@@ -38,7 +38,10 @@ pub fn observation_id(vehicle_id: &str, segment_id: u64, enter_ts_ms: i64) -> u6
 struct Open {
     segment: u32,
     enter_ms: f64,
-    traversed_m: f64,
+    /// Offset where the observed part starts (0 when the vehicle entered the segment).
+    start_m: f64,
+    /// Farthest offset reached: noise that steps back and forth does not add distance.
+    reach_m: f64,
     flags: u32,
 }
 
@@ -57,11 +60,12 @@ impl ObservationBuilder {
     }
 
     /// A trace starts at (segment, at time ts_ms): the vehicle was not seen entering it.
-    pub fn start(&mut self, segment: u32, ts_ms: i64) {
+    pub fn start(&mut self, segment: u32, offset_m: f64, ts_ms: i64) {
         self.open = Some(Open {
             segment,
             enter_ms: ts_ms as f64,
-            traversed_m: 0.0,
+            start_m: offset_m,
+            reach_m: offset_m,
             flags: observation_flags::PARTIAL_START,
         });
         self.last_ts_ms = ts_ms;
@@ -86,10 +90,11 @@ impl ObservationBuilder {
             let open = self.open.get_or_insert(Open {
                 segment: piece.segment,
                 enter_ms: from_ms,
-                traversed_m: 0.0,
+                start_m: piece.start_m,
+                reach_m: piece.start_m,
                 flags: 0,
             });
-            open.traversed_m += piece.length_m().max(0.0);
+            open.reach_m = open.reach_m.max(piece.end_m);
             if let Some(next) = pieces.get(i + 1) {
                 let at_ms = if total_m > 0.0 {
                     from_ms + span_ms * (x_m / total_m)
@@ -101,7 +106,8 @@ impl ObservationBuilder {
                 self.open = Some(Open {
                     segment: next.segment,
                     enter_ms: at_ms,
-                    traversed_m: 0.0,
+                    start_m: next.start_m,
+                    reach_m: next.start_m,
                     flags: 0,
                 });
             }
@@ -140,6 +146,7 @@ impl ObservationBuilder {
             return;
         }
         let segment_id = graph.segment(open.segment).segment_id;
+        let traversed_m = (open.reach_m - open.start_m).max(0.0);
         let enter_ts_ms = open.enter_ms.round() as i64;
         out.push(SegmentObservation {
             observation_id: observation_id(vehicle_id, segment_id, enter_ts_ms),
@@ -147,8 +154,8 @@ impl ObservationBuilder {
             vehicle_id: vehicle_id.to_owned(),
             enter_ts_ms,
             exit_ts_ms: exit_ms.round() as i64,
-            traversed_m: open.traversed_m,
-            speed_mps: open.traversed_m / (duration_ms / 1000.0),
+            traversed_m,
+            speed_mps: traversed_m / (duration_ms / 1000.0),
             next_segment_id,
             flags: open.flags | extra_flags,
         });

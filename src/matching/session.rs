@@ -478,12 +478,12 @@ impl Matcher {
                             } else {
                                 self.stats.path_failures += 1;
                                 state.builder.end(graph, vehicle_id, &mut out.observations);
-                                state.builder.start(here.segment, ts_ms);
+                                state.builder.start(here.segment, here.offset_m, ts_ms);
                             }
                         }
                         _ => {
                             state.builder.end(graph, vehicle_id, &mut out.observations);
-                            state.builder.start(here.segment, ts_ms);
+                            state.builder.start(here.segment, here.offset_m, ts_ms);
                         }
                     }
                     state.last = Some(here);
