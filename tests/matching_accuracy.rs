@@ -121,3 +121,38 @@ fn matching_output_is_deterministic() {
     assert_eq!(a, b);
     assert!(!a.observations.is_empty());
 }
+
+#[test]
+fn matching_output_per_vehicle_does_not_depend_on_sharding() {
+    let graph = grid();
+    let (probes, _) = traffic(&graph, 1.0, 5);
+    let whole = run(&graph, &probes);
+    // Three matchers, vehicles split by a hash of their id, as the stage will shard them.
+    let shard_of = |id: &str| {
+        id.bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(b))
+            % 3
+    };
+    let mut merged = MatchOutput::default();
+    for shard in 0..3 {
+        let part: Vec<Probe> = probes
+            .iter()
+            .filter(|p| shard_of(&p.vehicle_id) == shard)
+            .cloned()
+            .collect();
+        let out = run(&graph, &part);
+        merged.matched.extend(out.matched);
+        merged.unmatched.extend(out.unmatched);
+        merged.observations.extend(out.observations);
+    }
+    let sort = |out: &mut MatchOutput| {
+        out.matched.sort_by(|a, b| {
+            (&a.probe.vehicle_id, a.probe.ts_ms).cmp(&(&b.probe.vehicle_id, b.probe.ts_ms))
+        });
+        out.observations.sort_by_key(|o| o.observation_id);
+    };
+    let mut whole = whole;
+    sort(&mut whole);
+    sort(&mut merged);
+    assert_eq!(whole, merged);
+}

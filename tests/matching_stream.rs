@@ -337,3 +337,32 @@ fn matching_random_probes_never_panic() {
         }
     }
 }
+
+#[test]
+fn matching_many_one_probe_vehicles_are_bounded_by_ttl() {
+    let graph = grid();
+    let config = MatchConfig {
+        vehicle_ttl_ms: 60_000,
+        ..MatchConfig::default()
+    };
+    let mut matcher = Matcher::new(graph.clone(), config);
+    let s = seg(&graph, (4, 4), (4, 5));
+    let mut out = MatchOutput::default();
+    let mut most = 0;
+    for i in 0..50_000i64 {
+        let ts = T0 + i * 10;
+        matcher.push(
+            probe(&format!("veh-{i}"), ts, point_on(&graph, s, 70.0, 2.0)),
+            &mut out,
+        );
+        if i % 1000 == 999 {
+            matcher.evict_idle(ts, &mut out);
+            most = most.max(matcher.active_vehicles());
+        }
+    }
+    // 60 s of TTL at one new vehicle every 10 ms, plus one eviction period.
+    assert!(most <= 7_000, "{most}");
+    matcher.flush_all(&mut out);
+    assert_eq!(out.matched.len(), 50_000);
+    assert_eq!(matcher.active_vehicles(), 0);
+}

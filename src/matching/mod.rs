@@ -23,6 +23,6 @@ pub mod session;
 pub use config::MatchConfig;
 pub use route::{Position, RouteStats, Router};
 pub use session::{
-    BreakReason, Committed, MatchContext, MatchOutput, MatchStats, Matcher, Unmatched,
+    BreakReason, Committed, MatchContext, MatchOutput, MatchStats, Matcher, Scratch, Unmatched,
     UnmatchedReason, VehicleMatcher,
 };

@@ -120,6 +120,7 @@ pub struct MatchContext<'a> {
     pub search: &'a mut CandidateSearch,
     pub router: &'a mut Router,
     pub stats: &'a mut MatchStats,
+    pub scratch: &'a mut Scratch,
 }
 
 /// One vehicle's online Viterbi decoder.
@@ -127,6 +128,11 @@ pub struct MatchContext<'a> {
 pub struct VehicleMatcher {
     lattice: Lattice,
     last_ts_ms: Option<i64>,
+}
+
+/// Per-step buffers shared by all vehicles of a matcher, so an idle vehicle holds none.
+#[derive(Debug, Default, Clone)]
+pub struct Scratch {
     points: Vec<CommittedPoint>,
     targets: Vec<Position>,
     routes: Vec<Option<f64>>,
@@ -201,8 +207,11 @@ impl VehicleMatcher {
                 broke = Some(BreakReason::DistanceGap);
             } else {
                 let max_m = max_route_m(dt_ms, config.max_speed_mps, config.route_slack_m());
-                self.targets.clear();
-                self.targets.extend(nodes.iter().map(|n| Position {
+                let Scratch {
+                    targets, routes, ..
+                } = &mut *cx.scratch;
+                targets.clear();
+                targets.extend(nodes.iter().map(|n| Position {
                     segment: n.candidate.segment,
                     offset_m: n.candidate.offset_m,
                 }));
@@ -218,12 +227,12 @@ impl VehicleMatcher {
                     cx.router.distances(
                         cx.graph,
                         from,
-                        &self.targets,
+                        targets,
                         max_m,
                         config.standstill_m(),
-                        &mut self.routes,
+                        routes,
                     );
-                    for (node, route) in nodes.iter_mut().zip(&self.routes) {
+                    for (node, route) in nodes.iter_mut().zip(routes.iter()) {
                         let Some(route_m) = *route else { continue };
                         let score = p.score
                             + transition_log_prob(route_m, great_circle_m, config.beta_m)
@@ -267,14 +276,15 @@ impl VehicleMatcher {
         }
         self.lattice.push(Column { probe, nodes });
 
-        self.points.clear();
-        let converged = self.lattice.commit_converged(&mut self.points);
+        let points = &mut cx.scratch.points;
+        points.clear();
+        let converged = self.lattice.commit_converged(points);
         cx.stats.commits_converged += converged as u64;
         let forced = self
             .lattice
-            .commit_forced(config.lag_points, config.lag_ms, &mut self.points);
+            .commit_forced(config.lag_points, config.lag_ms, points);
         cx.stats.commits_forced += forced as u64;
-        out.extend(self.points.drain(..).map(Committed::Point));
+        out.extend(points.drain(..).map(Committed::Point));
     }
 
     /// Ends the current trace: emits every pending point along the best path, then
@@ -287,10 +297,10 @@ impl VehicleMatcher {
         if self.lattice.is_empty() {
             return;
         }
-        self.points.clear();
-        let n = self.lattice.commit_all(&mut self.points);
+        let mut points = Vec::new();
+        let n = self.lattice.commit_all(&mut points);
         stats.commits_flushed += n as u64;
-        out.extend(self.points.drain(..).map(Committed::Point));
+        out.extend(points.into_iter().map(Committed::Point));
         out.push(Committed::TraceEnd);
     }
 }
@@ -338,6 +348,7 @@ pub struct Matcher {
     vehicles: HashMap<String, VehicleState>,
     events: Vec<Committed>,
     path: PathBuffers,
+    scratch: Scratch,
 }
 
 impl Matcher {
@@ -354,6 +365,7 @@ impl Matcher {
             vehicles: HashMap::new(),
             events: Vec::new(),
             path: PathBuffers::default(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -393,6 +405,7 @@ impl Matcher {
             search: &mut self.search,
             router: &mut self.router,
             stats: &mut self.stats,
+            scratch: &mut self.scratch,
         };
         state.matcher.push(&mut cx, probe, &mut self.events);
         self.drain_events(&vehicle_id, &mut state, out);
