@@ -1,7 +1,7 @@
 //! Map-matching throughput in probes/s on one core (k = 8, r = 50 m), on generated traffic
 //! at 1 s and 5 s sampling: on the synthetic grid, plus any OSM extracts or `.graph` files
 //! given as arguments. Also prints accuracy against the generator's truth, route searches
-//! and cache hit rate, an estimate of memory per active vehicle, and the size an FMM-style
+//! and cache hit rate, live heap bytes per active vehicle (counting allocator), and the size an FMM-style
 //! precomputed table (δ = 3 km) would have on the same graph, which is what the choice of
 //! bounded Dijkstra in `matching::route` rests on.
 //!
@@ -9,17 +9,67 @@
 //! /work/shared/data/osm/liechtenstein.osm.pbf` (env `BENCH_VEHICLES`, default 200;
 //! `BENCH_PROBES` per run, default 120 000).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pipeline::connector::generator::{generate, GeneratorSourceConfig, TruthPoint};
 use pipeline::graph::osm_writer::synthetic_grid;
 use pipeline::graph::{ImportConfig, RoadGraph};
-use pipeline::matching::lattice::{Column, Node};
 use pipeline::matching::{MatchConfig, MatchOutput, Matcher};
 use pipeline::record::Probe;
+
+/// Counts live heap bytes, to measure memory per active vehicle.
+struct Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Live heap bytes per active vehicle after matching `probes` without flushing, the route
+/// cache and outputs excluded (the cache is shared and bounded; outputs leave at once).
+fn bytes_per_vehicle(graph: &Arc<RoadGraph>, probes: &[Probe]) -> (f64, usize) {
+    let config = MatchConfig {
+        route_cache_entries: 0,
+        ..MatchConfig::default()
+    };
+    let mut matcher = Matcher::new(graph.clone(), config);
+    let mut out = MatchOutput::default();
+    // Measured before the input copy: the loop consumes all of it.
+    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let input = probes.to_vec();
+    for probe in input {
+        matcher.push(probe, &mut out);
+        out.clear();
+    }
+    drop(out);
+    let after = LIVE_BYTES.load(Ordering::Relaxed);
+    let vehicles = matcher.active_vehicles();
+    (
+        after.saturating_sub(before) as f64 / vehicles.max(1) as f64,
+        vehicles,
+    )
+}
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -143,16 +193,11 @@ fn bench_graph(name: &str, graph: Arc<RoadGraph>, vehicles: u32, probes_per_run:
         let rate = n as f64 / run.elapsed.as_secs_f64();
         let looked_up = run.hits + run.misses;
         let hit_rate = run.hits as f64 / looked_up.max(1) as f64;
-        let node_b = std::mem::size_of::<Node>();
-        let column_b = std::mem::size_of::<Column>() + 16;
-        let probe_b = std::mem::size_of::<Probe>() + 16;
-        let per_vehicle_b = 256.0
-            + (run.pending_per_vehicle + 1.0)
-                * (column_b as f64 + probe_b as f64 + run.mean_candidates * node_b as f64);
+        let (per_vehicle_b, _) = bytes_per_vehicle(&graph, &probes);
         println!(
             "{name:<22} {interval_s:>4.0} s {n:>9} probes {rate:>11.0} probes/s  accuracy {:.4}  \
              unmatched {:>5}  searches/probe {:.3}  cache hit {:.3}  candidates {:.2}  \
-             pending/vehicle {:.2}  ~{:.0} B/vehicle",
+             pending/vehicle {:.2}  {:.0} B/vehicle",
             accuracy(&run.out, &truth),
             run.out.unmatched.len(),
             run.searches as f64 / n as f64,

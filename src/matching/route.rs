@@ -10,13 +10,17 @@
 //! includes the U-turn onto the reverse twin). One-way streets are honoured because the
 //! adjacency only has the legal successors.
 //!
-//! **Dijkstra, not a precomputed table.** An FMM-style upper-bounded origin-destination
-//! table holds every pair within δ (typically 3 km): on a city graph that is hundreds of
-//! reachable segments per source, i.e. tens of MB per 10 k segments, built before the first
-//! probe. The bounded search here only explores what `max_speed_mps × Δt` allows (a few
-//! hundred metres at 1–5 s sampling), the common cases (same segment, direct successor)
-//! skip the search entirely, and the cache absorbs repeats. `benches/matching.rs` prints
-//! the search count, cache hit rate and throughput that this decision rests on.
+//! **Dijkstra, not a precomputed table (measured).** An FMM-style upper-bounded
+//! origin-destination table holds every pair within δ (3 km in the FMM paper). On the
+//! Monaco extract (4 314 segments) that is ~860 rows per source, ~150 MB at 40 B/row; on
+//! Liechtenstein (7 613 segments) ~1 000 rows per source, ~300 MB, all built before the
+//! first probe, per graph version. The bounded search here only explores what
+//! `max_speed_mps × Δt` allows; same-segment and direct-successor steps skip it; the cache
+//! answers 80–91 % of the rest. With generated traffic (k = 8, r = 50 m) that leaves
+//! 0.26–0.38 searches per probe at 1 s sampling and 0.57–1.26 at 5 s, and matching runs
+//! at 190–300 k probes/s on one core with a cache of 100 k pairs (a few MB). A table would
+//! remove at most the search share of that time, at ~100× the memory. Figures from
+//! `cargo bench --bench matching -- monaco.osm.pbf liechtenstein.osm.pbf`.
 //!
 //! **Cache.** Keyed by (from segment, to segment), valued by either the exact distance or
 //! "farther than X". An exact distance is valid for any bound and "farther than X" for any
