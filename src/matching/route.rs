@@ -280,8 +280,9 @@ impl Router {
             if d > self.dist_m[s as usize] {
                 continue;
             }
-            if targets.iter().any(|t| t.1 == s) {
-                remaining -= 1;
+            let hits = targets.iter().filter(|t| t.1 == s).count();
+            if hits > 0 {
+                remaining -= hits;
                 if remaining == 0 {
                     break;
                 }
