@@ -366,3 +366,76 @@ fn matching_many_one_probe_vehicles_are_bounded_by_ttl() {
     assert_eq!(out.matched.len(), 50_000);
     assert_eq!(matcher.active_vehicles(), 0);
 }
+
+/// Probes every `interval_ms` along a route of segments at `speed_mps`, `left_m` off the
+/// centre line, starting `start_m` into the first segment.
+fn drive_route(
+    graph: &RoadGraph,
+    vehicle: &str,
+    route: &[u32],
+    start_m: f64,
+    speed_mps: f64,
+    interval_ms: i64,
+    left_m: f64,
+) -> Vec<Probe> {
+    let total_m: f64 = route.iter().map(|&s| graph.segment(s).length_m).sum();
+    let mut out = Vec::new();
+    let mut x_m = start_m;
+    let mut ts = T0;
+    while x_m < total_m - 1.0 {
+        let mut rest = x_m;
+        for &s in route {
+            let len = graph.segment(s).length_m;
+            if rest < len {
+                out.push(probe(vehicle, ts, point_on(graph, s, rest, left_m)));
+                break;
+            }
+            rest -= len;
+        }
+        x_m += speed_mps * interval_ms as f64 / 1000.0;
+        ts += interval_ms;
+    }
+    out
+}
+
+#[test]
+fn matching_loop_round_a_block_twice() {
+    let graph = grid();
+    let block = [
+        seg(&graph, (0, 1), (1, 1)),
+        seg(&graph, (1, 1), (1, 2)),
+        seg(&graph, (1, 2), (0, 2)),
+        seg(&graph, (0, 2), (0, 1)),
+    ];
+    let route: Vec<u32> = block.iter().chain(block.iter()).copied().collect();
+    // The last case crosses whole block sides with no probe on them.
+    for (interval_ms, speed_mps) in [(1_000, 10.0), (5_000, 10.0), (10_000, 20.0)] {
+        let mut matcher = Matcher::new(graph.clone(), MatchConfig::default());
+        let probes = drive_route(&graph, "loop", &route, 10.0, speed_mps, interval_ms, 2.0);
+        let n = probes.len();
+        let out = run(&mut matcher, probes);
+        assert_eq!(out.matched.len(), n);
+        let block_ids: Vec<u64> = block.iter().map(|&s| graph.segment(s).segment_id).collect();
+        assert!(out
+            .matched
+            .iter()
+            .all(|m| block_ids.contains(&m.segment_id)));
+        // Every block side fully traversed at least once more after the first, at ~10 m/s.
+        let full: Vec<_> = out.observations.iter().filter(|o| o.flags == 0).collect();
+        assert!(full.len() >= 5, "{interval_ms} ms: {}", full.len());
+        for o in &full {
+            assert!(
+                (o.speed_mps - speed_mps).abs() < 0.1 * speed_mps,
+                "{interval_ms} ms: {o:?}"
+            );
+        }
+        let mut ids: Vec<u64> = out.observations.iter().map(|o| o.observation_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), out.observations.len());
+        // The path between matched points has no holes: each observation leads to the next.
+        for w in out.observations.windows(2) {
+            assert_eq!(w[0].next_segment_id, Some(w[1].segment_id));
+        }
+    }
+}
