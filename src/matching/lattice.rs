@@ -246,3 +246,99 @@ pub fn best_node(column: &Column) -> Option<u32> {
     }
     best.map(|(i, _)| i)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(segment: u32, score: f64, back: u32) -> Node {
+        Node {
+            candidate: Candidate {
+                segment,
+                segment_id: u64::from(segment),
+                distance_m: 0.0,
+                offset_m: 0.0,
+                lat: 0.0,
+                lon: 0.0,
+            },
+            score,
+            back,
+            route_m: if back == NO_BACK { f64::NAN } else { 1.0 },
+        }
+    }
+
+    fn column(ts_ms: i64, nodes: Vec<Node>) -> Column {
+        Column {
+            probe: Probe::new("v", ts_ms, 0.0, 0.0),
+            nodes,
+        }
+    }
+
+    #[test]
+    fn converged_prefix_is_emitted_once() {
+        let mut lattice = Lattice::new();
+        let mut out = Vec::new();
+        lattice.push(column(
+            0,
+            vec![node(1, 0.0, NO_BACK), node(2, -1.0, NO_BACK)],
+        ));
+        assert_eq!(lattice.commit_converged(&mut out), 0);
+        // Both survivors at t = 1 come from node 0 at t = 0: t = 0 is decided.
+        lattice.push(column(1, vec![node(3, 0.0, 0), node(4, -0.5, 0)]));
+        assert_eq!(lattice.commit_converged(&mut out), 1);
+        assert_eq!(out[0].candidate.segment, 1);
+        assert_eq!(out[0].route_m, None);
+        assert_eq!(lattice.pending(), 1);
+        // One survivor at t = 2: t = 1 and t = 2 are decided, along its path.
+        lattice.push(column(
+            2,
+            vec![node(5, f64::NEG_INFINITY, 0), node(6, 0.0, 1)],
+        ));
+        assert_eq!(lattice.commit_converged(&mut out), 2);
+        let segments: Vec<u32> = out.iter().map(|p| p.candidate.segment).collect();
+        assert_eq!(segments, vec![1, 4, 6]);
+        assert_eq!(out[1].route_m, Some(1.0));
+        assert_eq!(lattice.pending(), 0);
+        assert_eq!(lattice.commit_all(&mut out), 0);
+    }
+
+    #[test]
+    fn forced_commit_takes_the_best_path_and_cuts_the_rest() {
+        let mut lattice = Lattice::new();
+        let mut out = Vec::new();
+        // Two paths that never meet: 1-3-5-7 and 2-4-6-8; the second scores higher.
+        lattice.push(column(
+            0,
+            vec![node(1, 0.0, NO_BACK), node(2, 0.0, NO_BACK)],
+        ));
+        for (t, (a, b)) in [(3, 4), (5, 6), (7, 8)].into_iter().enumerate() {
+            lattice.push(column(
+                t as i64 + 1,
+                vec![node(a, -1.0, 0), node(b, 0.0, 1)],
+            ));
+            assert_eq!(lattice.commit_converged(&mut out), 0);
+        }
+        assert_eq!(lattice.commit_forced(2, i64::MAX, &mut out), 2);
+        let segments: Vec<u32> = out.iter().map(|p| p.candidate.segment).collect();
+        assert_eq!(segments, vec![2, 4]);
+        // The other path is cut, so what is left has converged.
+        assert_eq!(lattice.commit_converged(&mut out), 2);
+        let segments: Vec<u32> = out.iter().map(|p| p.candidate.segment).collect();
+        assert_eq!(segments, vec![2, 4, 6, 8]);
+    }
+
+    #[test]
+    fn forced_commit_by_time() {
+        let mut lattice = Lattice::new();
+        let mut out = Vec::new();
+        lattice.push(column(
+            0,
+            vec![node(1, 0.0, NO_BACK), node(2, 0.0, NO_BACK)],
+        ));
+        lattice.push(column(5_000, vec![node(3, 0.0, 0), node(4, 0.0, 1)]));
+        lattice.push(column(9_000, vec![node(5, 0.0, 0), node(6, 0.0, 1)]));
+        // Older than 6 s behind the newest: only t = 0.
+        assert_eq!(lattice.commit_forced(100, 6_000, &mut out), 1);
+        assert_eq!(lattice.pending(), 2);
+    }
+}
