@@ -324,6 +324,11 @@ fn matching_random_probes_never_panic() {
                 ),
             };
             let vehicle = format!("v{}", rng.random_range(0..4));
+            let ts = match rng.random_range(0..100) {
+                0 => i64::MIN,
+                1 => i64::MAX,
+                _ => ts,
+            };
             matcher.push(Probe::new(vehicle, ts, lat, lon), &mut out);
             if rng.random_bool(0.01) {
                 matcher.evict_idle(ts, &mut out);

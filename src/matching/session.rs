@@ -199,7 +199,7 @@ impl VehicleMatcher {
 
         let mut broke = None;
         if let Some(prev) = self.lattice.last() {
-            let dt_ms = probe.ts_ms - prev.probe.ts_ms;
+            let dt_ms = probe.ts_ms.saturating_sub(prev.probe.ts_ms);
             let great_circle_m = haversine_m(prev.probe.lat, prev.probe.lon, probe.lat, probe.lon);
             if dt_ms > config.max_gap_ms {
                 broke = Some(BreakReason::TimeGap);
