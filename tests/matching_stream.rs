@@ -444,3 +444,10 @@ fn matching_loop_round_a_block_twice() {
         }
     }
 }
+
+#[test]
+fn matching_matcher_can_move_to_a_worker_thread() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Matcher>();
+    assert_send::<MatchOutput>();
+}
