@@ -126,6 +126,30 @@ fn accuracy(out: &MatchOutput, truth: &[TruthPoint]) -> f64 {
     right as f64 / truth.len().max(1) as f64
 }
 
+/// Mean relative error of full-traversal observation speeds against the generator's speed
+/// on that segment, and how many were compared, over observations at least `min_m` long.
+fn speed_error(out: &MatchOutput, truth: &[TruthPoint], min_m: f64) -> (f64, usize) {
+    let mut true_speed: HashMap<(&str, u64), f64> = HashMap::new();
+    for t in truth {
+        true_speed
+            .entry((t.vehicle_id.as_str(), t.segment_id))
+            .or_insert(t.speed_mps);
+    }
+    let errors: Vec<f64> = out
+        .observations
+        .iter()
+        .filter(|o| o.flags == 0 && o.traversed_m >= min_m)
+        .filter_map(|o| {
+            let truth = true_speed.get(&(o.vehicle_id.as_str(), o.segment_id))?;
+            Some((o.speed_mps - truth).abs() / truth)
+        })
+        .collect();
+    (
+        errors.iter().sum::<f64>() / errors.len().max(1) as f64,
+        errors.len(),
+    )
+}
+
 /// Mean number of segments within `delta_m` of a segment's end over a sample of sources:
 /// the rows per source an FMM upper-bounded table would hold.
 fn table_rows_per_source(graph: &RoadGraph, delta_m: f64, sample: usize) -> f64 {
@@ -194,11 +218,18 @@ fn bench_graph(name: &str, graph: Arc<RoadGraph>, vehicles: u32, probes_per_run:
         let looked_up = run.hits + run.misses;
         let hit_rate = run.hits as f64 / looked_up.max(1) as f64;
         let (per_vehicle_b, _) = bytes_per_vehicle(&graph, &probes);
+        let (speed_err, speed_n) = speed_error(&run.out, &truth, 0.0);
+        let (long_err, long_n) = speed_error(&run.out, &truth, 100.0);
         println!(
             "{name:<22} {interval_s:>4.0} s {n:>9} probes {rate:>11.0} probes/s  accuracy {:.4}  \
+             speed error {:.3} over {} obs ({:.3} over {} of ≥ 100 m)  \
              unmatched {:>5}  searches/probe {:.3}  cache hit {:.3}  candidates {:.2}  \
              pending/vehicle {:.2}  {:.0} B/vehicle",
             accuracy(&run.out, &truth),
+            speed_err,
+            speed_n,
+            long_err,
+            long_n,
             run.out.unmatched.len(),
             run.searches as f64 / n as f64,
             hit_rate,
