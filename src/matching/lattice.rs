@@ -46,14 +46,6 @@ pub struct CommittedPoint {
     pub route_m: Option<f64>,
 }
 
-/// How a point was decided (for the statistics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommitKind {
-    Converged,
-    Forced,
-    Flushed,
-}
-
 /// The columns of one trace not yet dropped. When `front_committed`, the front column has
 /// already been emitted and is kept (with its chosen node only) as the anchor of the next
 /// transition.
