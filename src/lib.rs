@@ -5,6 +5,7 @@
 //! - [`record`]: `Probe`, `MatchedPoint`, `SegmentObservation`, `SegmentSpeed`; Arrow, JSON, protobuf.
 //! - [`geo`]: small geodesy helpers (haversine, local metric projection).
 //! - [`graph`]: OSM import, stable segment ids, spatial index, routing data, the `.graph` file.
+//! - [`matching`]: online HMM map matching: candidates, routes, Viterbi, segment observations.
 //! - [`stage`]: synchronous batch transforms (clean; later assign and aggregate).
 //! - [`connector`]: sources and sinks (Parquet, NDJSON, generator).
 //! - [`runtime`]: topology from config, bounded batch channels, shutdown.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod connector;
 pub mod geo;
 pub mod graph;
+pub mod matching;
 pub mod record;
 pub mod runtime;
 pub mod stage;

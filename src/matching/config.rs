@@ -1,0 +1,211 @@
+//! `MatchConfig`: the knobs of the map matcher (candidate search, HMM, streaming decode,
+//! trace breaks, eviction, route cache), with named defaults and pure validation.
+
+use serde::Deserialize;
+
+use crate::config::Problems;
+
+fn default_radius_m() -> f64 {
+    50.0
+}
+fn default_k() -> usize {
+    8
+}
+fn default_sigma_m() -> f64 {
+    6.0
+}
+fn default_beta_m() -> f64 {
+    10.0
+}
+fn default_max_speed_mps() -> f64 {
+    50.0
+}
+fn default_lag_points() -> usize {
+    10
+}
+fn default_lag_ms() -> i64 {
+    30_000
+}
+fn default_max_gap_ms() -> i64 {
+    60_000
+}
+fn default_max_gap_m() -> f64 {
+    2_000.0
+}
+fn default_vehicle_ttl_ms() -> i64 {
+    120_000
+}
+fn default_standstill_tolerance_m() -> f64 {
+    20.0
+}
+fn default_route_cache_entries() -> usize {
+    100_000
+}
+
+/// Settings of the map matcher. Distances in metres, times in milliseconds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Candidate search radius around each probe.
+    #[serde(default = "default_radius_m")]
+    pub radius_m: f64,
+    /// At most this many candidate segments per probe.
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// Standard deviation of the Gaussian emission (GPS noise).
+    #[serde(default = "default_sigma_m")]
+    pub sigma_m: f64,
+    /// Scale of the exponential transition in |route − great-circle| distance.
+    #[serde(default = "default_beta_m")]
+    pub beta_m: f64,
+    /// Transitions whose route implies a higher speed for the time gap are dropped.
+    #[serde(default = "default_max_speed_mps")]
+    pub max_speed_mps: f64,
+    /// Forced commit: at most this many probes stay undecided per vehicle.
+    #[serde(default = "default_lag_points")]
+    pub lag_points: usize,
+    /// Forced commit: an undecided probe is at most this much older than the newest one.
+    #[serde(default = "default_lag_ms")]
+    pub lag_ms: i64,
+    /// A longer time gap between consecutive probes starts a new trace.
+    #[serde(default = "default_max_gap_ms")]
+    pub max_gap_ms: i64,
+    /// A longer great-circle jump between consecutive probes starts a new trace.
+    #[serde(default = "default_max_gap_m")]
+    pub max_gap_m: f64,
+    /// A vehicle idle (by event time) longer than this is flushed and evicted.
+    #[serde(default = "default_vehicle_ttl_ms")]
+    pub vehicle_ttl_ms: i64,
+    /// A step back along the same segment up to this much is read as GPS noise on a slow
+    /// or standing vehicle (route distance 0), not as a loop round the block. Two fixes
+    /// with independent noise σ differ along the road by σ√2, so about 3σ.
+    #[serde(default = "default_standstill_tolerance_m")]
+    pub standstill_tolerance_m: f64,
+    /// Capacity of the segment-to-segment route distance cache (entries).
+    #[serde(default = "default_route_cache_entries")]
+    pub route_cache_entries: usize,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        Self {
+            radius_m: default_radius_m(),
+            k: default_k(),
+            sigma_m: default_sigma_m(),
+            beta_m: default_beta_m(),
+            max_speed_mps: default_max_speed_mps(),
+            lag_points: default_lag_points(),
+            lag_ms: default_lag_ms(),
+            max_gap_ms: default_max_gap_ms(),
+            max_gap_m: default_max_gap_m(),
+            vehicle_ttl_ms: default_vehicle_ttl_ms(),
+            standstill_tolerance_m: default_standstill_tolerance_m(),
+            route_cache_entries: default_route_cache_entries(),
+        }
+    }
+}
+
+impl MatchConfig {
+    /// Reports every problem at once under `prefix` (e.g. `transforms.assign.matching`).
+    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        problems.check(
+            positive(self.radius_m),
+            format!("{prefix}.radius_m"),
+            "must be positive",
+        );
+        problems.check(
+            (1..=64).contains(&self.k),
+            format!("{prefix}.k"),
+            "must be between 1 and 64",
+        );
+        problems.check(
+            positive(self.sigma_m),
+            format!("{prefix}.sigma_m"),
+            "must be positive",
+        );
+        problems.check(
+            positive(self.beta_m),
+            format!("{prefix}.beta_m"),
+            "must be positive",
+        );
+        problems.check(
+            positive(self.max_speed_mps),
+            format!("{prefix}.max_speed_mps"),
+            "must be positive",
+        );
+        problems.check(
+            self.lag_points >= 1,
+            format!("{prefix}.lag_points"),
+            "must be at least 1",
+        );
+        problems.check(
+            self.lag_ms >= 0,
+            format!("{prefix}.lag_ms"),
+            "must not be negative",
+        );
+        problems.check(
+            self.max_gap_ms > 0,
+            format!("{prefix}.max_gap_ms"),
+            "must be positive",
+        );
+        problems.check(
+            positive(self.max_gap_m),
+            format!("{prefix}.max_gap_m"),
+            "must be positive",
+        );
+        problems.check(
+            self.standstill_tolerance_m.is_finite() && self.standstill_tolerance_m >= 0.0,
+            format!("{prefix}.standstill_tolerance_m"),
+            "must not be negative",
+        );
+        problems.check(
+            self.vehicle_ttl_ms > 0,
+            format!("{prefix}.vehicle_ttl_ms"),
+            "must be positive",
+        );
+    }
+
+    /// Extra route length allowed above `max_speed_mps × Δt`, for GPS noise on both ends.
+    pub fn route_slack_m(&self) -> f64 {
+        4.0 * self.sigma_m
+    }
+
+    /// See [`MatchConfig::standstill_tolerance_m`].
+    pub fn standstill_m(&self) -> f64 {
+        self.standstill_tolerance_m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let mut problems = Problems::new();
+        MatchConfig::default().validate("m", &mut problems);
+        assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let cfg = MatchConfig {
+            radius_m: f64::NAN,
+            k: 0,
+            sigma_m: -1.0,
+            ..MatchConfig::default()
+        };
+        let mut problems = Problems::new();
+        cfg.validate("m", &mut problems);
+        assert_eq!(problems.into_vec().len(), 3);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let parsed: Result<MatchConfig, _> = toml::from_str("radius_m = 30\nbogus = 1\n");
+        assert!(parsed.is_err());
+        let parsed: MatchConfig = toml::from_str("radius_m = 30\n").unwrap_or_default();
+        assert_eq!(parsed.radius_m, 30.0);
+    }
+}

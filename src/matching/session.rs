@@ -1,0 +1,519 @@
+//! Streaming decode: `VehicleMatcher` (one vehicle's online Viterbi, trace breaks and
+//! unmatched probes) and `Matcher` (many vehicles, shared candidate buffer and router,
+//! matched points and segment observations out, idle eviction by TTL).
+//!
+//! Output delay is bounded: a probe is emitted when every surviving path agrees on it, at
+//! the latest once `lag_points` newer probes (or `lag_ms` of event time) follow it, and at
+//! the latest at the end of the trace (gap, flush, eviction). Unmatched probes are reported
+//! at once, so they may come out before earlier matched probes of the same vehicle.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::candidates::CandidateSearch;
+use super::config::MatchConfig;
+use super::hmm::{emission_log_prob, max_route_m, transition_log_prob};
+use super::lattice::{Column, CommittedPoint, Lattice, Node, NO_BACK};
+use super::observations::ObservationBuilder;
+use super::path::{pieces_between, PathBuffers};
+use super::route::{Position, RouteStats, Router};
+use crate::geo::{haversine_m, is_plausible_coordinate};
+use crate::graph::RoadGraph;
+use crate::record::{MatchedPoint, Probe, SegmentObservation};
+
+/// Why a probe was not matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UnmatchedReason {
+    /// NaN, out of WGS84 range, or (0, 0).
+    InvalidCoordinate,
+    /// No road within `radius_m`.
+    NoCandidate,
+    /// Older than the vehicle's previous probe.
+    OutOfOrder,
+}
+
+impl UnmatchedReason {
+    /// Metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnmatchedReason::InvalidCoordinate => "invalid_coordinate",
+            UnmatchedReason::NoCandidate => "no_candidate",
+            UnmatchedReason::OutOfOrder => "out_of_order",
+        }
+    }
+}
+
+/// Why a trace ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BreakReason {
+    TimeGap,
+    DistanceGap,
+    NoTransition,
+}
+
+/// What one vehicle's matcher hands out, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// A decided point (the first of a trace has `route_m == None`).
+    Point(CommittedPoint),
+    /// The current trace ended after the points before this event.
+    TraceEnd,
+    Unmatched {
+        probe: Probe,
+        reason: UnmatchedReason,
+    },
+}
+
+/// Counters, as plain numbers for the stage to export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchStats {
+    pub probes: u64,
+    pub matched: u64,
+    pub unmatched_invalid_coordinate: u64,
+    pub unmatched_no_candidate: u64,
+    pub unmatched_out_of_order: u64,
+    pub breaks_time_gap: u64,
+    pub breaks_distance_gap: u64,
+    pub breaks_no_transition: u64,
+    /// Points emitted on convergence, by the lag, and at trace ends.
+    pub commits_converged: u64,
+    pub commits_forced: u64,
+    pub commits_flushed: u64,
+    pub observations: u64,
+    /// Observations dropped because no time passed on them (e.g. one-point traces).
+    pub observations_degenerate: u64,
+    /// Consecutive points whose path could not be rebuilt (the trace was split there).
+    pub path_failures: u64,
+    pub vehicles_evicted: u64,
+    /// `candidates_per_probe[n]`: probes with n candidates (n ≤ 64).
+    pub candidates_per_probe: Vec<u64>,
+}
+
+impl Default for MatchStats {
+    fn default() -> Self {
+        Self {
+            probes: 0,
+            matched: 0,
+            unmatched_invalid_coordinate: 0,
+            unmatched_no_candidate: 0,
+            unmatched_out_of_order: 0,
+            breaks_time_gap: 0,
+            breaks_distance_gap: 0,
+            breaks_no_transition: 0,
+            commits_converged: 0,
+            commits_forced: 0,
+            commits_flushed: 0,
+            observations: 0,
+            observations_degenerate: 0,
+            path_failures: 0,
+            vehicles_evicted: 0,
+            candidates_per_probe: vec![0; 65],
+        }
+    }
+}
+
+/// What a vehicle matcher needs from its owner: the graph, the settings and the shared
+/// scratch (candidate buffer, router with its cache) and counters.
+pub struct MatchContext<'a> {
+    pub graph: &'a RoadGraph,
+    pub config: &'a MatchConfig,
+    pub search: &'a mut CandidateSearch,
+    pub router: &'a mut Router,
+    pub stats: &'a mut MatchStats,
+    pub scratch: &'a mut Scratch,
+}
+
+/// One vehicle's online Viterbi decoder.
+#[derive(Debug, Default, Clone)]
+pub struct VehicleMatcher {
+    lattice: Lattice,
+    last_ts_ms: Option<i64>,
+}
+
+/// Per-step buffers shared by all vehicles of a matcher, so an idle vehicle holds none.
+#[derive(Debug, Default, Clone)]
+pub struct Scratch {
+    points: Vec<CommittedPoint>,
+    targets: Vec<Position>,
+    routes: Vec<Option<f64>>,
+}
+
+impl VehicleMatcher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Probes held undecided.
+    pub fn pending(&self) -> usize {
+        self.lattice.pending()
+    }
+
+    /// Event time of the newest probe accepted.
+    pub fn last_ts_ms(&self) -> Option<i64> {
+        self.last_ts_ms
+    }
+
+    /// Feeds one probe; appends what got decided to `out`.
+    pub fn push(&mut self, cx: &mut MatchContext<'_>, probe: Probe, out: &mut Vec<Committed>) {
+        cx.stats.probes += 1;
+        if !is_plausible_coordinate(probe.lat, probe.lon) {
+            cx.stats.unmatched_invalid_coordinate += 1;
+            out.push(Committed::Unmatched {
+                probe,
+                reason: UnmatchedReason::InvalidCoordinate,
+            });
+            return;
+        }
+        if self.last_ts_ms.is_some_and(|t| probe.ts_ms < t) {
+            cx.stats.unmatched_out_of_order += 1;
+            out.push(Committed::Unmatched {
+                probe,
+                reason: UnmatchedReason::OutOfOrder,
+            });
+            return;
+        }
+        self.last_ts_ms = Some(probe.ts_ms);
+        let config = cx.config;
+        let candidates = cx
+            .search
+            .find(cx.graph, probe.lat, probe.lon, config.radius_m, config.k);
+        let n = candidates.len().min(64);
+        cx.stats.candidates_per_probe[n] += 1;
+        if candidates.is_empty() {
+            cx.stats.unmatched_no_candidate += 1;
+            out.push(Committed::Unmatched {
+                probe,
+                reason: UnmatchedReason::NoCandidate,
+            });
+            return;
+        }
+        let mut nodes: Vec<Node> = candidates
+            .iter()
+            .map(|c| Node {
+                candidate: *c,
+                score: f64::NEG_INFINITY,
+                back: NO_BACK,
+                route_m: f64::NAN,
+            })
+            .collect();
+
+        let mut broke = None;
+        if let Some(prev) = self.lattice.last() {
+            let dt_ms = probe.ts_ms.saturating_sub(prev.probe.ts_ms);
+            let great_circle_m = haversine_m(prev.probe.lat, prev.probe.lon, probe.lat, probe.lon);
+            if dt_ms > config.max_gap_ms {
+                broke = Some(BreakReason::TimeGap);
+            } else if great_circle_m > config.max_gap_m {
+                broke = Some(BreakReason::DistanceGap);
+            } else {
+                let max_m = max_route_m(dt_ms, config.max_speed_mps, config.route_slack_m());
+                let Scratch {
+                    targets, routes, ..
+                } = &mut *cx.scratch;
+                targets.clear();
+                targets.extend(nodes.iter().map(|n| Position {
+                    segment: n.candidate.segment,
+                    offset_m: n.candidate.offset_m,
+                }));
+                let mut any = false;
+                for (i, p) in prev.nodes.iter().enumerate() {
+                    if !p.is_alive() {
+                        continue;
+                    }
+                    let from = Position {
+                        segment: p.candidate.segment,
+                        offset_m: p.candidate.offset_m,
+                    };
+                    cx.router.distances(
+                        cx.graph,
+                        from,
+                        targets,
+                        max_m,
+                        config.standstill_m(),
+                        routes,
+                    );
+                    for (node, route) in nodes.iter_mut().zip(routes.iter()) {
+                        let Some(route_m) = *route else { continue };
+                        let score = p.score
+                            + transition_log_prob(route_m, great_circle_m, config.beta_m)
+                            + emission_log_prob(node.candidate.distance_m, config.sigma_m);
+                        if score > node.score {
+                            node.score = score;
+                            node.back = i as u32;
+                            node.route_m = route_m;
+                            any = true;
+                        }
+                    }
+                }
+                if !any {
+                    broke = Some(BreakReason::NoTransition);
+                }
+            }
+        }
+        if let Some(reason) = broke {
+            match reason {
+                BreakReason::TimeGap => cx.stats.breaks_time_gap += 1,
+                BreakReason::DistanceGap => cx.stats.breaks_distance_gap += 1,
+                BreakReason::NoTransition => cx.stats.breaks_no_transition += 1,
+            }
+            self.end_trace(cx.stats, out);
+        }
+        if self.lattice.is_empty() {
+            for node in &mut nodes {
+                node.score = emission_log_prob(node.candidate.distance_m, config.sigma_m);
+                node.back = NO_BACK;
+                node.route_m = f64::NAN;
+            }
+        }
+        let max_score = nodes
+            .iter()
+            .map(|n| n.score)
+            .fold(f64::NEG_INFINITY, f64::max);
+        if max_score.is_finite() {
+            for node in &mut nodes {
+                node.score -= max_score;
+            }
+        }
+        self.lattice.push(Column { probe, nodes });
+
+        let points = &mut cx.scratch.points;
+        points.clear();
+        let converged = self.lattice.commit_converged(points);
+        cx.stats.commits_converged += converged as u64;
+        let forced = self
+            .lattice
+            .commit_forced(config.lag_points, config.lag_ms, points);
+        cx.stats.commits_forced += forced as u64;
+        out.extend(points.drain(..).map(Committed::Point));
+    }
+
+    /// Ends the current trace: emits every pending point along the best path, then
+    /// `TraceEnd`. Nothing when no trace is open.
+    pub fn flush(&mut self, stats: &mut MatchStats, out: &mut Vec<Committed>) {
+        self.end_trace(stats, out);
+    }
+
+    fn end_trace(&mut self, stats: &mut MatchStats, out: &mut Vec<Committed>) {
+        if self.lattice.is_empty() {
+            return;
+        }
+        let mut points = Vec::new();
+        let n = self.lattice.commit_all(&mut points);
+        stats.commits_flushed += n as u64;
+        out.extend(points.into_iter().map(Committed::Point));
+        out.push(Committed::TraceEnd);
+    }
+}
+
+/// An unmatched probe and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unmatched {
+    pub probe: Probe,
+    pub reason: UnmatchedReason,
+}
+
+/// What a batch of probes produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MatchOutput {
+    pub matched: Vec<MatchedPoint>,
+    pub unmatched: Vec<Unmatched>,
+    pub observations: Vec<SegmentObservation>,
+}
+
+impl MatchOutput {
+    pub fn clear(&mut self) {
+        self.matched.clear();
+        self.unmatched.clear();
+        self.observations.clear();
+    }
+}
+
+#[derive(Debug, Default)]
+struct VehicleState {
+    matcher: VehicleMatcher,
+    builder: ObservationBuilder,
+    /// The previous committed point of the current trace.
+    last: Option<Position>,
+    last_seen_ms: i64,
+}
+
+/// Many vehicles' matchers, sharing one candidate buffer and one router (with its cache).
+/// Not `Sync` by design: the stage shards vehicles over workers, one `Matcher` each.
+pub struct Matcher {
+    graph: Arc<RoadGraph>,
+    config: MatchConfig,
+    search: CandidateSearch,
+    router: Router,
+    stats: MatchStats,
+    vehicles: HashMap<String, VehicleState>,
+    events: Vec<Committed>,
+    path: PathBuffers,
+    scratch: Scratch,
+}
+
+impl Matcher {
+    /// A matcher for `graph` (builds its spatial index now if not built yet).
+    pub fn new(graph: Arc<RoadGraph>, config: MatchConfig) -> Self {
+        graph.build_spatial_index();
+        let router = Router::new(&graph, config.route_cache_entries);
+        Self {
+            graph,
+            config,
+            search: CandidateSearch::new(),
+            router,
+            stats: MatchStats::default(),
+            vehicles: HashMap::new(),
+            events: Vec::new(),
+            path: PathBuffers::default(),
+            scratch: Scratch::default(),
+        }
+    }
+
+    pub fn config(&self) -> &MatchConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &MatchStats {
+        &self.stats
+    }
+
+    pub fn route_stats(&self) -> RouteStats {
+        self.router.stats()
+    }
+
+    /// Vehicles currently held.
+    pub fn active_vehicles(&self) -> usize {
+        self.vehicles.len()
+    }
+
+    /// Probes held undecided over all vehicles.
+    pub fn pending_probes(&self) -> usize {
+        self.vehicles.values().map(|v| v.matcher.pending()).sum()
+    }
+
+    /// Matches one probe; appends what got decided to `out`.
+    pub fn push(&mut self, probe: Probe, out: &mut MatchOutput) {
+        let mut state = self.vehicles.remove(&probe.vehicle_id).unwrap_or_default();
+        state.last_seen_ms = state.last_seen_ms.max(probe.ts_ms);
+        if state.matcher.last_ts_ms().is_none() {
+            state.last_seen_ms = probe.ts_ms;
+        }
+        let vehicle_id = probe.vehicle_id.clone();
+        let mut cx = MatchContext {
+            graph: &self.graph,
+            config: &self.config,
+            search: &mut self.search,
+            router: &mut self.router,
+            stats: &mut self.stats,
+            scratch: &mut self.scratch,
+        };
+        state.matcher.push(&mut cx, probe, &mut self.events);
+        self.drain_events(&vehicle_id, &mut state, out);
+        self.vehicles.insert(vehicle_id, state);
+    }
+
+    /// Matches probes in order.
+    pub fn push_all(&mut self, probes: impl IntoIterator<Item = Probe>, out: &mut MatchOutput) {
+        for probe in probes {
+            self.push(probe, out);
+        }
+    }
+
+    /// Flushes and drops every vehicle whose newest probe is older than
+    /// `watermark_ms − vehicle_ttl_ms`, in vehicle id order. Returns how many.
+    pub fn evict_idle(&mut self, watermark_ms: i64, out: &mut MatchOutput) -> usize {
+        let cutoff_ms = watermark_ms.saturating_sub(self.config.vehicle_ttl_ms);
+        let mut idle: Vec<String> = self
+            .vehicles
+            .iter()
+            .filter(|(_, v)| v.last_seen_ms < cutoff_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        idle.sort_unstable();
+        self.evict(idle, out)
+    }
+
+    /// Flushes and drops every vehicle (end of input), in vehicle id order.
+    pub fn flush_all(&mut self, out: &mut MatchOutput) -> usize {
+        let mut all: Vec<String> = self.vehicles.keys().cloned().collect();
+        all.sort_unstable();
+        self.evict(all, out)
+    }
+
+    fn evict(&mut self, ids: Vec<String>, out: &mut MatchOutput) -> usize {
+        for id in &ids {
+            if let Some(mut state) = self.vehicles.remove(id) {
+                state.matcher.flush(&mut self.stats, &mut self.events);
+                self.drain_events(id, &mut state, out);
+                self.stats.vehicles_evicted += 1;
+            }
+        }
+        ids.len()
+    }
+
+    fn drain_events(&mut self, vehicle_id: &str, state: &mut VehicleState, out: &mut MatchOutput) {
+        let graph: &RoadGraph = &self.graph;
+        let observations_before = out.observations.len();
+        for event in self.events.drain(..) {
+            match event {
+                Committed::Unmatched { probe, reason } => {
+                    out.unmatched.push(Unmatched { probe, reason });
+                }
+                Committed::TraceEnd => {
+                    state.builder.end(graph, vehicle_id, &mut out.observations);
+                    state.last = None;
+                }
+                Committed::Point(point) => {
+                    let here = Position {
+                        segment: point.candidate.segment,
+                        offset_m: point.candidate.offset_m,
+                    };
+                    let ts_ms = point.probe.ts_ms;
+                    match (state.last, point.route_m) {
+                        (Some(from), Some(route_m)) => {
+                            let ok = pieces_between(
+                                graph,
+                                &mut self.router,
+                                from,
+                                here,
+                                route_m,
+                                self.config.standstill_m(),
+                                &mut self.path,
+                            );
+                            if ok {
+                                state.builder.advance(
+                                    graph,
+                                    vehicle_id,
+                                    &self.path.pieces,
+                                    ts_ms,
+                                    &mut out.observations,
+                                );
+                            } else {
+                                self.stats.path_failures += 1;
+                                state.builder.end(graph, vehicle_id, &mut out.observations);
+                                state.builder.start(here.segment, here.offset_m, ts_ms);
+                            }
+                        }
+                        _ => {
+                            state.builder.end(graph, vehicle_id, &mut out.observations);
+                            state.builder.start(here.segment, here.offset_m, ts_ms);
+                        }
+                    }
+                    state.last = Some(here);
+                    self.stats.matched += 1;
+                    let c = point.candidate;
+                    out.matched.push(MatchedPoint {
+                        probe: point.probe,
+                        segment_id: c.segment_id,
+                        offset_m: c.offset_m,
+                        snapped_lat: c.lat,
+                        snapped_lon: c.lon,
+                        distance_m: c.distance_m,
+                    });
+                }
+            }
+        }
+        self.stats.observations += (out.observations.len() - observations_before) as u64;
+        self.stats.observations_degenerate += std::mem::take(&mut state.builder.degenerate);
+    }
+}
