@@ -44,7 +44,8 @@ enum Command {
     Graph(GraphCommand),
     /// Write synthetic probes along random routes on a road graph, with ground truth.
     Generate(GenerateArgs),
-    /// Replay recorded Parquet probes through every in-process stage into DIR.
+    /// Replay recorded Parquet probes through clean and assign into DIR (probes.parquet,
+    /// matched_points.parquet, observations.parquet).
     Replay(ReplayArgs),
 }
 
@@ -124,6 +125,9 @@ struct ReplayArgs {
     /// Serve /metrics on this address while replaying (e.g. 127.0.0.1:9898).
     #[arg(long = "metrics-listen")]
     metrics_listen: Option<String>,
+    /// Map-matching threads (default: the config's, else the available cores).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -377,25 +381,59 @@ fn replay(a: ReplayArgs) -> Result<()> {
     let clean = base
         .stages
         .values()
-        .map(|s| match s {
-            StageConfig::Clean(c) => c.clone(),
+        .find_map(|s| match s {
+            StageConfig::Clean(c) => Some(c.clone()),
+            _ => None,
         })
-        .next()
         .unwrap_or_default();
-    let sink_for = |kind: RecordKind| {
-        ParquetSinkConfig::new(a.out_dir.join(format!("{}.parquet", kind.file_stem())))
-    };
+    let mut assign = base
+        .stages
+        .values()
+        .find_map(|s| match s {
+            StageConfig::Assign(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    if a.workers.is_some() {
+        assign.workers = a.workers;
+    }
+    // One sink per output record type, named after its file.
+    let outputs = [
+        ("clean", RecordKind::Probe),
+        ("assign.matched_points", RecordKind::MatchedPoint),
+        ("assign", RecordKind::SegmentObservation),
+    ];
+    let sinks = outputs
+        .iter()
+        .map(|(_, kind)| {
+            let path = a.out_dir.join(format!("{}.parquet", kind.file_stem()));
+            (
+                kind.file_stem().to_string(),
+                SinkConfig::Parquet(ParquetSinkConfig::new(path)),
+            )
+        })
+        .collect();
+    let mut edges: Vec<(String, String)> = vec![
+        ("replay".into(), "clean".into()),
+        ("clean".into(), "assign".into()),
+    ];
+    edges.extend(
+        outputs
+            .iter()
+            .map(|(from, kind)| (from.to_string(), kind.file_stem().to_string())),
+    );
     let config = PipelineConfig {
         sources: BTreeMap::from([("replay".to_string(), SourceConfig::Parquet(source))]),
-        stages: BTreeMap::from([("clean".to_string(), StageConfig::Clean(clean))]),
-        sinks: BTreeMap::from([(
-            RecordKind::Probe.file_stem().to_string(),
-            SinkConfig::Parquet(sink_for(RecordKind::Probe)),
-        )]),
-        edges: vec![
-            ("replay".into(), "clean".into()),
-            ("clean".into(), RecordKind::Probe.file_stem().into()),
-        ],
+        stages: BTreeMap::from([
+            ("clean".to_string(), StageConfig::Clean(clean)),
+            ("assign".to_string(), StageConfig::Assign(assign)),
+        ]),
+        sinks,
+        edges,
+        graph: config::GraphConfig {
+            path: Some(a.graph.display().to_string()),
+            ..base.graph
+        },
         ..base
     };
     config::check(&config)?;
@@ -403,8 +441,11 @@ fn replay(a: ReplayArgs) -> Result<()> {
     let m = telemetry::metrics();
     let read = m.sent_total("replay");
     println!(
-        "replay: {read} probes read, {} clean probes written to {} in {:.3} s ({:.0} probes/s)",
+        "replay: {read} probes read, {} clean, {} matched points and {} observations written \
+         to {} in {:.3} s ({:.0} probes/s)",
         m.sent_total("clean"),
+        m.received_total(RecordKind::MatchedPoint.file_stem()),
+        m.received_total(RecordKind::SegmentObservation.file_stem()),
         a.out_dir.display(),
         report.elapsed.as_secs_f64(),
         read as f64 / report.elapsed.as_secs_f64().max(1e-9)

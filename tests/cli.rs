@@ -482,6 +482,13 @@ fn every_example_config_validates_and_the_embedded_ones_run() {
         parquet_rows(&data.join("probes.parquet"))
     );
 
+    run("assign.toml", &[]);
+    assert!(
+        parquet_rows(&city.path("out/assign/matched_points.parquet")) as f64
+            > 0.95 * parquet_rows(&data.join("probes.parquet")) as f64
+    );
+    assert!(parquet_rows(&city.path("out/assign/observations.parquet")) > 0);
+
     run(
         "generator.toml",
         &[

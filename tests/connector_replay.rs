@@ -69,7 +69,7 @@ async fn paced_replay_takes_event_time_divided_by_the_factor() -> TestResult {
     let start = tokio::time::Instant::now();
     source
         .run(
-            Output::new(metrics().component("test_paced"), vec![tx]),
+            Output::to_channels(metrics().component("test_paced"), vec![tx]),
             CancellationToken::new(),
         )
         .await?;
@@ -98,7 +98,7 @@ async fn unpaced_replay_takes_no_virtual_time() -> TestResult {
     let start = tokio::time::Instant::now();
     source
         .run(
-            Output::new(metrics().component("test_unpaced"), vec![tx]),
+            Output::to_channels(metrics().component("test_unpaced"), vec![tx]),
             CancellationToken::new(),
         )
         .await?;
@@ -116,7 +116,7 @@ async fn a_full_downstream_blocks_the_source() -> TestResult {
     let source = source_config(&path, 10).build(component)?;
     let (tx, rx) = mpsc::channel(1);
     let task = tokio::spawn(source.run(
-        Output::new(metrics().component(component), vec![tx]),
+        Output::to_channels(metrics().component(component), vec![tx]),
         CancellationToken::new(),
     ));
     let sent = || metrics().component(component).sent_events.get();
@@ -147,7 +147,7 @@ async fn shutdown_stops_a_paced_replay_promptly() -> TestResult {
     let (tx, mut rx) = mpsc::channel(4);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(source.run(
-        Output::new(metrics().component("test_shutdown"), vec![tx]),
+        Output::to_channels(metrics().component("test_shutdown"), vec![tx]),
         shutdown.clone(),
     ));
     let first = rx.recv().await.ok_or("no first batch")?;
@@ -169,7 +169,7 @@ async fn a_closed_downstream_stops_the_source_with_an_error() -> TestResult {
     drop(rx);
     let result = source
         .run(
-            Output::new(metrics().component("test_closed"), vec![tx]),
+            Output::to_channels(metrics().component("test_closed"), vec![tx]),
             CancellationToken::new(),
         )
         .await;
@@ -187,7 +187,7 @@ async fn a_corrupt_file_fails_the_running_source() -> TestResult {
     let (tx, _rx) = mpsc::channel(1);
     let result = source
         .run(
-            Output::new(metrics().component("test_corrupt"), vec![tx]),
+            Output::to_channels(metrics().component("test_corrupt"), vec![tx]),
             CancellationToken::new(),
         )
         .await;
@@ -208,7 +208,7 @@ async fn source_to_sink_replays_every_probe_into_a_valid_file() -> TestResult {
     let (tx, rx) = mpsc::channel(2);
     let (source_result, sink_result) = tokio::join!(
         source.run(
-            Output::new(metrics().component("test_e2e_source"), vec![tx]),
+            Output::to_channels(metrics().component("test_e2e_source"), vec![tx]),
             CancellationToken::new(),
         ),
         sink.run(Input::new(metrics().component("test_e2e_sink"), rx)),

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use pipeline::config::RuntimeConfig;
 use pipeline::record::Probe;
 use pipeline::runtime::{
-    Batch, BoxError, Component, Input, Output, Records, RunError, Sink, Source, Topology,
+    Batch, BoxError, Component, Input, Link, Output, Records, RunError, Sink, Source, Topology,
 };
 use pipeline::stage::clean::{CleanConfig, CleanStage};
 use pipeline::telemetry::metrics;
@@ -153,7 +153,7 @@ fn topology(
     (
         Topology::new(
             components,
-            vec![(src, clean.clone()), (clean, sink)],
+            vec![Link::any(src, clean.clone()), Link::any(clean, sink)],
             &runtime,
         ),
         h,

@@ -248,6 +248,7 @@ fn decode(value: serde_json::Value, problems: &mut Problems) -> Option<PipelineC
         problems,
         |t, rest, prefix, p| match t {
             "clean" => decode_at(rest, prefix, p).map(StageConfig::Clean),
+            "assign" => decode_at(rest, prefix, p).map(StageConfig::Assign),
             other => unhandled_type(prefix, other, p),
         },
     );

@@ -9,7 +9,7 @@ mod validate;
 
 pub use load::{check, load, load_unvalidated, process_env, ConfigError};
 pub use model::{
-    GraphConfig, PipelineConfig, RuntimeConfig, SinkConfig, SourceConfig, StageConfig,
-    TelemetryConfig,
+    split_endpoint, GraphConfig, PipelineConfig, Port, RuntimeConfig, SinkConfig, SourceConfig,
+    StageConfig, TelemetryConfig,
 };
 pub use problems::{Problem, Problems};

@@ -9,6 +9,7 @@ use crate::connector::ndjson::NdjsonSinkConfig;
 use crate::connector::parquet::{ParquetSinkConfig, ParquetSourceConfig};
 use crate::graph::ImportConfig;
 use crate::record::RecordKind;
+use crate::stage::assign::AssignConfig;
 use crate::stage::clean::CleanConfig;
 
 /// The whole pipeline: shared sections plus named components and the edges between them.
@@ -20,7 +21,8 @@ pub struct PipelineConfig {
     pub sources: BTreeMap<String, SourceConfig>,
     pub stages: BTreeMap<String, StageConfig>,
     pub sinks: BTreeMap<String, SinkConfig>,
-    /// Directed edges `(from, to)`, parsed from `edges = ["a -> b -> c", …]`.
+    /// Directed edges `(from, to)`, parsed from `edges = ["a -> b -> c", …]`. `from` may
+    /// name an output port: `assign.matched_points`.
     pub edges: Vec<(String, String)>,
 }
 
@@ -78,6 +80,7 @@ pub enum SourceConfig {
 #[derive(Debug, Clone)]
 pub enum StageConfig {
     Clean(CleanConfig),
+    Assign(AssignConfig),
 }
 
 /// Where records go.
@@ -87,12 +90,27 @@ pub enum SinkConfig {
     Ndjson(NdjsonSinkConfig),
 }
 
+/// One output of a component: its port name (`None` for the default output) and the
+/// record kind it carries. A component's ports carry distinct kinds, so the runtime routes a
+/// batch to a port by its kind.
+pub type Port = (Option<&'static str>, RecordKind);
+
+/// Splits an edge endpoint `name.port` into (name, port).
+pub fn split_endpoint(endpoint: &str) -> (&str, Option<&str>) {
+    match endpoint.split_once('.') {
+        Some((name, port)) => (name, Some(port)),
+        None => (endpoint, None),
+    }
+}
+
 impl SourceConfig {
     pub const TYPES: &'static [&'static str] = &["parquet", "generator"];
 
-    pub fn output_kind(&self) -> RecordKind {
+    pub fn ports(&self) -> Vec<Port> {
         match self {
-            SourceConfig::Parquet(_) | SourceConfig::Generator(_) => RecordKind::Probe,
+            SourceConfig::Parquet(_) | SourceConfig::Generator(_) => {
+                vec![(None, RecordKind::Probe)]
+            }
         }
     }
 
@@ -102,23 +120,28 @@ impl SourceConfig {
 }
 
 impl StageConfig {
-    pub const TYPES: &'static [&'static str] = &["clean"];
+    pub const TYPES: &'static [&'static str] = &["clean", "assign"];
 
     pub fn input_kind(&self) -> RecordKind {
         match self {
-            StageConfig::Clean(_) => RecordKind::Probe,
+            StageConfig::Clean(_) | StageConfig::Assign(_) => RecordKind::Probe,
         }
     }
 
-    pub fn output_kind(&self) -> RecordKind {
+    pub fn ports(&self) -> Vec<Port> {
         match self {
-            StageConfig::Clean(_) => RecordKind::Probe,
+            StageConfig::Clean(_) => vec![(None, RecordKind::Probe)],
+            StageConfig::Assign(_) => vec![
+                (None, RecordKind::SegmentObservation),
+                (Some("matched_points"), RecordKind::MatchedPoint),
+            ],
         }
     }
 
     pub fn needs_graph(&self) -> bool {
         match self {
             StageConfig::Clean(_) => false,
+            StageConfig::Assign(_) => true,
         }
     }
 }
@@ -128,12 +151,18 @@ impl SinkConfig {
 }
 
 impl PipelineConfig {
-    /// The record kind a named component emits, if it emits any.
-    pub fn output_kind(&self, name: &str) -> Option<RecordKind> {
-        if let Some(s) = self.sources.get(name) {
-            return Some(s.output_kind());
-        }
-        self.stages.get(name).map(StageConfig::output_kind)
+    /// The record kind an edge endpoint (`name` or `name.port`) emits, if it exists.
+    pub fn output_kind(&self, endpoint: &str) -> Option<RecordKind> {
+        let (name, port) = split_endpoint(endpoint);
+        let ports = match (self.sources.get(name), self.stages.get(name)) {
+            (Some(source), _) => source.ports(),
+            (None, Some(stage)) => stage.ports(),
+            (None, None) => return None,
+        };
+        ports
+            .into_iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, kind)| kind)
     }
 
     /// The names of the components feeding `name`, in config order.
@@ -142,6 +171,13 @@ impl PipelineConfig {
             .iter()
             .filter(move |(_, to)| to == name)
             .map(|(from, _)| from.as_str())
+    }
+
+    /// Whether any edge leaves component `name` (from any of its ports).
+    pub fn has_outputs(&self, name: &str) -> bool {
+        self.edges
+            .iter()
+            .any(|(from, _)| split_endpoint(from).0 == name)
     }
 
     pub fn needs_graph(&self) -> bool {

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{PipelineConfig, SinkConfig, SourceConfig, StageConfig};
+use super::model::{split_endpoint, PipelineConfig, SinkConfig, SourceConfig, StageConfig};
 use super::problems::Problems;
 
 pub fn validate(config: &PipelineConfig, problems: &mut Problems) {
@@ -40,6 +40,7 @@ pub fn validate(config: &PipelineConfig, problems: &mut Problems) {
         let prefix = format!("stages.{name}");
         match stage {
             StageConfig::Clean(c) => c.validate(&prefix, problems),
+            StageConfig::Assign(c) => c.validate(&prefix, problems),
         }
     }
     for (name, sink) in &config.sinks {
@@ -82,10 +83,20 @@ fn validate_topology(config: &PipelineConfig, problems: &mut Problems) {
         if !unique.insert((from, to)) {
             problems.push(&key, format!("edge {from} -> {to} is listed twice"));
         }
-        if config.sinks.contains_key(from) {
+        let (from_name, from_port) = split_endpoint(from);
+        if config.sinks.contains_key(from_name) {
             problems.push(&key, format!("`{from}` is a sink: sinks have no outputs"));
-        } else if !config.sources.contains_key(from) && !config.stages.contains_key(from) {
+        } else if !config.sources.contains_key(from_name) && !config.stages.contains_key(from_name)
+        {
             problems.push(&key, format!("`{from}` is not a source or stage"));
+        } else if config.output_kind(from).is_none() {
+            problems.push(
+                &key,
+                format!(
+                    "`{from_name}` has no output port `{}`",
+                    from_port.unwrap_or_default()
+                ),
+            );
         }
         if config.sources.contains_key(to) {
             problems.push(&key, format!("`{to}` is a source: sources have no inputs"));
@@ -118,7 +129,7 @@ fn validate_topology(config: &PipelineConfig, problems: &mut Problems) {
         if config.inputs_of(name).next().is_none() {
             problems.push(
                 format!("{section}.{name}"),
-                "has no input: add an edge \"<upstream> -> {name}\"",
+                format!("has no input: add an edge \"<upstream> -> {name}\""),
             );
         } else if kinds.len() > 1 {
             let kinds: Vec<_> = kinds.iter().map(|k| k.as_str()).collect();
@@ -132,7 +143,7 @@ fn validate_topology(config: &PipelineConfig, problems: &mut Problems) {
         }
     }
     for name in config.sources.keys().chain(config.stages.keys()) {
-        if !config.edges.iter().any(|(from, _)| from == name) {
+        if !config.has_outputs(name) {
             let section = if config.sources.contains_key(name) {
                 "sources"
             } else {
@@ -140,7 +151,7 @@ fn validate_topology(config: &PipelineConfig, problems: &mut Problems) {
             };
             problems.push(
                 format!("{section}.{name}"),
-                "feeds nothing: add an edge \"{name} -> <downstream>\"",
+                format!("feeds nothing: add an edge \"{name} -> <downstream>\""),
             );
         }
     }
@@ -159,8 +170,8 @@ fn find_cycle(config: &PipelineConfig) -> Option<String> {
     let stage_edges: Vec<(&str, &str)> = config
         .edges
         .iter()
-        .filter(|(f, t)| config.stages.contains_key(f) && config.stages.contains_key(t))
-        .map(|(f, t)| (f.as_str(), t.as_str()))
+        .map(|(f, t)| (split_endpoint(f).0, t.as_str()))
+        .filter(|(f, t)| config.stages.contains_key(*f) && config.stages.contains_key(*t))
         .collect();
     for (_, to) in &stage_edges {
         if let Some(d) = indegree.get_mut(to) {

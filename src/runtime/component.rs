@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::Batch;
+use crate::record::RecordKind;
 use crate::telemetry::metrics::ComponentMetrics;
 
 /// The error a component returns when it stops abnormally.
@@ -23,25 +24,51 @@ pub struct DownstreamClosed {
     pub component: String,
 }
 
-/// The sending end of a component: fans each batch out to every downstream channel.
+/// One outgoing edge: the downstream channel, and the record kind it takes (`None`: any).
+/// A component with several output ports (e.g. assign: observations and matched points)
+/// emits batches of several kinds; each goes to the edges of its kind.
+pub struct Edge {
+    pub kind: Option<RecordKind>,
+    pub tx: mpsc::Sender<Batch>,
+}
+
+/// The sending end of a component: fans each batch out to every downstream edge of its kind.
 pub struct Output {
     metrics: Arc<ComponentMetrics>,
-    senders: Vec<mpsc::Sender<Batch>>,
+    edges: Vec<Edge>,
 }
 
 impl Output {
-    pub fn new(metrics: Arc<ComponentMetrics>, senders: Vec<mpsc::Sender<Batch>>) -> Self {
-        Self { metrics, senders }
+    pub fn new(metrics: Arc<ComponentMetrics>, edges: Vec<Edge>) -> Self {
+        Self { metrics, edges }
     }
 
-    /// An output with no downstream, for components whose output nobody reads (a dead end is
-    /// legal: its batches are counted as sent and then released).
+    /// An output whose every edge takes any kind.
+    pub fn to_channels(metrics: Arc<ComponentMetrics>, senders: Vec<mpsc::Sender<Batch>>) -> Self {
+        let edges = senders
+            .into_iter()
+            .map(|tx| Edge { kind: None, tx })
+            .collect();
+        Self::new(metrics, edges)
+    }
+
     pub fn is_connected(&self) -> bool {
-        !self.senders.is_empty()
+        !self.edges.is_empty()
     }
 
     pub fn component(&self) -> &str {
         &self.metrics.component
+    }
+
+    /// The senders this batch goes to. A port nobody reads is legal: its batches are
+    /// counted as sent and released.
+    fn route(&self, batch: &Batch) -> Vec<&mpsc::Sender<Batch>> {
+        let kind = batch.records.kind();
+        self.edges
+            .iter()
+            .filter(|e| e.kind.is_none_or(|k| k == kind))
+            .map(|e| &e.tx)
+            .collect()
     }
 
     fn account(&self, batch: &Batch) {
@@ -51,13 +78,14 @@ impl Output {
         }
     }
 
-    /// Sends a batch to every downstream, waiting while a channel is full.
+    /// Sends a batch to every downstream of its kind, waiting while a channel is full.
     pub async fn send(&mut self, batch: Batch) -> Result<(), DownstreamClosed> {
         if batch.is_empty() {
             return Ok(());
         }
         self.account(&batch);
-        let Some((last, rest)) = self.senders.split_last() else {
+        let targets = self.route(&batch);
+        let Some((last, rest)) = targets.split_last() else {
             return Ok(());
         };
         let mut delivered = false;
@@ -74,7 +102,8 @@ impl Output {
             return Ok(());
         }
         self.account(&batch);
-        let Some((last, rest)) = self.senders.split_last() else {
+        let targets = self.route(&batch);
+        let Some((last, rest)) = targets.split_last() else {
             return Ok(());
         };
         let mut delivered = false;

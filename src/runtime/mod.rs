@@ -6,8 +6,8 @@ pub mod component;
 pub mod topology;
 
 pub use batch::{Batch, Records};
-pub use component::{BoxError, DownstreamClosed, Input, Output, Sink, Source, Transform};
-pub use topology::{Component, RunError, RunReport, Topology};
+pub use component::{BoxError, DownstreamClosed, Edge, Input, Output, Sink, Source, Transform};
+pub use topology::{Component, Link, RunError, RunReport, Topology};
 
 /// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives before the
 /// returned future is first polled is not lost to the default action) and returns a future

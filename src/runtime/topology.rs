@@ -11,10 +11,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::Batch;
-use super::component::{BoxError, Input, Output, Sink, Source, Transform};
-use crate::config::{PipelineConfig, RuntimeConfig, SinkConfig, SourceConfig, StageConfig};
+use super::component::{BoxError, Edge, Input, Output, Sink, Source, Transform};
+use crate::config::{
+    split_endpoint, PipelineConfig, RuntimeConfig, SinkConfig, SourceConfig, StageConfig,
+};
 use crate::connector::generator::GeneratorSource;
 use crate::graph::RoadGraph;
+use crate::record::RecordKind;
+use crate::stage::assign::AssignStage;
 use crate::stage::clean::CleanStage;
 use crate::telemetry::{metrics, ComponentMetrics};
 
@@ -54,10 +58,30 @@ pub enum Component {
     Sink(Box<dyn Sink>),
 }
 
+/// An edge between two components: batches of `kind` (or any kind, when `None`) from
+/// component `from` go to component `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub from: String,
+    pub to: String,
+    pub kind: Option<RecordKind>,
+}
+
+impl Link {
+    /// A link that carries whatever `from` emits.
+    pub fn any(from: impl Into<String>, to: impl Into<String>) -> Self {
+        Self {
+            from: from.into(),
+            to: to.into(),
+            kind: None,
+        }
+    }
+}
+
 /// A topology ready to run: every component built, nothing started.
 pub struct Topology {
     components: Vec<(String, Component)>,
-    edges: Vec<(String, String)>,
+    links: Vec<Link>,
     channel_capacity: usize,
     shutdown_timeout: Duration,
 }
@@ -90,6 +114,15 @@ impl Topology {
                 StageConfig::Clean(c) => {
                     Box::new(CleanStage::new(c.clone(), metrics().component(name)))
                 }
+                StageConfig::Assign(c) => {
+                    let graph = graph.clone().ok_or_else(|| {
+                        build_err(name)("the assign stage needs a road graph (graph.path)".into())
+                    })?;
+                    Box::new(
+                        AssignStage::new(c.clone(), graph, metrics().component(name))
+                            .map_err(|e| build_err(name)(e.into()))?,
+                    )
+                }
             };
             components.push((name.clone(), Component::Transform(built)));
         }
@@ -109,18 +142,28 @@ impl Topology {
             };
             components.push((name.clone(), Component::Sink(built)));
         }
-        Ok(Self::new(components, config.edges.clone(), &config.runtime))
+        // An edge from `name.port` carries that port's kind; from `name`, the default port's.
+        let links = config
+            .edges
+            .iter()
+            .map(|(from, to)| Link {
+                from: split_endpoint(from).0.to_string(),
+                to: to.clone(),
+                kind: config.output_kind(from),
+            })
+            .collect();
+        Ok(Self::new(components, links, &config.runtime))
     }
 
-    /// Wires components built elsewhere; `edges` are `(from, to)` names.
+    /// Wires components built elsewhere.
     pub fn new(
         components: Vec<(String, Component)>,
-        edges: Vec<(String, String)>,
+        links: Vec<Link>,
         runtime: &RuntimeConfig,
     ) -> Self {
         Self {
             components,
-            edges,
+            links,
             channel_capacity: runtime.channel_capacity_batches.max(1),
             shutdown_timeout: Duration::from_millis(runtime.shutdown_timeout_ms),
         }
@@ -142,10 +185,15 @@ impl Topology {
         }
         let output_of = |component: &Arc<ComponentMetrics>| {
             let downstream = self
-                .edges
+                .links
                 .iter()
-                .filter(|(from, _)| *from == component.component)
-                .filter_map(|(_, to)| senders.get(to).cloned())
+                .filter(|link| link.from == component.component)
+                .filter_map(|link| {
+                    senders.get(&link.to).map(|tx| Edge {
+                        kind: link.kind,
+                        tx: tx.clone(),
+                    })
+                })
                 .collect();
             Output::new(component.clone(), downstream)
         };
