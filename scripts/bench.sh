@@ -27,19 +27,24 @@ for m in monaco andorra liechtenstein; do
 done
 cargo bench --quiet --bench graph_build -- "${maps[@]}"
 
-echo "== whole replay, Parquet -> clean -> Parquet, both cores"
+echo "== map matching alone, one core (cargo bench --bench matching)"
+cargo bench --quiet --bench matching -- "${maps[@]}"
+
+echo "== whole replay, Parquet -> clean -> assign -> Parquet, 1 and 2 matching workers"
 if [ -f "$SHARED/osm/monaco.osm.pbf" ]; then
   "$BIN" graph build --osm "$SHARED/osm/monaco.osm.pbf" --out "$WORK/city.graph" >/dev/null
 else
   cargo run --quiet --release --example write_grid -- "$WORK/grid.osm.pbf"
   "$BIN" graph build --osm "$WORK/grid.osm.pbf" --out "$WORK/city.graph" >/dev/null
 fi
-"$BIN" generate --graph "$WORK/city.graph" --vehicles 2000 --duration-s 1800 --interval-s 1 \
+"$BIN" generate --graph "$WORK/city.graph" --vehicles 1000 --duration-s 600 --interval-s 1 \
   --noise-m 5 --seed 1 --out "$WORK/generated.parquet"
 inputs=("$WORK/generated.parquet")
 [ -f "$SHARED/sumo-monaco/probes_1s.parquet" ] && inputs+=("$SHARED/sumo-monaco/probes_1s.parquet")
 for input in "${inputs[@]}"; do
-  for run in 1 2 3; do
-    "$BIN" replay --graph "$WORK/city.graph" --input "$input" --out-dir "$WORK/out" | grep '^replay:'
+  for workers in 1 2; do
+    echo "-- $(basename "$input"), --workers $workers"
+    "$BIN" replay --graph "$WORK/city.graph" --input "$input" --out-dir "$WORK/out" \
+      --workers "$workers" | grep '^replay:'
   done
 done
