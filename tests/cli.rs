@@ -79,6 +79,18 @@ impl City {
     }
 }
 
+/// Reads lines until one contains `needle`; returns it (None at end of stream).
+fn read_until(reader: &mut impl std::io::BufRead, needle: &str) -> Option<String> {
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap_or(0) > 0 {
+        if line.contains(needle) {
+            return Some(line);
+        }
+        line.clear();
+    }
+    None
+}
+
 fn read_probes(path: &Path) -> Vec<Probe> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
         .unwrap()
@@ -398,13 +410,10 @@ fn sigterm_mid_replay_leaves_valid_parquet() {
     // Wait until the topology runs (signal handlers are installed before that), then let
     // it write for a while.
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap_or(0) > 0
-        && !line.contains("pipeline running")
-    {
-        line.clear();
-    }
-    assert!(line.contains("pipeline running"), "the replay started");
+    assert!(
+        read_until(&mut stderr, "pipeline running").is_some(),
+        "the replay started"
+    );
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     std::thread::sleep(Duration::from_millis(1000));
     let status = Command::new("kill")
@@ -552,7 +561,7 @@ fn write_foreign_columns(path: &Path) {
 #[cfg(unix)]
 #[test]
 fn run_serves_metrics_while_running_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
     use std::net::TcpStream;
 
     let city = City::new();
@@ -582,16 +591,12 @@ fn run_serves_metrics_while_running_and_stops_on_sigterm() {
         .unwrap();
     // The bound address is logged: "serving /metrics, /healthz, /readyz bound=127.0.0.1:PORT".
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut addr = None;
-    let mut line = String::new();
-    while stderr.read_line(&mut line).unwrap_or(0) > 0 {
-        if let Some(rest) = line.split("bound=").nth(1) {
-            addr = rest.split_whitespace().next().map(str::to_string);
-            break;
-        }
-        line.clear();
-    }
-    let addr = addr.expect("the HTTP address is logged");
+    let addr = read_until(&mut stderr, "bound=")
+        .and_then(|line| {
+            let rest = line.split("bound=").nth(1)?;
+            rest.split_whitespace().next().map(str::to_string)
+        })
+        .expect("the HTTP address is logged");
     let get = |path: &str| {
         let mut s = TcpStream::connect(&addr).unwrap();
         write!(
