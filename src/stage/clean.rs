@@ -39,6 +39,9 @@ fn default_vehicle_ttl_ms() -> i64 {
 fn default_teleport_reanchor_after() -> u32 {
     3
 }
+fn default_future_confirm_after() -> u32 {
+    3
+}
 
 /// Settings of the clean stage (`[stages.NAME] type = "clean"`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -65,6 +68,12 @@ pub struct CleanConfig {
     /// anchor was more likely the outlier.
     #[serde(default = "default_teleport_reanchor_after")]
     pub teleport_reanchor_after: u32,
+    /// Probes ahead of the watermark by more than `max_future_ms` are held back; once this
+    /// many consistent ones (each within `max_future_ms` of the previous) arrive in a row,
+    /// event time really jumped (a gap in the stream) and they are all admitted. A lone
+    /// stamp in 2099 never gathers company and is dropped as `future_timestamp`.
+    #[serde(default = "default_future_confirm_after")]
+    pub future_confirm_after: u32,
 }
 
 impl Default for CleanConfig {
@@ -76,6 +85,7 @@ impl Default for CleanConfig {
             max_past_ms: default_max_past_ms(),
             vehicle_ttl_ms: default_vehicle_ttl_ms(),
             teleport_reanchor_after: default_teleport_reanchor_after(),
+            future_confirm_after: default_future_confirm_after(),
         }
     }
 }
@@ -99,6 +109,11 @@ impl CleanConfig {
                 "must not be negative",
             );
         }
+        problems.check(
+            self.future_confirm_after >= 1,
+            format!("{prefix}.future_confirm_after"),
+            "must be at least 1",
+        );
         problems.check(
             self.max_past_ms >= self.reorder_window_ms,
             format!("{prefix}.max_past_ms"),
@@ -215,6 +230,8 @@ pub struct Cleaner {
     release: BinaryHeap<Reverse<(i64, u64, u32)>>,
     next_seq: u64,
     batches_since_eviction: u32,
+    /// Probes from the future, held until confirmed (see `future_confirm_after`).
+    future_held: Vec<Probe>,
     totals: DropCounts,
 }
 
@@ -229,6 +246,7 @@ impl Cleaner {
             release: BinaryHeap::new(),
             next_seq: 0,
             batches_since_eviction: 0,
+            future_held: Vec::new(),
             totals: DropCounts::default(),
         }
     }
@@ -288,6 +306,7 @@ impl Cleaner {
     /// Releases everything still buffered (end of input).
     pub fn flush(&mut self, out: &mut Vec<Probe>) -> DropCounts {
         let mut drops = DropCounts::default();
+        self.drop_held_future(&mut drops);
         self.release_until(i64::MAX, out, &mut drops);
         self.totals.merge(&drops);
         drops
@@ -305,10 +324,10 @@ impl Cleaner {
         }
         let watermark = *self.watermark_ms.get_or_insert(probe.ts_ms);
         if probe.ts_ms > watermark.saturating_add(self.config.max_future_ms) {
-            warn_limited!(vehicle_id = %probe.vehicle_id, ts_ms = probe.ts_ms, watermark_ms = watermark, "dropping probe from the future");
-            drops.add(DropReason::FutureTimestamp);
+            self.hold_future(probe, drops);
             return;
         }
+        self.drop_held_future(drops);
         if probe.ts_ms < watermark.saturating_sub(self.config.max_past_ms) {
             drops.add(DropReason::StaleTimestamp);
             return;
@@ -353,6 +372,36 @@ impl Cleaner {
         self.next_seq += 1;
         self.release.push(Reverse((probe.ts_ms, seq, slot)));
         state.pending.insert((probe.ts_ms, seq), probe);
+    }
+
+    /// Holds a probe from the future until enough consistent ones confirm that event time
+    /// jumped; then admits them all, in arrival order, from the new watermark.
+    fn hold_future(&mut self, probe: Probe, drops: &mut DropCounts) {
+        let consistent = self
+            .future_held
+            .last()
+            .is_none_or(|held| (probe.ts_ms - held.ts_ms).abs() <= self.config.max_future_ms);
+        if !consistent {
+            self.drop_held_future(drops);
+        }
+        self.future_held.push(probe);
+        if self.future_held.len() as u32 >= self.config.future_confirm_after.max(1) {
+            let confirmed = std::mem::take(&mut self.future_held);
+            if let Some(jump_to) = confirmed.iter().map(|p| p.ts_ms).min() {
+                self.watermark_ms = Some(self.watermark_ms.unwrap_or(jump_to).max(jump_to));
+            }
+            for p in confirmed {
+                self.admit(p, drops);
+            }
+        }
+    }
+
+    /// Drops the held future probes: what arrived since says event time did not jump.
+    fn drop_held_future(&mut self, drops: &mut DropCounts) {
+        for p in self.future_held.drain(..) {
+            warn_limited!(vehicle_id = %p.vehicle_id, ts_ms = p.ts_ms, "dropping probe from the future");
+            drops.add(DropReason::FutureTimestamp);
+        }
     }
 
     fn release_until(&mut self, up_to_ms: i64, out: &mut Vec<Probe>, drops: &mut DropCounts) {
@@ -539,6 +588,20 @@ mod tests {
             [T0, T0 + 1000]
         );
         assert_eq!(drops.get(DropReason::FutureTimestamp), 1);
+    }
+
+    #[test]
+    fn long_gap_in_event_time_is_confirmed_not_dropped() {
+        // One vehicle, then 20 minutes of silence, then it reports again.
+        let gap_ms = 20 * 60_000;
+        let mut probes: Vec<Probe> = (0..5)
+            .map(|i| p("a", T0 + i * 1000, 60.0, 24.0 + i as f64 * 1e-5))
+            .collect();
+        probes
+            .extend((0..5).map(|i| p("a", T0 + gap_ms + i * 1000, 60.0, 24.001 + i as f64 * 1e-5)));
+        let (out, drops) = run(CleanConfig::default(), vec![probes]);
+        assert_eq!(out.len(), 10, "{drops:?}");
+        assert_eq!(drops.total(), 0);
     }
 
     #[test]
