@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pipeline::connector::generator::{generate, GeneratorSourceConfig, TruthPoint};
+use pipeline::connector::generator::{
+    generate, segment_accuracy, GeneratorSourceConfig, TruthPoint,
+};
 use pipeline::graph::osm_writer::synthetic_grid;
 use pipeline::graph::{ImportConfig, RoadGraph};
 use pipeline::matching::{MatchConfig, MatchOutput, Matcher};
@@ -111,19 +113,6 @@ fn match_once(graph: &Arc<RoadGraph>, probes: &[Probe]) -> Run {
         pending_per_vehicle,
         mean_candidates: weighted as f64 / total.max(1) as f64,
     }
-}
-
-fn accuracy(out: &MatchOutput, truth: &[TruthPoint]) -> f64 {
-    let matched: HashMap<(&str, i64), u64> = out
-        .matched
-        .iter()
-        .map(|m| ((m.probe.vehicle_id.as_str(), m.probe.ts_ms), m.segment_id))
-        .collect();
-    let right = truth
-        .iter()
-        .filter(|t| matched.get(&(t.vehicle_id.as_str(), t.ts_ms)) == Some(&t.segment_id))
-        .count();
-    right as f64 / truth.len().max(1) as f64
 }
 
 /// Mean relative error of full-traversal observation speeds against the generator's speed
@@ -225,7 +214,7 @@ fn bench_graph(name: &str, graph: Arc<RoadGraph>, vehicles: u32, probes_per_run:
              speed error {:.3} over {} obs ({:.3} over {} of ≥ 100 m)  \
              unmatched {:>5}  searches/probe {:.3}  cache hit {:.3}  candidates {:.2}  \
              pending/vehicle {:.2}  {:.0} B/vehicle",
-            accuracy(&run.out, &truth),
+            segment_accuracy(&truth, &run.out.matched),
             speed_err,
             speed_n,
             long_err,

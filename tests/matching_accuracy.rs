@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use pipeline::connector::generator::{generate, GeneratorSourceConfig, TruthPoint};
+use pipeline::connector::generator::{
+    generate, segment_accuracy, GeneratorSourceConfig, TruthPoint,
+};
 use pipeline::graph::osm_writer::synthetic_grid;
 use pipeline::graph::{ImportConfig, RoadGraph};
 use pipeline::matching::{MatchConfig, MatchOutput, Matcher};
@@ -37,20 +39,6 @@ fn run(graph: &Arc<RoadGraph>, probes: &[Probe]) -> MatchOutput {
     out
 }
 
-/// Fraction of probes whose matched segment is the true one (unmatched count as wrong).
-fn accuracy(out: &MatchOutput, truth: &[TruthPoint]) -> f64 {
-    let matched: HashMap<(&str, i64), u64> = out
-        .matched
-        .iter()
-        .map(|m| ((m.probe.vehicle_id.as_str(), m.probe.ts_ms), m.segment_id))
-        .collect();
-    let right = truth
-        .iter()
-        .filter(|t| matched.get(&(t.vehicle_id.as_str(), t.ts_ms)) == Some(&t.segment_id))
-        .count();
-    right as f64 / truth.len() as f64
-}
-
 /// Mean absolute relative error of full-traversal observation speeds against the speed the
 /// generator drove on that segment.
 fn speed_error(out: &MatchOutput, truth: &[TruthPoint]) -> (f64, usize) {
@@ -79,7 +67,7 @@ fn matching_accuracy_on_generated_traffic_at_1s() {
     let graph = grid();
     let (probes, truth) = traffic(&graph, 1.0, 7);
     let out = run(&graph, &probes);
-    let acc = accuracy(&out, &truth);
+    let acc = segment_accuracy(&truth, &out.matched);
     let (err, n) = speed_error(&out, &truth);
     eprintln!(
         "1 s: {} probes, accuracy {:.4}, {} full observations, mean speed error {:.4}",
@@ -98,7 +86,7 @@ fn matching_accuracy_on_generated_traffic_at_5s() {
     let graph = grid();
     let (probes, truth) = traffic(&graph, 5.0, 11);
     let out = run(&graph, &probes);
-    let acc = accuracy(&out, &truth);
+    let acc = segment_accuracy(&truth, &out.matched);
     let (err, n) = speed_error(&out, &truth);
     eprintln!(
         "5 s: {} probes, accuracy {:.4}, {} full observations, mean speed error {:.4}",

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Problems;
 use crate::geo::haversine_m;
 use crate::graph::RoadGraph;
-use crate::record::{ArrowRecord, Probe};
+use crate::record::{ArrowRecord, MatchedPoint, Probe};
 use crate::runtime::{Batch, BoxError, Output, Records, Source};
 
 /// 2023-11-14T22:13:20Z: a fixed default so generated files are reproducible.
@@ -424,6 +424,20 @@ fn position_at(graph: &RoadGraph, segment: u32, offset_m: f64) -> (f64, f64) {
     }
     let [lat, lon] = points.last().copied().unwrap_or([0.0, 0.0]);
     (lat, lon)
+}
+
+/// Fraction of truth points whose probe was matched to the true segment (a probe that was
+/// not matched counts as wrong): the accuracy figure of tests and benchmarks.
+pub fn segment_accuracy(truth: &[TruthPoint], matched: &[MatchedPoint]) -> f64 {
+    let by_probe: std::collections::HashMap<(&str, i64), u64> = matched
+        .iter()
+        .map(|m| ((m.probe.vehicle_id.as_str(), m.probe.ts_ms), m.segment_id))
+        .collect();
+    let right = truth
+        .iter()
+        .filter(|t| by_probe.get(&(t.vehicle_id.as_str(), t.ts_ms)) == Some(&t.segment_id))
+        .count();
+    right as f64 / truth.len().max(1) as f64
 }
 
 /// Generates the whole run in memory: probes and truth, each sorted by (ts_ms, vehicle).
