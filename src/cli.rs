@@ -44,8 +44,8 @@ enum Command {
     Graph(GraphCommand),
     /// Write synthetic probes along random routes on a road graph, with ground truth.
     Generate(GenerateArgs),
-    /// Replay recorded Parquet probes through clean and assign into DIR (probes.parquet,
-    /// matched_points.parquet, observations.parquet).
+    /// Replay recorded Parquet probes through clean, assign and aggregate into DIR
+    /// (probes.parquet, matched_points.parquet, observations.parquet, speeds.parquet).
     Replay(ReplayArgs),
 }
 
@@ -397,11 +397,22 @@ fn replay(a: ReplayArgs) -> Result<()> {
     if a.workers.is_some() {
         assign.workers = a.workers;
     }
+    let mut aggregate = base
+        .stages
+        .values()
+        .find_map(|s| match s {
+            StageConfig::Aggregate(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    // Replay is event time only: no window may close by processing time.
+    aggregate.idle_timeout_ms = 0;
     // One sink per output record type, named after its file.
     let outputs = [
         ("clean", RecordKind::Probe),
         ("assign.matched_points", RecordKind::MatchedPoint),
         ("assign", RecordKind::SegmentObservation),
+        ("aggregate", RecordKind::SegmentSpeed),
     ];
     let sinks = outputs
         .iter()
@@ -416,6 +427,7 @@ fn replay(a: ReplayArgs) -> Result<()> {
     let mut edges: Vec<(String, String)> = vec![
         ("replay".into(), "clean".into()),
         ("clean".into(), "assign".into()),
+        ("assign".into(), "aggregate".into()),
     ];
     edges.extend(
         outputs
@@ -427,6 +439,7 @@ fn replay(a: ReplayArgs) -> Result<()> {
         stages: BTreeMap::from([
             ("clean".to_string(), StageConfig::Clean(clean)),
             ("assign".to_string(), StageConfig::Assign(assign)),
+            ("aggregate".to_string(), StageConfig::Aggregate(aggregate)),
         ]),
         sinks,
         edges,
@@ -441,11 +454,12 @@ fn replay(a: ReplayArgs) -> Result<()> {
     let m = telemetry::metrics();
     let read = m.sent_total("replay");
     println!(
-        "replay: {read} probes read, {} clean, {} matched points and {} observations written \
-         to {} in {:.3} s ({:.0} probes/s)",
+        "replay: {read} probes read, {} clean, {} matched points, {} observations and {} \
+         speeds written to {} in {:.3} s ({:.0} probes/s)",
         m.sent_total("clean"),
         m.received_total(RecordKind::MatchedPoint.file_stem()),
         m.received_total(RecordKind::SegmentObservation.file_stem()),
+        m.received_total(RecordKind::SegmentSpeed.file_stem()),
         a.out_dir.display(),
         report.elapsed.as_secs_f64(),
         read as f64 / report.elapsed.as_secs_f64().max(1e-9)

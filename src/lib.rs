@@ -6,11 +6,13 @@
 //! - [`geo`]: small geodesy helpers (haversine, local metric projection).
 //! - [`graph`]: OSM import, stable segment ids, spatial index, routing data, the `.graph` file.
 //! - [`matching`]: online HMM map matching: candidates, routes, Viterbi, segment observations.
-//! - [`stage`]: synchronous batch transforms (clean; later assign and aggregate).
+//! - [`aggregate`]: event-time windows, watermark and speed estimators (pure code).
+//! - [`stage`]: synchronous batch transforms: clean, assign, aggregate.
 //! - [`connector`]: sources and sinks (Parquet, NDJSON, generator).
 //! - [`runtime`]: topology from config, bounded batch channels, shutdown.
 //! - [`telemetry`]: Prometheus metrics, HTTP endpoints, logging.
 
+pub mod aggregate;
 pub mod config;
 pub mod connector;
 pub mod geo;

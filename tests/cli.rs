@@ -221,6 +221,40 @@ fn replay_is_deterministic_and_counts_dirty_probes() {
 }
 
 #[test]
+fn replay_output_is_identical_with_one_and_two_workers() {
+    let city = City::new();
+    let probes = city.path("probes.parquet");
+    city.generate(&probes, 40, 600);
+    let replay = |workers: &str| {
+        let out_dir = city.path(&format!("w{workers}"));
+        run_ok(
+            bin()
+                .args(["replay", "--graph"])
+                .arg(&city.graph)
+                .arg("--input")
+                .arg(&probes)
+                .arg("--out-dir")
+                .arg(&out_dir)
+                .args(["--workers", workers]),
+        );
+        out_dir
+    };
+    let (one, two) = (replay("1"), replay("2"));
+    for file in [
+        "matched_points.parquet",
+        "observations.parquet",
+        "speeds.parquet",
+    ] {
+        assert!(parquet_rows(&one.join(file)) > 0, "{file} is empty");
+        assert_eq!(
+            std::fs::read(one.join(file)).unwrap(),
+            std::fs::read(two.join(file)).unwrap(),
+            "{file} differs between 1 and 2 workers"
+        );
+    }
+}
+
+#[test]
 fn replay_with_a_glob_skips_a_truncated_file() {
     let city = City::new();
     let input = city.path("in");
@@ -497,6 +531,9 @@ fn every_example_config_validates_and_the_embedded_ones_run() {
             > 0.95 * parquet_rows(&data.join("probes.parquet")) as f64
     );
     assert!(parquet_rows(&city.path("out/assign/observations.parquet")) > 0);
+
+    run("speeds.toml", &[]);
+    assert!(parquet_rows(&city.path("out/speeds/speeds.parquet")) > 0);
 
     run(
         "generator.toml",

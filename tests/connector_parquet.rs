@@ -153,6 +153,7 @@ fn every_record_kind_writes_and_reads_back() -> TestResult {
         vehicles: 3,
         speed_mps: 13.5,
         p50_speed_mps: Some(13.0),
+        p15_speed_mps: None,
         p85_speed_mps: None,
         travel_time_s: 6.1,
         graph_version: 9,

@@ -53,6 +53,7 @@ fn speed() -> SegmentSpeed {
         vehicles: 9,
         speed_mps: 11.1,
         p50_speed_mps: Some(11.0),
+        p15_speed_mps: None,
         p85_speed_mps: None,
         travel_time_s: 9.9,
         graph_version: 0xdead_beef,

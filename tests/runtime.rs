@@ -1,5 +1,6 @@
 //! Runtime: backpressure reaches the source, shutdown drains and flushes, a stuck sink hits
-//! the shutdown limit, and a failed sink stops the pipeline with an error.
+//! the shutdown limit, a failed sink stops the pipeline with an error, and an idle input
+//! still gets its windows emitted (transform ticks).
 //! Stages run on real OS threads, which tokio's paused clock cannot see, so these tests use
 //! the real clock with short delays and generous limits; they assert what happened, never
 //! how long it took.
@@ -236,4 +237,116 @@ async fn failed_sink_stops_the_pipeline_with_its_error() {
         sent <= 3 + 2 * 2 + 2,
         "the source stopped; it sent {sent} batches"
     );
+}
+
+/// Sends one batch of observations, then stays open (idle) until shutdown.
+struct IdleObservationSource {
+    observations: Vec<pipeline::record::SegmentObservation>,
+}
+
+#[async_trait]
+impl Source for IdleObservationSource {
+    async fn run(
+        self: Box<Self>,
+        mut out: Output,
+        shutdown: CancellationToken,
+    ) -> Result<(), BoxError> {
+        out.send(Batch::new(Records::Observations(self.observations)))
+            .await?;
+        shutdown.cancelled().await;
+        Ok(())
+    }
+}
+
+/// Signals the first batch of speeds it receives.
+struct SpeedsSink {
+    got_speeds: tokio::sync::mpsc::Sender<usize>,
+}
+
+#[async_trait]
+impl Sink for SpeedsSink {
+    async fn run(self: Box<Self>, mut input: Input) -> Result<(), BoxError> {
+        while let Some(batch) = input.next().await {
+            if let Records::Speeds(s) = &batch.records {
+                let _ = self.got_speeds.send(s.len()).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_input_still_gets_its_windows_emitted() {
+    use pipeline::aggregate::AggregateConfig;
+    use pipeline::graph::{osm_writer::synthetic_grid, ImportConfig};
+    use pipeline::stage::aggregate::AggregateStage;
+
+    let graph = Arc::new(
+        synthetic_grid(3, 3, 100.0, 60.17, 24.94)
+            .build_graph(&ImportConfig::default())
+            .unwrap(),
+    );
+    let segment = graph.segment(0).segment_id;
+    // Traversals centred 54–56 s into a 60 s window: once the input is idle, the window
+    // closes after a few seconds of processing time.
+    let window_ms = 60_000;
+    let enter_ms = T0 - T0.rem_euclid(window_ms) + 50_000;
+    let observations = (0..3)
+        .map(|i| pipeline::record::SegmentObservation {
+            observation_id: i,
+            segment_id: segment,
+            vehicle_id: format!("v{i}"),
+            enter_ts_ms: enter_ms + i as i64 * 1_000,
+            exit_ts_ms: enter_ms + i as i64 * 1_000 + 8_000,
+            traversed_m: 100.0,
+            speed_mps: 10.0,
+            next_segment_id: None,
+            flags: 0,
+        })
+        .collect();
+    let config = AggregateConfig {
+        window_ms,
+        idle_timeout_ms: 200,
+        ..AggregateConfig::default()
+    };
+    let (tx, mut got_speeds) = tokio::sync::mpsc::channel(4);
+    let components = vec![
+        (
+            "idle_src".to_string(),
+            Component::Source(Box::new(IdleObservationSource { observations })),
+        ),
+        (
+            "idle_aggregate".to_string(),
+            Component::Transform(Box::new(AggregateStage::new(
+                &config,
+                graph,
+                metrics().component("idle_aggregate"),
+            ))),
+        ),
+        (
+            "idle_sink".to_string(),
+            Component::Sink(Box::new(SpeedsSink { got_speeds: tx })),
+        ),
+    ];
+    let topology = Topology::new(
+        components,
+        vec![
+            Link::any("idle_src", "idle_aggregate"),
+            Link::any("idle_aggregate", "idle_sink"),
+        ],
+        &RuntimeConfig {
+            channel_capacity_batches: 4,
+            shutdown_timeout_ms: 60_000,
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(topology.run(shutdown.clone()));
+    // The source never closes: only the idle rule can close the window. The limit is there
+    // so a regression fails instead of hanging; it is not a timing assertion.
+    let rows = tokio::time::timeout(Duration::from_secs(120), got_speeds.recv())
+        .await
+        .expect("speeds emitted while the input stays open and idle");
+    assert_eq!(rows, Some(1));
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
 }

@@ -249,6 +249,7 @@ fn decode(value: serde_json::Value, problems: &mut Problems) -> Option<PipelineC
         |t, rest, prefix, p| match t {
             "clean" => decode_at(rest, prefix, p).map(StageConfig::Clean),
             "assign" => decode_at(rest, prefix, p).map(StageConfig::Assign),
+            "aggregate" => decode_at(rest, prefix, p).map(StageConfig::Aggregate),
             other => unhandled_type(prefix, other, p),
         },
     );

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::aggregate::AggregateConfig;
 use crate::connector::generator::GeneratorSourceConfig;
 use crate::connector::ndjson::NdjsonSinkConfig;
 use crate::connector::parquet::{ParquetSinkConfig, ParquetSourceConfig};
@@ -81,6 +82,7 @@ pub enum SourceConfig {
 pub enum StageConfig {
     Clean(CleanConfig),
     Assign(AssignConfig),
+    Aggregate(AggregateConfig),
 }
 
 /// Where records go.
@@ -120,11 +122,12 @@ impl SourceConfig {
 }
 
 impl StageConfig {
-    pub const TYPES: &'static [&'static str] = &["clean", "assign"];
+    pub const TYPES: &'static [&'static str] = &["clean", "assign", "aggregate"];
 
     pub fn input_kind(&self) -> RecordKind {
         match self {
             StageConfig::Clean(_) | StageConfig::Assign(_) => RecordKind::Probe,
+            StageConfig::Aggregate(_) => RecordKind::SegmentObservation,
         }
     }
 
@@ -135,13 +138,17 @@ impl StageConfig {
                 (None, RecordKind::SegmentObservation),
                 (Some("matched_points"), RecordKind::MatchedPoint),
             ],
+            StageConfig::Aggregate(_) => vec![
+                (None, RecordKind::SegmentSpeed),
+                (Some("late"), RecordKind::SegmentObservation),
+            ],
         }
     }
 
     pub fn needs_graph(&self) -> bool {
         match self {
             StageConfig::Clean(_) => false,
-            StageConfig::Assign(_) => true,
+            StageConfig::Assign(_) | StageConfig::Aggregate(_) => true,
         }
     }
 }

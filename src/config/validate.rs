@@ -41,6 +41,7 @@ pub fn validate(config: &PipelineConfig, problems: &mut Problems) {
         match stage {
             StageConfig::Clean(c) => c.validate(&prefix, problems),
             StageConfig::Assign(c) => c.validate(&prefix, problems),
+            StageConfig::Aggregate(c) => c.validate(&prefix, problems),
         }
     }
     for (name, sink) in &config.sinks {

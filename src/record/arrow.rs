@@ -307,6 +307,7 @@ impl ArrowRecord for SegmentSpeed {
             field("samples", DataType::UInt32, false),
             field("vehicles", DataType::UInt32, false),
             field("speed_mps", DataType::Float64, false),
+            field("p15_speed_mps", DataType::Float64, true),
             field("p50_speed_mps", DataType::Float64, true),
             field("p85_speed_mps", DataType::Float64, true),
             field("travel_time_s", DataType::Float64, false),
@@ -344,6 +345,7 @@ impl ArrowRecord for SegmentSpeed {
             Arc::new(Float64Array::from_iter_values(
                 rows.iter().map(|s| s.speed_mps),
             )),
+            opt_f64(|s| s.p15_speed_mps),
             opt_f64(|s| s.p50_speed_mps),
             opt_f64(|s| s.p85_speed_mps),
             Arc::new(Float64Array::from_iter_values(
@@ -368,6 +370,7 @@ impl ArrowRecord for SegmentSpeed {
         let estimator = cols.required::<StringArray>("estimator", DataType::Utf8)?;
         let (samples, vehicles) = (u32col("samples")?, u32col("vehicles")?);
         let speed = f64col("speed_mps")?;
+        let p15 = cols.get::<Float64Array>("p15_speed_mps", DataType::Float64)?;
         let p50 = cols.get::<Float64Array>("p50_speed_mps", DataType::Float64)?;
         let p85 = cols.get::<Float64Array>("p85_speed_mps", DataType::Float64)?;
         let travel = f64col("travel_time_s")?;
@@ -382,6 +385,7 @@ impl ArrowRecord for SegmentSpeed {
                 samples: samples.value(i),
                 vehicles: vehicles.value(i),
                 speed_mps: speed.value(i),
+                p15_speed_mps: p15.is_valid(i).then(|| p15.value(i)),
                 p50_speed_mps: p50.is_valid(i).then(|| p50.value(i)),
                 p85_speed_mps: p85.is_valid(i).then(|| p85.value(i)),
                 travel_time_s: travel.value(i),

@@ -85,6 +85,8 @@ pub struct SegmentSpeed {
     pub vehicles: u32,
     pub speed_mps: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p15_speed_mps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p50_speed_mps: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p85_speed_mps: Option<f64>,

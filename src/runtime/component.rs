@@ -125,6 +125,14 @@ impl Output {
     }
 }
 
+/// What [`Input::blocking_next_timeout`] got.
+pub enum Next {
+    Batch(Batch),
+    /// Every upstream has finished.
+    Closed,
+    TimedOut,
+}
+
 /// The receiving end of a component. Yields `None` once every upstream has finished.
 pub struct Input {
     metrics: Arc<ComponentMetrics>,
@@ -158,6 +166,24 @@ impl Input {
         let batch = self.rx.blocking_recv();
         self.account(batch)
     }
+
+    /// [`Input::blocking_next`] that gives up after `timeout`, using the timer of the
+    /// runtime behind `handle`.
+    pub fn blocking_next_timeout(
+        &mut self,
+        handle: &tokio::runtime::Handle,
+        timeout: std::time::Duration,
+    ) -> Next {
+        // The timer is created inside `block_on`, where the runtime's context is entered.
+        let rx = &mut self.rx;
+        match handle.block_on(async { tokio::time::timeout(timeout, rx.recv()).await }) {
+            Ok(batch) => match self.account(batch) {
+                Some(b) => Next::Batch(b),
+                None => Next::Closed,
+            },
+            Err(_) => Next::TimedOut,
+        }
+    }
 }
 
 /// A source produces batches until its input ends or `shutdown` fires, then returns.
@@ -175,6 +201,14 @@ pub trait Transform: Send + 'static {
 
     /// Called once when every upstream has finished: flush buffered state.
     fn on_close(&mut self, _out: &mut Vec<Batch>) {}
+
+    /// How often [`Transform::on_tick`] runs while no batch arrives (`None`: never). For
+    /// work driven by processing time, such as advancing the watermark of an idle input.
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    fn on_tick(&mut self, _out: &mut Vec<Batch>) {}
 }
 
 /// A sink consumes its input until it ends, then flushes and closes what it writes.

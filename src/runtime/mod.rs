@@ -6,7 +6,9 @@ pub mod component;
 pub mod topology;
 
 pub use batch::{Batch, Records};
-pub use component::{BoxError, DownstreamClosed, Edge, Input, Output, Sink, Source, Transform};
+pub use component::{
+    BoxError, DownstreamClosed, Edge, Input, Next, Output, Sink, Source, Transform,
+};
 pub use topology::{Component, Link, RunError, RunReport, Topology};
 
 /// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives before the

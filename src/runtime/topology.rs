@@ -11,13 +11,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::Batch;
-use super::component::{BoxError, Edge, Input, Output, Sink, Source, Transform};
+use super::component::{BoxError, Edge, Input, Next, Output, Sink, Source, Transform};
 use crate::config::{
     split_endpoint, PipelineConfig, RuntimeConfig, SinkConfig, SourceConfig, StageConfig,
 };
 use crate::connector::generator::GeneratorSource;
 use crate::graph::RoadGraph;
 use crate::record::RecordKind;
+use crate::stage::aggregate::AggregateStage;
 use crate::stage::assign::AssignStage;
 use crate::stage::clean::CleanStage;
 use crate::telemetry::{metrics, ComponentMetrics};
@@ -113,6 +114,14 @@ impl Topology {
             let built: Box<dyn Transform> = match stage {
                 StageConfig::Clean(c) => {
                     Box::new(CleanStage::new(c.clone(), metrics().component(name)))
+                }
+                StageConfig::Aggregate(c) => {
+                    let graph = graph.clone().ok_or_else(|| {
+                        build_err(name)(
+                            "the aggregate stage needs a road graph (graph.path)".into(),
+                        )
+                    })?;
+                    Box::new(AggregateStage::new(c, graph, metrics().component(name)))
                 }
                 StageConfig::Assign(c) => {
                     let graph = graph.clone().ok_or_else(|| {
@@ -214,8 +223,9 @@ impl Topology {
                 }
                 (Component::Transform(transform), input) => {
                     let out = output_of(&component);
+                    let handle = tokio::runtime::Handle::current();
                     spawn_stage_thread(&name, move || {
-                        run_transform(transform, input, out, component)
+                        run_transform(transform, input, out, component, Some(handle))
                     })
                 }
                 (Component::Sink(sink), Some(input)) => {
@@ -316,16 +326,35 @@ fn spawn_stage_thread(
     })
 }
 
-/// The loop of a transform on its own thread: batch in, batches out, flush at the end.
+/// The loop of a transform on its own thread: batch in, batches out, ticks while idle (with
+/// the runtime's timer, through `handle`), flush at the end.
 fn run_transform(
     mut transform: Box<dyn Transform>,
     input: Option<Input>,
     mut out: Output,
     metrics: Arc<ComponentMetrics>,
+    handle: Option<tokio::runtime::Handle>,
 ) -> Result<(), BoxError> {
     let mut produced = Vec::new();
     if let Some(mut input) = input {
-        while let Some(batch) = input.blocking_next() {
+        loop {
+            let batch = match (transform.tick_interval(), &handle) {
+                (Some(interval), Some(handle)) => {
+                    match input.blocking_next_timeout(handle, interval) {
+                        Next::Batch(b) => Some(b),
+                        Next::Closed => None,
+                        Next::TimedOut => {
+                            transform.on_tick(&mut produced);
+                            for b in produced.drain(..) {
+                                out.blocking_send(b)?;
+                            }
+                            continue;
+                        }
+                    }
+                }
+                _ => input.blocking_next(),
+            };
+            let Some(batch) = batch else { break };
             let timer = metrics.batch_duration.start_timer();
             transform.process_batch(batch, &mut produced);
             timer.observe_duration();

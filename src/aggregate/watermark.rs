@@ -1,0 +1,141 @@
+//! The event-time watermark: the largest event time seen minus the out-of-orderness bound,
+//! kept per input partition so that one idle partition cannot stall the rest.
+//!
+//! The watermark is the minimum over the *active* inputs of (max event time − bound). An
+//! input that has delivered nothing for `idle_timeout_ms` of processing time stops holding it
+//! back. When every input is idle nothing is in flight, so the bound no longer applies: the
+//! watermark moves to the largest event time seen and then on with processing time (max
+//! event time + idle time past the timeout), so the last windows of a stream that pauses are
+//! still emitted, at most one window length after the timeout. The watermark never goes
+//! back.
+//!
+//! Processing time is passed in by the caller (`now_ms`, any monotonic millisecond clock):
+//! this module reads no clock, so tests drive it with plain numbers. With `idle_timeout_ms`
+//! = 0 the idle rule is off and the watermark depends on event time only.
+
+/// One input's clock.
+#[derive(Debug, Clone, Copy)]
+struct InputClock {
+    input: u32,
+    max_event_ms: i64,
+    last_seen_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Watermark {
+    bound_ms: i64,
+    idle_timeout_ms: i64,
+    inputs: Vec<InputClock>,
+    value_ms: i64,
+}
+
+impl Watermark {
+    pub fn new(bound_ms: i64, idle_timeout_ms: i64) -> Self {
+        Self {
+            bound_ms,
+            idle_timeout_ms,
+            inputs: Vec::new(),
+            value_ms: i64::MIN,
+        }
+    }
+
+    /// The current watermark in epoch ms (`i64::MIN` before any input).
+    pub fn value_ms(&self) -> i64 {
+        self.value_ms
+    }
+
+    /// The largest event time seen on any input.
+    pub fn max_event_ms(&self) -> Option<i64> {
+        self.inputs.iter().map(|c| c.max_event_ms).max()
+    }
+
+    /// Notes an event of `input` at `event_ms`, received at processing time `now_ms`.
+    pub fn observe(&mut self, input: u32, event_ms: i64, now_ms: i64) {
+        match self.inputs.iter_mut().find(|c| c.input == input) {
+            Some(c) => {
+                c.max_event_ms = c.max_event_ms.max(event_ms);
+                c.last_seen_ms = c.last_seen_ms.max(now_ms);
+            }
+            None => self.inputs.push(InputClock {
+                input,
+                max_event_ms: event_ms,
+                last_seen_ms: now_ms,
+            }),
+        }
+    }
+
+    /// Forgets an input (e.g. a partition revoked from this instance).
+    pub fn remove_input(&mut self, input: u32) {
+        self.inputs.retain(|c| c.input != input);
+    }
+
+    /// Recomputes the watermark at processing time `now_ms` and returns it.
+    pub fn advance(&mut self, now_ms: i64) -> i64 {
+        let idle = |c: &InputClock| {
+            self.idle_timeout_ms > 0 && now_ms - c.last_seen_ms >= self.idle_timeout_ms
+        };
+        let active_min = self
+            .inputs
+            .iter()
+            .filter(|c| !idle(c))
+            .map(|c| c.max_event_ms)
+            .min();
+        let candidate = match active_min {
+            Some(max_event_ms) => Some(max_event_ms.saturating_sub(self.bound_ms)),
+            None => self
+                .inputs
+                .iter()
+                .max_by_key(|c| c.last_seen_ms)
+                .map(|last| {
+                    let max_event_ms = self.max_event_ms().unwrap_or(last.max_event_ms);
+                    let idle_ms = now_ms - last.last_seen_ms - self.idle_timeout_ms;
+                    max_event_ms.saturating_add(idle_ms.max(0))
+                }),
+        };
+        if let Some(c) = candidate {
+            self.value_ms = self.value_ms.max(c);
+        }
+        self.value_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_trails_the_max_event_time_by_the_bound() {
+        let mut w = Watermark::new(5_000, 0);
+        assert_eq!(w.advance(0), i64::MIN);
+        w.observe(0, 100_000, 0);
+        w.observe(0, 90_000, 0);
+        assert_eq!(w.advance(0), 95_000);
+        // It never goes back.
+        w.remove_input(0);
+        w.observe(0, 10_000, 0);
+        assert_eq!(w.advance(0), 95_000);
+    }
+
+    #[test]
+    fn the_slowest_active_input_holds_the_watermark() {
+        let mut w = Watermark::new(0, 10_000);
+        w.observe(0, 100_000, 0);
+        w.observe(1, 50_000, 0);
+        assert_eq!(w.advance(1_000), 50_000);
+        // Input 1 goes quiet while input 0 keeps delivering: after the timeout it no longer
+        // holds the watermark back.
+        w.observe(0, 120_000, 12_000);
+        assert_eq!(w.advance(12_000), 120_000);
+    }
+
+    #[test]
+    fn idle_inputs_do_not_stall_the_watermark() {
+        let mut w = Watermark::new(30_000, 10_000);
+        w.observe(0, 100_000, 0);
+        assert_eq!(w.advance(5_000), 70_000);
+        assert_eq!(w.advance(9_999), 70_000);
+        // Idle: nothing is in flight, so the bound is dropped, then processing time counts.
+        assert_eq!(w.advance(10_001), 100_001);
+        assert_eq!(w.advance(70_000), 160_000);
+    }
+}

@@ -1,0 +1,219 @@
+//! The aggregate stage: folds segment observations into event-time windows with
+//! [`crate::aggregate::Aggregator`] and emits segment speeds (the default port); observations
+//! past the allowed lateness go to the `late` port, if anything reads it.
+//!
+//! Processing time, which only the idle rule of the watermark uses, is read here (a
+//! monotonic clock since the stage started) and handed to the pure aggregator.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
+
+use crate::aggregate::{AggregateConfig, AggregateStats, Aggregator, Rejection};
+use crate::graph::RoadGraph;
+use crate::record::SegmentObservation;
+use crate::runtime::{Batch, Records, Transform};
+use crate::telemetry::metrics::register_collector;
+use crate::telemetry::ComponentMetrics;
+
+/// The stage's own metric families, registered once per process.
+struct AggregateMetricFamilies {
+    open_windows: IntGaugeVec,
+    state_bytes: IntGaugeVec,
+    rows: IntCounterVec,
+    windows_closed: IntCounterVec,
+    late: IntCounterVec,
+    watermark: GaugeVec,
+}
+
+fn families() -> &'static AggregateMetricFamilies {
+    static FAMILIES: OnceLock<AggregateMetricFamilies> = OnceLock::new();
+    FAMILIES.get_or_init(|| {
+        let gauge = |name: &str, help: &str| {
+            register_collector(
+                IntGaugeVec::new(Opts::new(name, help), &["component"])
+                    .expect("valid metric definition"),
+            )
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            register_collector(
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition"),
+            )
+        };
+        AggregateMetricFamilies {
+            open_windows: gauge(
+                "pipeline_aggregate_open_windows",
+                "Segment-windows held in memory (open, or closed but within the allowed lateness).",
+            ),
+            state_bytes: gauge(
+                "pipeline_aggregate_state_bytes",
+                "Heap bytes of window state (arena chunks and slot maps).",
+            ),
+            rows: counter(
+                "pipeline_aggregate_speeds_emitted_total",
+                "Segment speed rows emitted, as first emissions or late-data revisions.",
+                &["component", "emission"],
+            ),
+            windows_closed: counter(
+                "pipeline_aggregate_windows_closed_total",
+                "Segment-windows closed by the watermark or the final flush.",
+                &["component"],
+            ),
+            late: counter(
+                "pipeline_aggregate_late_observations_total",
+                "Observations that arrived after every window they belong to had expired.",
+                &["component"],
+            ),
+            watermark: register_collector(
+                GaugeVec::new(
+                    Opts::new(
+                        "pipeline_aggregate_watermark_seconds",
+                        "The event-time watermark, in seconds since the epoch.",
+                    ),
+                    &["component"],
+                )
+                .expect("valid metric definition"),
+            ),
+        }
+    })
+}
+
+/// The aggregate stage as a runtime [`Transform`].
+pub struct AggregateStage {
+    aggregator: Aggregator<Arc<RoadGraph>>,
+    started: Instant,
+    idle_timeout: Option<Duration>,
+    metrics: Arc<ComponentMetrics>,
+    exported: AggregateStats,
+}
+
+impl AggregateStage {
+    pub fn new(
+        config: &AggregateConfig,
+        graph: Arc<RoadGraph>,
+        metrics: Arc<ComponentMetrics>,
+    ) -> Self {
+        let f = families();
+        let c = metrics.component.as_str();
+        // Every series exists from start-up.
+        f.open_windows.with_label_values(&[c]).set(0);
+        f.state_bytes.with_label_values(&[c]).set(0);
+        for emission in ["first", "revision"] {
+            f.rows.with_label_values(&[c, emission]);
+        }
+        f.windows_closed.with_label_values(&[c]);
+        f.late.with_label_values(&[c]);
+        f.watermark.with_label_values(&[c]).set(0.0);
+        for r in [Rejection::Invalid, Rejection::UnknownSegment] {
+            metrics.dropped(r.as_str(), 0);
+        }
+        Self {
+            aggregator: Aggregator::new(config, graph),
+            started: Instant::now(),
+            idle_timeout: (config.idle_timeout_ms > 0)
+                .then(|| Duration::from_millis(config.idle_timeout_ms as u64)),
+            metrics,
+            exported: AggregateStats::default(),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.started.elapsed().as_millis() as i64
+    }
+
+    fn emit(&mut self, speeds: Vec<crate::record::SegmentSpeed>, out: &mut Vec<Batch>) {
+        if !speeds.is_empty() {
+            out.push(Batch::new(Records::Speeds(speeds)));
+        }
+        self.export_metrics();
+    }
+
+    fn export_metrics(&mut self) {
+        let f = families();
+        let c = self.metrics.component.as_str();
+        let now = *self.aggregator.stats();
+        let then = self.exported;
+        f.rows
+            .with_label_values(&[c, "first"])
+            .inc_by(now.rows_first - then.rows_first);
+        f.rows
+            .with_label_values(&[c, "revision"])
+            .inc_by(now.rows_revised - then.rows_revised);
+        f.windows_closed
+            .with_label_values(&[c])
+            .inc_by(now.windows_closed - then.windows_closed);
+        f.late.with_label_values(&[c]).inc_by(now.late - then.late);
+        self.metrics
+            .dropped(Rejection::Invalid.as_str(), now.invalid - then.invalid);
+        self.metrics.dropped(
+            Rejection::UnknownSegment.as_str(),
+            now.unknown_segment - then.unknown_segment,
+        );
+        f.open_windows
+            .with_label_values(&[c])
+            .set(self.aggregator.open_windows() as i64);
+        f.state_bytes
+            .with_label_values(&[c])
+            .set(self.aggregator.state_bytes() as i64);
+        let watermark_ms = self.aggregator.watermark_ms();
+        if watermark_ms != i64::MIN {
+            f.watermark
+                .with_label_values(&[c])
+                .set(watermark_ms as f64 / 1000.0);
+        }
+        self.exported = now;
+    }
+}
+
+impl Transform for AggregateStage {
+    fn process_batch(&mut self, batch: Batch, out: &mut Vec<Batch>) {
+        let observations = match batch.records {
+            Records::Observations(o) => o,
+            other => {
+                // Validation prevents this edge; count it rather than pass it on.
+                self.metrics
+                    .dropped("wrong_record_kind", other.len() as u64);
+                return;
+            }
+        };
+        let now_ms = self.now_ms();
+        let mut late: Vec<SegmentObservation> = Vec::new();
+        for o in observations {
+            match self.aggregator.push(&o, 0, now_ms) {
+                Err(Rejection::Late) => late.push(o),
+                Err(reason) => crate::warn_limited!(
+                    "aggregate: dropping observation of segment {} ({})",
+                    o.segment_id,
+                    reason.as_str()
+                ),
+                Ok(()) => {}
+            }
+        }
+        let mut speeds = Vec::new();
+        self.aggregator.advance(now_ms, &mut speeds);
+        self.emit(speeds, out);
+        if !late.is_empty() {
+            out.push(Batch::new(Records::Observations(late)));
+        }
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        // Often enough that an idle input is noticed within a tenth of its timeout.
+        self.idle_timeout
+            .map(|t| (t / 10).max(Duration::from_millis(100)))
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Batch>) {
+        let mut speeds = Vec::new();
+        let now_ms = self.now_ms();
+        self.aggregator.advance(now_ms, &mut speeds);
+        self.emit(speeds, out);
+    }
+
+    fn on_close(&mut self, out: &mut Vec<Batch>) {
+        let mut speeds = Vec::new();
+        self.aggregator.flush_all(&mut speeds);
+        self.emit(speeds, out);
+    }
+}
