@@ -147,9 +147,10 @@ impl WindowSlot {
 
     fn bytes(&self) -> usize {
         let states = self.chunks.len() * CHUNK * std::mem::size_of::<WindowState>();
-        // hashbrown: one (key, value) pair and one control byte per bucket.
-        let map = self.index.capacity().next_power_of_two().max(1) * 8 / 7
-            * (std::mem::size_of::<(u64, u32)>() + 1);
+        // hashbrown: 7/8 of the buckets are usable; one (key, value) pair and one control
+        // byte per bucket.
+        let buckets = (self.index.capacity() * 8 / 7).next_power_of_two();
+        let map = buckets * (std::mem::size_of::<(u64, u32)>() + 1);
         states + map
     }
 }

@@ -157,34 +157,80 @@ impl WindowState {
         }
     }
 
-    fn exact_sorted_cmps(&self) -> Option<Vec<u16>> {
+    /// The speeds, sorted when exact; computed once per emission, without allocating.
+    fn view(&self) -> SpeedView<'_> {
         let n = self.samples as usize;
-        (n <= EXACT_SPEEDS).then(|| {
-            let mut v = self.speeds[..n].to_vec();
-            v.sort_unstable();
-            v
-        })
+        if n <= EXACT_SPEEDS {
+            let mut sorted = self.speeds;
+            sorted[..n].sort_unstable();
+            SpeedView::Exact { sorted, n }
+        } else {
+            SpeedView::Buckets(&self.speeds)
+        }
     }
 
     /// The q-quantile of the speeds (0 ≤ q ≤ 1), in m/s; `None` without samples.
     pub fn quantile_mps(&self, q: f64) -> Option<f64> {
-        if self.samples == 0 {
-            return None;
+        self.view().quantile_mps(q)
+    }
+
+    /// The mean speed after dropping `trim_fraction` of the samples at each end, in m/s.
+    pub fn trimmed_mean_mps(&self, trim_fraction: f64) -> Option<f64> {
+        self.view().trimmed_mean_mps(trim_fraction)
+    }
+
+    pub fn summary(&self) -> Summary {
+        let view = self.view();
+        let set_bits = self.vehicles.count_ones();
+        let zero_bits = 64 - set_bits;
+        let estimate = if zero_bits == 0 {
+            f64::from(self.samples)
+        } else {
+            -64.0 * (f64::from(zero_bits) / 64.0).ln()
+        };
+        let vehicles = (estimate.round() as u32).clamp(set_bits, self.samples.max(set_bits));
+        Summary {
+            samples: self.samples,
+            vehicles,
+            vehicles_lower_bound: set_bits,
+            space_mean_mps: if self.duration_ms > 0 {
+                f64::from(self.traversed_cm) / 100.0 / (f64::from(self.duration_ms) / 1000.0)
+            } else {
+                f64::NAN
+            },
+            p15_mps: view.quantile_mps(0.15).unwrap_or(f64::NAN),
+            p50_mps: view.quantile_mps(0.50).unwrap_or(f64::NAN),
+            p85_mps: view.quantile_mps(0.85).unwrap_or(f64::NAN),
         }
+    }
+}
+
+/// The speed multiset of a state, read-only: exact and sorted, or bucket counts.
+enum SpeedView<'a> {
+    Exact {
+        sorted: [u16; EXACT_SPEEDS],
+        n: usize,
+    },
+    Buckets(&'a [u16; BUCKETS]),
+}
+
+impl SpeedView<'_> {
+    fn quantile_mps(&self, q: f64) -> Option<f64> {
         let q = q.clamp(0.0, 1.0);
-        let cmps = match self.exact_sorted_cmps() {
-            Some(sorted) => {
-                let pos = q * (sorted.len() - 1) as f64;
+        let cmps = match self {
+            SpeedView::Exact { n: 0, .. } => return None,
+            SpeedView::Exact { sorted, n } => {
+                let pos = q * (n - 1) as f64;
                 let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
                 let frac = pos - lo as f64;
                 f64::from(sorted[lo]) * (1.0 - frac) + f64::from(sorted[hi]) * frac
             }
-            None => {
-                let total: f64 = self.speeds.iter().map(|&c| f64::from(c)).sum();
+            SpeedView::Buckets(counts) => {
+                let total: f64 = counts.iter().map(|&c| f64::from(c)).sum();
                 let target = q * total;
                 let mut below = 0.0;
                 let mut value = TOP_EDGE_CMPS;
-                for (b, &count) in self.speeds.iter().enumerate() {
+                for (b, &count) in counts.iter().enumerate() {
                     let count = f64::from(count);
                     if count > 0.0 && below + count >= target {
                         let (lower, upper) = bucket_bounds_cmps(b);
@@ -199,25 +245,22 @@ impl WindowState {
         Some(cmps / 100.0)
     }
 
-    /// The mean speed after dropping `trim_fraction` of the samples at each end, in m/s.
-    pub fn trimmed_mean_mps(&self, trim_fraction: f64) -> Option<f64> {
-        if self.samples == 0 {
-            return None;
-        }
+    fn trimmed_mean_mps(&self, trim_fraction: f64) -> Option<f64> {
         let trim = trim_fraction.clamp(0.0, 0.49);
-        let mean_cmps = match self.exact_sorted_cmps() {
-            Some(sorted) => {
-                let cut = (trim * sorted.len() as f64).floor() as usize;
-                let kept = &sorted[cut..sorted.len() - cut];
+        let mean_cmps = match self {
+            SpeedView::Exact { n: 0, .. } => return None,
+            SpeedView::Exact { sorted, n } => {
+                let cut = (trim * *n as f64).floor() as usize;
+                let kept = &sorted[cut..n - cut];
                 kept.iter().map(|&v| f64::from(v)).sum::<f64>() / kept.len() as f64
             }
-            None => {
+            SpeedView::Buckets(counts) => {
                 // Weight each bucket by the part of it inside the kept rank range, at the
                 // bucket's geometric middle (its arithmetic middle for bucket 0).
-                let total: f64 = self.speeds.iter().map(|&c| f64::from(c)).sum();
+                let total: f64 = counts.iter().map(|&c| f64::from(c)).sum();
                 let (keep_from, keep_to) = (trim * total, (1.0 - trim) * total);
                 let (mut below, mut weight, mut sum) = (0.0, 0.0, 0.0);
-                for (b, &count) in self.speeds.iter().enumerate() {
+                for (b, &count) in counts.iter().enumerate() {
                     let count = f64::from(count);
                     let kept = (below + count).min(keep_to) - below.max(keep_from);
                     if kept > 0.0 {
@@ -236,30 +279,6 @@ impl WindowState {
             }
         };
         Some(mean_cmps / 100.0)
-    }
-
-    pub fn summary(&self) -> Summary {
-        let set_bits = self.vehicles.count_ones();
-        let zero_bits = 64 - set_bits;
-        let estimate = if zero_bits == 0 {
-            f64::from(self.samples)
-        } else {
-            -64.0 * (f64::from(zero_bits) / 64.0).ln()
-        };
-        let vehicles = (estimate.round() as u32).clamp(set_bits, self.samples.max(set_bits));
-        Summary {
-            samples: self.samples,
-            vehicles,
-            vehicles_lower_bound: set_bits,
-            space_mean_mps: if self.duration_ms > 0 {
-                f64::from(self.traversed_cm) / 100.0 / (f64::from(self.duration_ms) / 1000.0)
-            } else {
-                f64::NAN
-            },
-            p15_mps: self.quantile_mps(0.15).unwrap_or(f64::NAN),
-            p50_mps: self.quantile_mps(0.50).unwrap_or(f64::NAN),
-            p85_mps: self.quantile_mps(0.85).unwrap_or(f64::NAN),
-        }
     }
 }
 
