@@ -8,6 +8,14 @@
 //! Run: `cargo bench --bench matching -- /work/shared/data/osm/monaco.osm.pbf
 //! /work/shared/data/osm/liechtenstein.osm.pbf` (env `BENCH_VEHICLES`, default 200;
 //! `BENCH_PROBES` per run, default 120 000).
+//!
+//! Kubicka mode, to compare with a peer's match call on the same real tracks: with
+//! `BENCH_KUBICKA=DIR` (e.g. `../shared/data/kubicka`), each `DIR/<id>/` track's
+//! `map.osm.pbf` is imported and its `probes.csv` (vehicle_id,ts_ms,lat,lon; 1 Hz) read,
+//! every n-th fix kept for each n in `BENCH_KUBICKA_EVERY` (default `1,5,15,30`), and only
+//! `Matcher::push` and `flush_all` are timed (fresh matcher per track, so a cold route cache;
+//! graph import and the R-tree outside the timing; best of `BENCH_REPEAT`, default 3, per
+//! track). `BENCH_RADIUS_M` and `BENCH_K` override r and k.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cmp::Reverse;
@@ -235,7 +243,135 @@ fn bench_graph(name: &str, graph: Arc<RoadGraph>, vehicles: u32, probes_per_run:
     );
 }
 
+/// A track's probes from `probes.csv` (header, then vehicle_id,ts_ms,lat,lon); lines that do
+/// not parse are counted and skipped.
+fn read_probes_csv(path: &std::path::Path) -> Result<(Vec<Probe>, usize), std::io::Error> {
+    let text = std::fs::read_to_string(path)?;
+    let mut probes = Vec::new();
+    let mut bad = 0;
+    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let mut fields = line.split(',');
+        let parsed = (|| {
+            let vehicle_id = fields.next()?.trim();
+            let ts_ms = fields.next()?.trim().parse().ok()?;
+            let lat = fields.next()?.trim().parse().ok()?;
+            let lon = fields.next()?.trim().parse().ok()?;
+            Some(Probe::new(vehicle_id, ts_ms, lat, lon))
+        })();
+        match parsed {
+            Some(p) => probes.push(p),
+            None => bad += 1,
+        }
+    }
+    Ok((probes, bad))
+}
+
+/// Kubicka mode (see the module docs): matching alone, per sampling step, over all tracks.
+fn kubicka(dir: &str) {
+    let steps: Vec<usize> = std::env::var("BENCH_KUBICKA_EVERY")
+        .unwrap_or_else(|_| "1,5,15,30".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .collect();
+    let repeat = env_usize("BENCH_REPEAT", 3).max(1);
+    let defaults = MatchConfig::default();
+    let config = MatchConfig {
+        radius_m: std::env::var("BENCH_RADIUS_M")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.radius_m),
+        k: env_usize("BENCH_K", defaults.k),
+        ..defaults
+    };
+    let mut tracks: Vec<std::path::PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("probes.csv").is_file() && p.join("map.osm.pbf").is_file())
+            .collect(),
+        Err(e) => {
+            eprintln!("{dir}: {e}");
+            return;
+        }
+    };
+    tracks.sort();
+    println!(
+        "map matching alone on {} Kubicka tracks, one thread, k = {}, r = {} m, fresh matcher \
+         per track, best of {repeat} per track",
+        tracks.len(),
+        config.k,
+        config.radius_m
+    );
+    // (graph, all fixes) per track, loaded once.
+    let mut loaded = Vec::new();
+    for track in &tracks {
+        let name = track.display().to_string();
+        let graph = match RoadGraph::open(track.join("map.osm.pbf"), &ImportConfig::default()) {
+            Ok(g) => Arc::new(g),
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                continue;
+            }
+        };
+        graph.build_spatial_index();
+        match read_probes_csv(&track.join("probes.csv")) {
+            Ok((probes, bad)) => {
+                if bad > 0 {
+                    eprintln!("{name}: {bad} unreadable lines skipped");
+                }
+                loaded.push((graph, probes));
+            }
+            Err(e) => eprintln!("{name}: {e}"),
+        }
+    }
+    for step in steps {
+        let mut total_probes = 0usize;
+        let mut total_time = Duration::ZERO;
+        let mut matched = 0usize;
+        let mut slowest = (0.0f64, 0usize);
+        for (i, (graph, all)) in loaded.iter().enumerate() {
+            let probes: Vec<Probe> = all.iter().step_by(step).cloned().collect();
+            let mut best: Option<Duration> = None;
+            let mut last_matched = 0;
+            for _ in 0..repeat {
+                let mut matcher = Matcher::new(graph.clone(), config.clone());
+                let mut out = MatchOutput::default();
+                let input = probes.clone();
+                let start = Instant::now();
+                matcher.push_all(input, &mut out);
+                matcher.flush_all(&mut out);
+                let elapsed = start.elapsed();
+                if best.is_none_or(|b| elapsed < b) {
+                    best = Some(elapsed);
+                }
+                // Same input, same output: any run's count will do.
+                last_matched = out.matched.len();
+            }
+            let Some(best) = best else { continue };
+            matched += last_matched;
+            let rate = probes.len() as f64 / best.as_secs_f64();
+            if slowest.1 == 0 || rate < slowest.0 {
+                slowest = (rate, i);
+            }
+            total_probes += probes.len();
+            total_time += best;
+        }
+        println!(
+            "every {step:>2} s: {total_probes:>6} probes ({matched} matched) in {:>8.2} ms  \
+             {:>9.0} probes/s overall  (slowest track {:.0} probes/s)",
+            total_time.as_secs_f64() * 1e3,
+            total_probes as f64 / total_time.as_secs_f64().max(1e-12),
+            slowest.0
+        );
+    }
+}
+
 fn main() {
+    if let Ok(dir) = std::env::var("BENCH_KUBICKA") {
+        kubicka(&dir);
+        return;
+    }
     let vehicles = env_usize("BENCH_VEHICLES", 200) as u32;
     let probes_per_run = env_usize("BENCH_PROBES", 120_000);
     println!("map matching, one core, k = 8, r = 50 m, σ_noise = 5 m, best of 3");

@@ -30,6 +30,26 @@ cargo bench --quiet --bench graph_build -- "${maps[@]}"
 echo "== map matching alone, one core (cargo bench --bench matching)"
 cargo bench --quiet --bench matching -- "${maps[@]}"
 
+echo "== map matching throughput, criterion (cargo bench --bench matching_criterion)"
+graphs=()
+for m in monaco liechtenstein; do
+  [ -f "$SHARED/osm/$m.osm.pbf" ] && graphs+=("$SHARED/osm/$m.osm.pbf")
+done
+BENCH_GRAPHS=$(IFS=:; echo "${graphs[*]}") cargo bench --quiet --bench matching_criterion \
+  | grep -E '^matching/|thrpt:'
+
+echo "== assign stage alone, 1 and 2 workers (cargo bench --bench assign_scaling)"
+if [ -f "$SHARED/osm/monaco.osm.pbf" ]; then
+  cargo bench --quiet --bench assign_scaling -- "$SHARED/osm/monaco.osm.pbf"
+else
+  cargo bench --quiet --bench assign_scaling
+fi
+
+if [ -d "$SHARED/kubicka" ]; then
+  echo "== map matching alone on the Kubicka tracks (BENCH_KUBICKA, cargo bench --bench matching)"
+  BENCH_KUBICKA="$SHARED/kubicka" cargo bench --quiet --bench matching
+fi
+
 echo "== whole replay, Parquet -> clean -> assign -> Parquet, 1 and 2 matching workers"
 if [ -f "$SHARED/osm/monaco.osm.pbf" ]; then
   "$BIN" graph build --osm "$SHARED/osm/monaco.osm.pbf" --out "$WORK/city.graph" >/dev/null

@@ -1,6 +1,6 @@
-//! Streaming decode on hand-made traces: bounded delay, trace breaks, unmatched probes,
-//! single points, identical timestamps, standing still, and random input that must never
-//! panic.
+//! Streaming decode on hand-made traces: bounded delay, trace breaks, the gap flag,
+//! unmatched probes, single points, identical timestamps, standing still, and random input
+//! that must never panic.
 
 use std::sync::Arc;
 
@@ -197,6 +197,62 @@ fn matching_trace_breaks_on_far_jump() {
 }
 
 #[test]
+fn matching_gap_flag_marks_boundaries_interpolated_across_missing_probes() {
+    let graph = grid();
+    let has_gap = |flags: u32| flags & observation_flags::GAP != 0;
+
+    // The full drive at 1 s: nothing is interpolated across a gap.
+    let mut matcher = Matcher::new(graph.clone(), MatchConfig::default());
+    let out = run(&mut matcher, drive_east(&graph, "v", T0, 60));
+    assert!(out.observations.iter().all(|o| !has_gap(o.flags)));
+
+    // The same drive with the probes of seconds 10..30 missing: from x = 110 m to 320 m
+    // the vehicle crosses two block boundaries (150 m, 300 m) unseen, 21 s apart.
+    let mut probes = drive_east(&graph, "v", T0, 60);
+    probes.drain(10..30);
+    let mut matcher = Matcher::new(graph.clone(), MatchConfig::default());
+    let out = run(&mut matcher, probes);
+    assert_eq!(matcher.stats().breaks_time_gap, 0);
+    let inside = |ts_ms: i64| ts_ms > T0 + 9_000 && ts_ms < T0 + 30_000;
+    for o in &out.observations {
+        assert_eq!(
+            has_gap(o.flags),
+            inside(o.enter_ts_ms) || inside(o.exit_ts_ms),
+            "{o:?}"
+        );
+    }
+    // The segment it left, the one crossed with no probe on it, the one it was next seen on.
+    let flagged: Vec<_> = out
+        .observations
+        .iter()
+        .filter(|o| has_gap(o.flags))
+        .collect();
+    assert_eq!(flagged.len(), 3, "{:?}", out.observations);
+    assert!(flagged[1].flags == observation_flags::GAP && flagged[1].traversed_m > 149.0);
+
+    // Standing still with 20 s without probes: no boundary crossed, so no flag.
+    let s = seg(&graph, (1, 3), (1, 4));
+    let still: Vec<Probe> = (0..5)
+        .chain(25..30)
+        .map(|i| probe("still", T0 + 1000 * i, point_on(&graph, s, 75.0, 1.0)))
+        .collect();
+    let mut matcher = Matcher::new(graph.clone(), MatchConfig::default());
+    let out = run(&mut matcher, still);
+    assert_eq!(out.matched.len(), 10);
+    assert!(out.observations.iter().all(|o| !has_gap(o.flags)));
+
+    // A threshold above the gap turns the flag off.
+    let mut probes = drive_east(&graph, "v", T0, 60);
+    probes.drain(10..30);
+    let config = MatchConfig {
+        gap_flag_ms: 30_000,
+        ..MatchConfig::default()
+    };
+    let out = run(&mut Matcher::new(graph.clone(), config), probes);
+    assert!(out.observations.iter().all(|o| !has_gap(o.flags)));
+}
+
+#[test]
 fn matching_far_probe_is_unmatched_no_candidate() {
     let graph = grid();
     let mut matcher = Matcher::new(graph.clone(), MatchConfig::default());
@@ -293,6 +349,45 @@ fn matching_idle_vehicles_are_evicted_by_ttl() {
             .count(),
         5
     );
+}
+
+#[test]
+fn matching_evict_idle_matches_a_full_scan_with_its_time_queue() {
+    // Eviction pops a time-ordered queue instead of scanning every vehicle; check it against
+    // the scan it replaced: after each call exactly the vehicles last seen before the
+    // cutoff are gone, whatever the order vehicles come and go in.
+    let graph = grid();
+    let config = MatchConfig {
+        vehicle_ttl_ms: 10_000,
+        ..MatchConfig::default()
+    };
+    let ttl_ms = config.vehicle_ttl_ms;
+    let mut matcher = Matcher::new(graph.clone(), config);
+    let s = seg(&graph, (0, 1), (0, 2));
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut last_seen: std::collections::HashMap<String, i64> = Default::default();
+    let mut out = MatchOutput::default();
+    let mut now_ms = T0;
+    for step in 0..400 {
+        now_ms += rng.random_range(0..3_000);
+        let vehicle = format!("v{}", rng.random_range(0..30));
+        let along = rng.random_range(10.0..140.0);
+        matcher.push(
+            probe(&vehicle, now_ms, point_on(&graph, s, along, 1.0)),
+            &mut out,
+        );
+        last_seen.insert(vehicle, now_ms);
+        if step % 7 == 0 {
+            let cutoff_ms = now_ms - ttl_ms;
+            let expired = last_seen.values().filter(|&&t| t < cutoff_ms).count();
+            assert_eq!(matcher.evict_idle(now_ms, &mut out), expired, "step {step}");
+            last_seen.retain(|_, t| *t >= cutoff_ms);
+            assert_eq!(matcher.active_vehicles(), last_seen.len(), "step {step}");
+        }
+    }
+    assert_eq!(matcher.flush_all(&mut out), last_seen.len());
+    assert_eq!(matcher.pending_probes(), 0);
+    assert_eq!(out.matched.len() + out.unmatched.len(), 400);
 }
 
 #[test]

@@ -41,6 +41,9 @@ fn default_standstill_tolerance_m() -> f64 {
 fn default_route_cache_entries() -> usize {
     100_000
 }
+fn default_gap_flag_ms() -> i64 {
+    10_000
+}
 
 /// Settings of the map matcher. Distances in metres, times in milliseconds.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -84,6 +87,11 @@ pub struct MatchConfig {
     /// Capacity of the segment-to-segment route distance cache (entries).
     #[serde(default = "default_route_cache_entries")]
     pub route_cache_entries: usize,
+    /// An observation gets the `GAP` flag when its entry or exit time is interpolated
+    /// between two consecutive matched points of a trace more than this far apart in event
+    /// time (see `matching::observations`). Below `max_gap_ms`, which splits the trace.
+    #[serde(default = "default_gap_flag_ms")]
+    pub gap_flag_ms: i64,
 }
 
 impl Default for MatchConfig {
@@ -101,6 +109,7 @@ impl Default for MatchConfig {
             vehicle_ttl_ms: default_vehicle_ttl_ms(),
             standstill_tolerance_m: default_standstill_tolerance_m(),
             route_cache_entries: default_route_cache_entries(),
+            gap_flag_ms: default_gap_flag_ms(),
         }
     }
 }
@@ -157,6 +166,11 @@ impl MatchConfig {
         problems.check(
             self.standstill_tolerance_m.is_finite() && self.standstill_tolerance_m >= 0.0,
             format!("{prefix}.standstill_tolerance_m"),
+            "must not be negative",
+        );
+        problems.check(
+            self.gap_flag_ms >= 0,
+            format!("{prefix}.gap_flag_ms"),
             "must not be negative",
         );
         problems.check(

@@ -3,6 +3,17 @@
 //! along it, and emits one `SegmentObservation` per traversed segment, flagging the
 //! segments where a trace starts or ends (the vehicle was not seen entering or leaving).
 //!
+//! `GAP` marks an observation whose entry or exit time was interpolated between two
+//! consecutive matched points of the trace more than `MatchConfig::gap_flag_ms` apart: the
+//! vehicle crossed a segment boundary somewhere in a stretch without probes (a tunnel,
+//! unmatched or missing probes, sparse sampling), so when it entered or left, and hence
+//! its speed on the segment, comes from the mean speed over the whole stretch. Every segment
+//! crossed with no probe on it in such a stretch is flagged, and so are the segments of the
+//! two points (one boundary each). A long stretch that stays on one segment crosses no
+//! boundary, so nothing is interpolated there and nothing is flagged. A gap long enough to
+//! break the trace (`max_gap_ms`, `max_gap_m`) gives `PARTIAL_END` and `PARTIAL_START`
+//! instead: no path is inferred across it.
+//!
 //! `observation_id` is FNV-1a 64 over the vehicle id's UTF-8 bytes, then the segment id
 //! and the rounded entry time as little-endian 8-byte integers, masked to 63 bits (so it
 //! fits a signed 64-bit column). Same input, same id, on any machine.
@@ -71,14 +82,17 @@ impl ObservationBuilder {
         self.last_ts_ms = ts_ms;
     }
 
-    /// The vehicle went along `pieces` (the first on the open segment) from time `from_ms`
-    /// to `to_ms`. Closes an observation at every segment change.
+    /// The vehicle went along `pieces` (the first on the open segment) from the previous
+    /// point's time to `to_ms`. Closes an observation at every segment change, and adds
+    /// `crossing_flags` to every observation whose entry or exit falls in this stretch
+    /// (the caller passes `GAP` when the stretch is a gap in the probes).
     pub fn advance(
         &mut self,
         graph: &RoadGraph,
         vehicle_id: &str,
         pieces: &[Piece],
         to_ms: i64,
+        crossing_flags: u32,
         out: &mut Vec<SegmentObservation>,
     ) {
         let from_ms = self.last_ts_ms as f64;
@@ -102,13 +116,13 @@ impl ObservationBuilder {
                     from_ms
                 };
                 let next_id = graph.segment(next.segment).segment_id;
-                self.close(graph, vehicle_id, at_ms, Some(next_id), 0, out);
+                self.close(graph, vehicle_id, at_ms, Some(next_id), crossing_flags, out);
                 self.open = Some(Open {
                     segment: next.segment,
                     enter_ms: at_ms,
                     start_m: next.start_m,
                     reach_m: next.start_m,
-                    flags: 0,
+                    flags: crossing_flags,
                 });
             }
         }

@@ -7,7 +7,8 @@
 //! the latest at the end of the trace (gap, flush, eviction). Unmatched probes are reported
 //! at once, so they may come out before earlier matched probes of the same vehicle.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use super::candidates::CandidateSearch;
@@ -19,7 +20,7 @@ use super::path::{pieces_between, PathBuffers};
 use super::route::{Position, RouteStats, Router};
 use crate::geo::{haversine_m, is_plausible_coordinate};
 use crate::graph::RoadGraph;
-use crate::record::{MatchedPoint, Probe, SegmentObservation};
+use crate::record::{observation_flags, MatchedPoint, Probe, SegmentObservation};
 
 /// Why a probe was not matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -328,24 +329,44 @@ impl MatchOutput {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct VehicleState {
+    /// The vehicle's id, shared with its key in `Matcher::vehicles` and its idle-queue
+    /// entries.
+    id: Arc<str>,
     matcher: VehicleMatcher,
     builder: ObservationBuilder,
-    /// The previous committed point of the current trace.
-    last: Option<Position>,
+    /// The previous committed point of the current trace and its event time.
+    last: Option<(Position, i64)>,
     last_seen_ms: i64,
 }
 
 /// Many vehicles' matchers, sharing one candidate buffer and one router (with its cache).
 /// Not `Sync` by design: the stage shards vehicles over workers, one `Matcher` each.
+///
+/// Idle eviction costs O(expired · log vehicles), not a scan of every vehicle: `idle_queue`
+/// is a min-heap of (last seen, vehicle) with at least one entry at or before each held
+/// vehicle's `last_seen_ms`. An entry is pushed when a vehicle appears (and in the rare case
+/// that its `last_seen_ms` moves back); an entry that comes due for a vehicle seen since is
+/// pushed back with its current time, so a vehicle seen without pause costs one heap
+/// operation per TTL, and none per probe.
 pub struct Matcher {
+    core: Core,
+    vehicles: HashMap<Arc<str>, VehicleState>,
+    idle_queue: BinaryHeap<Reverse<(i64, Arc<str>)>>,
+    /// Sum of `VehicleMatcher::pending` over `vehicles`, kept up to date so that reading it
+    /// costs nothing per batch.
+    pending: usize,
+}
+
+/// Everything of a [`Matcher`] but its vehicles, so that a vehicle's state can be borrowed
+/// from the map while the rest is in use.
+struct Core {
     graph: Arc<RoadGraph>,
     config: MatchConfig,
     search: CandidateSearch,
     router: Router,
     stats: MatchStats,
-    vehicles: HashMap<String, VehicleState>,
     events: Vec<Committed>,
     path: PathBuffers,
     scratch: Scratch,
@@ -357,28 +378,32 @@ impl Matcher {
         graph.build_spatial_index();
         let router = Router::new(&graph, config.route_cache_entries);
         Self {
-            graph,
-            config,
-            search: CandidateSearch::new(),
-            router,
-            stats: MatchStats::default(),
+            core: Core {
+                graph,
+                config,
+                search: CandidateSearch::new(),
+                router,
+                stats: MatchStats::default(),
+                events: Vec::new(),
+                path: PathBuffers::default(),
+                scratch: Scratch::default(),
+            },
             vehicles: HashMap::new(),
-            events: Vec::new(),
-            path: PathBuffers::default(),
-            scratch: Scratch::default(),
+            idle_queue: BinaryHeap::new(),
+            pending: 0,
         }
     }
 
     pub fn config(&self) -> &MatchConfig {
-        &self.config
+        &self.core.config
     }
 
     pub fn stats(&self) -> &MatchStats {
-        &self.stats
+        &self.core.stats
     }
 
     pub fn route_stats(&self) -> RouteStats {
-        self.router.stats()
+        self.core.router.stats()
     }
 
     /// Vehicles currently held.
@@ -386,30 +411,40 @@ impl Matcher {
         self.vehicles.len()
     }
 
-    /// Probes held undecided over all vehicles.
+    /// Probes held undecided over all vehicles (kept as a running sum: O(1)).
     pub fn pending_probes(&self) -> usize {
-        self.vehicles.values().map(|v| v.matcher.pending()).sum()
+        self.pending
     }
 
     /// Matches one probe; appends what got decided to `out`.
     pub fn push(&mut self, probe: Probe, out: &mut MatchOutput) {
-        let mut state = self.vehicles.remove(&probe.vehicle_id).unwrap_or_default();
-        state.last_seen_ms = state.last_seen_ms.max(probe.ts_ms);
-        if state.matcher.last_ts_ms().is_none() {
-            state.last_seen_ms = probe.ts_ms;
-        }
-        let vehicle_id = probe.vehicle_id.clone();
-        let mut cx = MatchContext {
-            graph: &self.graph,
-            config: &self.config,
-            search: &mut self.search,
-            router: &mut self.router,
-            stats: &mut self.stats,
-            scratch: &mut self.scratch,
+        let state = match self.vehicles.get_mut(probe.vehicle_id.as_str()) {
+            Some(state) => state,
+            None => {
+                let id: Arc<str> = Arc::from(probe.vehicle_id.as_str());
+                self.idle_queue.push(Reverse((probe.ts_ms, id.clone())));
+                self.vehicles.entry(id.clone()).or_insert(VehicleState {
+                    id,
+                    matcher: VehicleMatcher::new(),
+                    builder: ObservationBuilder::new(),
+                    last: None,
+                    last_seen_ms: probe.ts_ms,
+                })
+            }
         };
-        state.matcher.push(&mut cx, probe, &mut self.events);
-        self.drain_events(&vehicle_id, &mut state, out);
-        self.vehicles.insert(vehicle_id, state);
+        // Until the vehicle has an accepted probe, the newest probe defines when it was seen.
+        let seen_ms = if state.matcher.last_ts_ms().is_none() {
+            probe.ts_ms
+        } else {
+            state.last_seen_ms.max(probe.ts_ms)
+        };
+        if seen_ms < state.last_seen_ms {
+            self.idle_queue.push(Reverse((seen_ms, state.id.clone())));
+        }
+        state.last_seen_ms = seen_ms;
+        let pending_before = state.matcher.pending();
+        self.core.push(state, probe, out);
+        self.pending = self.pending - pending_before + state.matcher.pending();
     }
 
     /// Matches probes in order.
@@ -420,39 +455,74 @@ impl Matcher {
     }
 
     /// Flushes and drops every vehicle whose newest probe is older than
-    /// `watermark_ms − vehicle_ttl_ms`, in vehicle id order. Returns how many.
+    /// `watermark_ms − vehicle_ttl_ms`, in vehicle id order. Returns how many. Costs
+    /// O(log n) per vehicle that expired or came due in the queue, not O(vehicles).
     pub fn evict_idle(&mut self, watermark_ms: i64, out: &mut MatchOutput) -> usize {
-        let cutoff_ms = watermark_ms.saturating_sub(self.config.vehicle_ttl_ms);
-        let mut idle: Vec<String> = self
-            .vehicles
-            .iter()
-            .filter(|(_, v)| v.last_seen_ms < cutoff_ms)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let cutoff_ms = watermark_ms.saturating_sub(self.core.config.vehicle_ttl_ms);
+        let mut idle: Vec<Arc<str>> = Vec::new();
+        while self
+            .idle_queue
+            .peek()
+            .is_some_and(|Reverse((seen_ms, _))| *seen_ms < cutoff_ms)
+        {
+            let Some(Reverse((_, id))) = self.idle_queue.pop() else {
+                break;
+            };
+            match self.vehicles.get(&id) {
+                // Left already (evicted, or flushed and gone): a stale entry.
+                None => {}
+                Some(v) if v.last_seen_ms < cutoff_ms => idle.push(id),
+                Some(v) => self.idle_queue.push(Reverse((v.last_seen_ms, id))),
+            }
+        }
         idle.sort_unstable();
-        self.evict(idle, out)
+        idle.dedup();
+        self.evict(&idle, out)
     }
 
     /// Flushes and drops every vehicle (end of input), in vehicle id order.
     pub fn flush_all(&mut self, out: &mut MatchOutput) -> usize {
-        let mut all: Vec<String> = self.vehicles.keys().cloned().collect();
+        let mut all: Vec<Arc<str>> = self.vehicles.keys().cloned().collect();
         all.sort_unstable();
-        self.evict(all, out)
+        let n = self.evict(&all, out);
+        self.idle_queue.clear();
+        n
     }
 
-    fn evict(&mut self, ids: Vec<String>, out: &mut MatchOutput) -> usize {
-        for id in &ids {
+    fn evict(&mut self, ids: &[Arc<str>], out: &mut MatchOutput) -> usize {
+        for id in ids {
             if let Some(mut state) = self.vehicles.remove(id) {
-                state.matcher.flush(&mut self.stats, &mut self.events);
-                self.drain_events(id, &mut state, out);
-                self.stats.vehicles_evicted += 1;
+                self.pending -= state.matcher.pending();
+                self.core.flush(&mut state, out);
             }
         }
         ids.len()
     }
+}
 
-    fn drain_events(&mut self, vehicle_id: &str, state: &mut VehicleState, out: &mut MatchOutput) {
+impl Core {
+    fn push(&mut self, state: &mut VehicleState, probe: Probe, out: &mut MatchOutput) {
+        let mut cx = MatchContext {
+            graph: &self.graph,
+            config: &self.config,
+            search: &mut self.search,
+            router: &mut self.router,
+            stats: &mut self.stats,
+            scratch: &mut self.scratch,
+        };
+        state.matcher.push(&mut cx, probe, &mut self.events);
+        self.drain_events(state, out);
+    }
+
+    fn flush(&mut self, state: &mut VehicleState, out: &mut MatchOutput) {
+        state.matcher.flush(&mut self.stats, &mut self.events);
+        self.drain_events(state, out);
+        self.stats.vehicles_evicted += 1;
+    }
+
+    fn drain_events(&mut self, state: &mut VehicleState, out: &mut MatchOutput) {
         let graph: &RoadGraph = &self.graph;
+        let vehicle_id: &str = &state.id;
         let observations_before = out.observations.len();
         for event in self.events.drain(..) {
             match event {
@@ -470,7 +540,7 @@ impl Matcher {
                     };
                     let ts_ms = point.probe.ts_ms;
                     match (state.last, point.route_m) {
-                        (Some(from), Some(route_m)) => {
+                        (Some((from, from_ms)), Some(route_m)) => {
                             let ok = pieces_between(
                                 graph,
                                 &mut self.router,
@@ -481,11 +551,18 @@ impl Matcher {
                                 &mut self.path,
                             );
                             if ok {
+                                let crossing_flags =
+                                    if ts_ms.saturating_sub(from_ms) > self.config.gap_flag_ms {
+                                        observation_flags::GAP
+                                    } else {
+                                        0
+                                    };
                                 state.builder.advance(
                                     graph,
                                     vehicle_id,
                                     &self.path.pieces,
                                     ts_ms,
+                                    crossing_flags,
                                     &mut out.observations,
                                 );
                             } else {
@@ -499,7 +576,7 @@ impl Matcher {
                             state.builder.start(here.segment, here.offset_m, ts_ms);
                         }
                     }
-                    state.last = Some(here);
+                    state.last = Some((here, ts_ms));
                     self.stats.matched += 1;
                     let c = point.candidate;
                     out.matched.push(MatchedPoint {

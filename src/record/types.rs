@@ -52,7 +52,9 @@ pub mod observation_flags {
     pub const PARTIAL_START: u32 = 1;
     /// The trace ended inside this segment: the vehicle was not seen leaving it.
     pub const PARTIAL_END: u32 = 2;
-    /// The path through this segment was inferred across a gap in the probes.
+    /// The path through this segment was inferred across a gap in the probes: its entry or
+    /// exit time was interpolated between two consecutive matched points more than
+    /// `MatchConfig::gap_flag_ms` apart (see `matching::observations`).
     pub const GAP: u32 = 4;
 }
 

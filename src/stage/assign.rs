@@ -5,8 +5,12 @@
 //! Each shard owns its vehicles' state, so no lock is taken. The output of a batch is sorted
 //! before it leaves (matched points by time then vehicle, observations by exit time, vehicle,
 //! segment), and idle vehicles are evicted against one watermark for all shards, so the
-//! output is the same whatever the worker count.
+//! output is the same whatever the worker count. Each shard sorts its own output on the
+//! pool; the calling thread only splits the batch by shard and merges the sorted runs, so
+//! the serial part of a batch stays small next to the matching (see
+//! `benches/assign_scaling.rs`).
 
+use std::cmp::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
@@ -159,14 +163,83 @@ struct Exported {
     route: RouteStats,
 }
 
+/// One worker's share: its vehicles' matcher, the output of the current batch and what of
+/// its counters has been exported.
+struct Shard {
+    matcher: Matcher,
+    output: MatchOutput,
+    exported: Exported,
+}
+
 /// The assign stage as a runtime [`Transform`].
+///
+/// Per batch, only the split by shard and the merge of the shards' outputs run on one
+/// thread; matching, eviction, sorting each shard's output and exporting its counters run
+/// on the pool, so that the stage scales with its workers.
 pub struct AssignStage {
-    shards: Vec<Matcher>,
-    outputs: Vec<MatchOutput>,
+    shards: Vec<Shard>,
     pool: rayon::ThreadPool,
     metrics: Arc<ComponentMetrics>,
     watermark_ms: i64,
-    exported: Exported,
+}
+
+/// Matched points leave in (time, vehicle) order.
+fn matched_order(a: &MatchedPoint, b: &MatchedPoint) -> Ordering {
+    (a.probe.ts_ms, &a.probe.vehicle_id).cmp(&(b.probe.ts_ms, &b.probe.vehicle_id))
+}
+
+/// Observations leave in (exit time, vehicle, segment, entry time) order.
+fn observation_order(a: &SegmentObservation, b: &SegmentObservation) -> Ordering {
+    (a.exit_ts_ms, &a.vehicle_id, a.segment_id, a.enter_ts_ms).cmp(&(
+        b.exit_ts_ms,
+        &b.vehicle_id,
+        b.segment_id,
+        b.enter_ts_ms,
+    ))
+}
+
+/// Merges runs each sorted by `order` into one, taking from the earlier run on ties: the
+/// result equals a stable sort of the runs' concatenation. Pairwise, O(n log runs).
+fn merge_runs<T>(mut runs: Vec<Vec<T>>, order: fn(&T, &T) -> Ordering) -> Vec<T> {
+    while runs.len() > 1 {
+        let mut merged = Vec::with_capacity(runs.len().div_ceil(2));
+        let mut pairs = runs.into_iter();
+        while let Some(a) = pairs.next() {
+            match pairs.next() {
+                Some(b) => merged.push(merge_two(a, b, order)),
+                None => merged.push(a),
+            }
+        }
+        runs = merged;
+    }
+    runs.pop().unwrap_or_default()
+}
+
+fn merge_two<T>(a: Vec<T>, b: Vec<T>, order: fn(&T, &T) -> Ordering) -> Vec<T> {
+    if a.is_empty() {
+        return b;
+    }
+    if b.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let from_b = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => order(y, x) == Ordering::Less,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (None, None) => break,
+        };
+        out.extend(if from_b { b.next() } else { a.next() });
+    }
+    out
+}
+
+/// Takes `v`'s contents, leaving it with as much room for the next batch.
+fn take_keeping_capacity<T>(v: &mut Vec<T>) -> Vec<T> {
+    let room = v.len();
+    std::mem::replace(v, Vec::with_capacity(room))
 }
 
 impl AssignStage {
@@ -187,54 +260,52 @@ impl AssignStage {
         // The R-tree is built once here rather than on the first probe of a worker.
         graph.build_spatial_index();
         let shards = (0..workers)
-            .map(|_| Matcher::new(graph.clone(), config.matching.clone()))
+            .map(|_| Shard {
+                matcher: Matcher::new(graph.clone(), config.matching.clone()),
+                output: MatchOutput::default(),
+                exported: Exported::default(),
+            })
             .collect();
         Ok(Self {
             shards,
-            outputs: (0..workers).map(|_| MatchOutput::default()).collect(),
             pool,
             metrics,
             watermark_ms: i64::MIN,
-            exported: Exported::default(),
         })
     }
 
-    /// Runs `work` on every shard in parallel, then merges, sorts and emits the outputs.
+    /// Runs `work` on every shard in parallel, each sorting its output and exporting its
+    /// counters there too; then merges the sorted outputs and emits them.
     fn run_shards(
         &mut self,
         parts: Vec<Vec<Probe>>,
         work: impl Fn(&mut Matcher, Vec<Probe>, &mut MatchOutput) + Sync,
         out: &mut Vec<Batch>,
     ) {
+        let component = self.metrics.component.as_str();
         let shards = &mut self.shards;
-        let outputs = &mut self.outputs;
         self.pool.install(|| {
             shards
                 .par_iter_mut()
-                .zip(outputs.par_iter_mut())
                 .zip(parts.into_par_iter())
-                .for_each(|((matcher, output), part)| work(matcher, part, output));
+                .for_each(|(shard, part)| {
+                    work(&mut shard.matcher, part, &mut shard.output);
+                    // Stable sorts: equal keys come from one vehicle, hence one shard,
+                    // in its order; the merge below keeps that.
+                    shard.output.matched.sort_by(matched_order);
+                    shard.output.observations.sort_by(observation_order);
+                    shard.output.unmatched.clear();
+                    export_shard_metrics(component, shard);
+                });
         });
-        let mut matched: Vec<MatchedPoint> = Vec::new();
-        let mut observations: Vec<SegmentObservation> = Vec::new();
-        for output in &mut self.outputs {
-            matched.append(&mut output.matched);
-            observations.append(&mut output.observations);
-            output.clear();
+        let (mut matched, mut observations) = (Vec::new(), Vec::new());
+        for shard in &mut self.shards {
+            matched.push(take_keeping_capacity(&mut shard.output.matched));
+            observations.push(take_keeping_capacity(&mut shard.output.observations));
         }
-        // Stable sorts: equal keys come from one vehicle, hence one shard, in its order.
-        matched.sort_by(|a, b| {
-            (a.probe.ts_ms, &a.probe.vehicle_id).cmp(&(b.probe.ts_ms, &b.probe.vehicle_id))
-        });
-        observations.sort_by(|a, b| {
-            (a.exit_ts_ms, &a.vehicle_id, a.segment_id, a.enter_ts_ms).cmp(&(
-                b.exit_ts_ms,
-                &b.vehicle_id,
-                b.segment_id,
-                b.enter_ts_ms,
-            ))
-        });
-        self.export_metrics();
+        let matched = merge_runs(matched, matched_order);
+        let observations = merge_runs(observations, observation_order);
+        self.export_gauges();
         if !observations.is_empty() {
             out.push(Batch::new(Records::Observations(observations)));
         }
@@ -243,123 +314,103 @@ impl AssignStage {
         }
     }
 
-    fn export_metrics(&mut self) {
+    /// The gauges, summed over shards (each shard keeps its own running totals: O(shards)).
+    fn export_gauges(&self) {
         let f = families();
         let c = self.metrics.component.as_str();
-        let mut stats = MatchStats::default();
-        let mut route = RouteStats::default();
-        for m in &self.shards {
-            add_stats(&mut stats, m.stats());
-            let r = m.route_stats();
-            route.searches += r.searches;
-            route.cache_hits += r.cache_hits;
-            route.cache_misses += r.cache_misses;
-            route.trivial += r.trivial;
+        let (mut active, mut pending) = (0, 0);
+        for shard in &self.shards {
+            active += shard.matcher.active_vehicles();
+            pending += shard.matcher.pending_probes();
         }
-        let before = self.exported.stats.take().unwrap_or_default();
-        let delta = |now: u64, then: u64| now.saturating_sub(then);
-        f.matched
-            .with_label_values(&[c])
-            .inc_by(delta(stats.matched, before.matched));
-        for (reason, now, then) in [
-            (
-                "invalid_coordinate",
-                stats.unmatched_invalid_coordinate,
-                before.unmatched_invalid_coordinate,
-            ),
-            (
-                "no_candidate",
-                stats.unmatched_no_candidate,
-                before.unmatched_no_candidate,
-            ),
-            (
-                "out_of_order",
-                stats.unmatched_out_of_order,
-                before.unmatched_out_of_order,
-            ),
-        ] {
-            if now > then {
-                f.unmatched
-                    .with_label_values(&[c, reason])
-                    .inc_by(now - then);
-            }
-        }
-        for (reason, now, then) in [
-            ("time_gap", stats.breaks_time_gap, before.breaks_time_gap),
-            (
-                "distance_gap",
-                stats.breaks_distance_gap,
-                before.breaks_distance_gap,
-            ),
-            (
-                "no_transition",
-                stats.breaks_no_transition,
-                before.breaks_no_transition,
-            ),
-        ] {
-            if now > then {
-                f.trace_breaks
-                    .with_label_values(&[c, reason])
-                    .inc_by(now - then);
-            }
-        }
-        let histogram = f.candidates.with_label_values(&[c]);
-        for (n, (&now, &then)) in stats
-            .candidates_per_probe
-            .iter()
-            .zip(before.candidates_per_probe.iter())
-            .enumerate()
-        {
-            for _ in 0..now.saturating_sub(then) {
-                histogram.observe(n as f64);
-            }
-        }
-        let then = &self.exported.route;
-        f.route_searches
-            .with_label_values(&[c])
-            .inc_by(delta(route.searches, then.searches));
-        f.route_cache_hits
-            .with_label_values(&[c])
-            .inc_by(delta(route.cache_hits, then.cache_hits));
-        f.route_cache_lookups.with_label_values(&[c]).inc_by(delta(
-            route.cache_hits + route.cache_misses,
-            then.cache_hits + then.cache_misses,
-        ));
-        f.active_vehicles.with_label_values(&[c]).set(
-            self.shards
-                .iter()
-                .map(Matcher::active_vehicles)
-                .sum::<usize>() as i64,
-        );
-        f.pending_probes.with_label_values(&[c]).set(
-            self.shards
-                .iter()
-                .map(Matcher::pending_probes)
-                .sum::<usize>() as i64,
-        );
-        self.exported = Exported {
-            stats: Some(stats),
-            route,
-        };
+        f.active_vehicles.with_label_values(&[c]).set(active as i64);
+        f.pending_probes.with_label_values(&[c]).set(pending as i64);
     }
 }
 
-fn add_stats(total: &mut MatchStats, s: &MatchStats) {
-    total.probes += s.probes;
-    total.matched += s.matched;
-    total.unmatched_invalid_coordinate += s.unmatched_invalid_coordinate;
-    total.unmatched_no_candidate += s.unmatched_no_candidate;
-    total.unmatched_out_of_order += s.unmatched_out_of_order;
-    total.breaks_time_gap += s.breaks_time_gap;
-    total.breaks_distance_gap += s.breaks_distance_gap;
-    total.breaks_no_transition += s.breaks_no_transition;
-    for (t, v) in total
-        .candidates_per_probe
-        .iter_mut()
-        .zip(&s.candidates_per_probe)
-    {
-        *t += v;
+/// Adds what one shard counted since its last export to the stage's counters (the
+/// counters are atomic, so shards export concurrently and the sums do not depend on the
+/// worker count).
+fn export_shard_metrics(c: &str, shard: &mut Shard) {
+    let f = families();
+    let stats = shard.matcher.stats();
+    let route = shard.matcher.route_stats();
+    let before = shard.exported.stats.take().unwrap_or_default();
+    let delta = |now: u64, then: u64| now.saturating_sub(then);
+    let matched = delta(stats.matched, before.matched);
+    if matched > 0 {
+        f.matched.with_label_values(&[c]).inc_by(matched);
     }
+    for (reason, now, then) in [
+        (
+            "invalid_coordinate",
+            stats.unmatched_invalid_coordinate,
+            before.unmatched_invalid_coordinate,
+        ),
+        (
+            "no_candidate",
+            stats.unmatched_no_candidate,
+            before.unmatched_no_candidate,
+        ),
+        (
+            "out_of_order",
+            stats.unmatched_out_of_order,
+            before.unmatched_out_of_order,
+        ),
+    ] {
+        if now > then {
+            f.unmatched
+                .with_label_values(&[c, reason])
+                .inc_by(now - then);
+        }
+    }
+    for (reason, now, then) in [
+        ("time_gap", stats.breaks_time_gap, before.breaks_time_gap),
+        (
+            "distance_gap",
+            stats.breaks_distance_gap,
+            before.breaks_distance_gap,
+        ),
+        (
+            "no_transition",
+            stats.breaks_no_transition,
+            before.breaks_no_transition,
+        ),
+    ] {
+        if now > then {
+            f.trace_breaks
+                .with_label_values(&[c, reason])
+                .inc_by(now - then);
+        }
+    }
+    // Observed into a thread-local copy, flushed once: no atomic per probe.
+    let histogram = f.candidates.with_label_values(&[c]).local();
+    for (n, (&now, &then)) in stats
+        .candidates_per_probe
+        .iter()
+        .zip(before.candidates_per_probe.iter())
+        .enumerate()
+    {
+        for _ in 0..now.saturating_sub(then) {
+            histogram.observe(n as f64);
+        }
+    }
+    histogram.flush();
+    let then = &shard.exported.route;
+    let lookups = |r: &RouteStats| r.cache_hits + r.cache_misses;
+    for (counter, now, then) in [
+        (&f.route_searches, route.searches, then.searches),
+        (&f.route_cache_hits, route.cache_hits, then.cache_hits),
+        (&f.route_cache_lookups, lookups(&route), lookups(then)),
+    ] {
+        if now > then {
+            counter.with_label_values(&[c]).inc_by(now - then);
+        }
+    }
+    shard.exported = Exported {
+        stats: Some(stats.clone()),
+        route,
+    };
 }
 
 impl Transform for AssignStage {
@@ -377,10 +428,17 @@ impl Transform for AssignStage {
             self.watermark_ms = self.watermark_ms.max(max_ts_ms);
         }
         let n = self.shards.len();
-        let mut parts: Vec<Vec<Probe>> = (0..n).map(|_| Vec::new()).collect();
-        for probe in probes {
-            parts[shard_of(&probe.vehicle_id, n)].push(probe);
-        }
+        let parts: Vec<Vec<Probe>> = if n == 1 {
+            vec![probes]
+        } else {
+            // Room for a fair share and some skew, so most parts never reallocate.
+            let room = probes.len() / n + probes.len() / (4 * n) + 16;
+            let mut parts: Vec<Vec<Probe>> = (0..n).map(|_| Vec::with_capacity(room)).collect();
+            for probe in probes {
+                parts[shard_of(&probe.vehicle_id, n)].push(probe);
+            }
+            parts
+        };
         let watermark_ms = self.watermark_ms;
         self.run_shards(
             parts,
@@ -461,6 +519,34 @@ mod tests {
         assert!(one
             .iter()
             .any(|b| matches!(b.records, Records::Observations(_))));
+    }
+
+    #[test]
+    fn merge_runs_equals_a_stable_sort_of_the_concatenation() {
+        fn by_key(a: &(u8, usize), b: &(u8, usize)) -> Ordering {
+            a.0.cmp(&b.0)
+        }
+        let mut rng = 7u64;
+        let mut next = || {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 59) as u8
+        };
+        for runs in 1..6 {
+            let mut all = Vec::new();
+            let sorted_runs: Vec<Vec<(u8, usize)>> = (0..runs)
+                .map(|r| {
+                    let mut run: Vec<(u8, usize)> =
+                        (0..r * 7 + 3).map(|i| (next(), r * 1000 + i)).collect();
+                    run.sort_by(by_key);
+                    all.extend(run.iter().copied());
+                    run
+                })
+                .collect();
+            all.sort_by(by_key);
+            assert_eq!(merge_runs(sorted_runs, by_key), all);
+        }
     }
 
     #[test]
