@@ -11,7 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::Batch;
-use super::component::{BoxError, Edge, Input, Next, Output, Sink, Source, Transform};
+use super::component::{
+    BoxError, DownstreamClosed, Edge, Input, Next, Output, Sink, Source, Transform,
+};
 use crate::config::{
     split_endpoint, PipelineConfig, RuntimeConfig, SinkConfig, SourceConfig, StageConfig,
 };
@@ -240,6 +242,7 @@ impl Topology {
         tracing::info!(components = tasks.len(), "pipeline running");
 
         let mut first_error = None;
+        let mut first_is_consequence = false;
         let mut interrupted = false;
         let mut pending: BTreeSet<String> = tasks.iter().map(|(n, _)| n.clone()).collect();
         let mut joins = futures_join(tasks);
@@ -261,7 +264,14 @@ impl Topology {
                         metrics().error(&name, "component_failed");
                         sources_stop.cancel();
                         failed.cancel();
-                        first_error.get_or_insert(RunError::Component { component: name, source });
+                        // A component stopped because its downstream went away is a
+                        // consequence; the error that caused it is the one to report,
+                        // whichever task's end is seen first.
+                        let consequence = source.downcast_ref::<DownstreamClosed>().is_some();
+                        if first_error.is_none() || (first_is_consequence && !consequence) {
+                            first_error = Some(RunError::Component { component: name, source });
+                            first_is_consequence = consequence;
+                        }
                     }
                 }
                 _ = shutdown.cancelled(), if !interrupted => {
