@@ -50,21 +50,40 @@ if [ -d "$SHARED/kubicka" ]; then
   BENCH_KUBICKA="$SHARED/kubicka" cargo bench --quiet --bench matching
 fi
 
-echo "== whole replay, Parquet -> clean -> assign -> Parquet, 1 and 2 matching workers"
-if [ -f "$SHARED/osm/monaco.osm.pbf" ]; then
-  "$BIN" graph build --osm "$SHARED/osm/monaco.osm.pbf" --out "$WORK/city.graph" >/dev/null
-else
+echo "== aggregation, criterion, and heap per open segment-window (cargo bench --bench aggregate)"
+cargo bench --quiet --bench aggregate | grep -E '^memory|^aggregate/|thrpt:'
+
+echo "== whole replay, Parquet -> clean -> assign -> aggregate -> Parquet, 1 and 2 matching workers"
+cities=()
+for m in liechtenstein monaco; do
+  [ -f "$SHARED/osm/$m.osm.pbf" ] && cities+=("$m")
+done
+if [ ${#cities[@]} -eq 0 ]; then
   cargo run --quiet --release --example write_grid -- "$WORK/grid.osm.pbf"
-  "$BIN" graph build --osm "$WORK/grid.osm.pbf" --out "$WORK/city.graph" >/dev/null
+  "$BIN" graph build --osm "$WORK/grid.osm.pbf" --out "$WORK/grid.graph" >/dev/null
+  cities=(grid)
 fi
-"$BIN" generate --graph "$WORK/city.graph" --vehicles 1000 --duration-s 600 --interval-s 1 \
-  --noise-m 5 --seed 1 --out "$WORK/generated.parquet"
-inputs=("$WORK/generated.parquet")
-[ -f "$SHARED/sumo-monaco/probes_1s.parquet" ] && inputs+=("$SHARED/sumo-monaco/probes_1s.parquet")
-for input in "${inputs[@]}"; do
-  for workers in 1 2; do
-    echo "-- $(basename "$input"), --workers $workers"
-    "$BIN" replay --graph "$WORK/city.graph" --input "$input" --out-dir "$WORK/out" \
-      --workers "$workers" | grep '^replay:'
+for city in "${cities[@]}"; do
+  graph="$WORK/$city.graph"
+  [ -f "$graph" ] || "$BIN" graph build --osm "$SHARED/osm/$city.osm.pbf" --out "$graph" >/dev/null
+  inputs=()
+  for interval in 1 5; do
+    "$BIN" generate --graph "$graph" --vehicles 2000 --duration-s $((600 * interval)) \
+      --interval-s "$interval" --noise-m 5 --seed 1 --out "$WORK/$city-${interval}s.parquet" >/dev/null
+    inputs+=("$WORK/$city-${interval}s.parquet")
+  done
+  [ "$city" = monaco ] && [ -f "$SHARED/sumo-monaco/probes_1s.parquet" ] \
+    && inputs+=("$SHARED/sumo-monaco/probes_1s.parquet")
+  for input in "${inputs[@]}"; do
+    for workers in 1 2; do
+      echo "-- $city: $(basename "$input"), --workers $workers"
+      "$BIN" replay --graph "$graph" --input "$input" --out-dir "$WORK/out" \
+        --workers "$workers" | grep -E '^(replay|stage time):'
+    done
   done
 done
+
+if [ -d "$SHARED/sumo-monaco" ]; then
+  echo "== speed accuracy against SUMO (scripts/sumo_speeds.sh)"
+  scripts/sumo_speeds.sh "$BIN" 1 5 10 30
+fi

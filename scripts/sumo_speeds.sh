@@ -49,7 +49,7 @@ for n in "${INTERVALS[@]}"; do
   out="$WORK/${n}s"
   mkdir -p "$out"
   "$BIN" replay --graph "$WORK/monaco.graph" --input "$SCENARIO/probes_${n}s.parquet" \
-    --out-dir "$out" --config "$WORK/speeds.toml" | tail -1
+    --out-dir "$out" --config "$WORK/speeds.toml" | tail -2
   "$VENV/bin/python" - "$out/speeds.parquet" "$out/speeds_final.parquet" <<'PY'
 import sys, pyarrow.parquet as pq, pyarrow.compute as pc
 t = pq.read_table(sys.argv[1])

@@ -464,5 +464,13 @@ fn replay(a: ReplayArgs) -> Result<()> {
         report.elapsed.as_secs_f64(),
         read as f64 / report.elapsed.as_secs_f64().max(1e-9)
     );
+    // Where the time went: each stage runs on its own thread, so these overlap.
+    println!(
+        "stage time: clean {:.3} s, assign {:.3} s, aggregate {:.3} s (busy time of each \
+         stage's thread; they run concurrently)",
+        m.busy_seconds("clean"),
+        m.busy_seconds("assign"),
+        m.busy_seconds("aggregate")
+    );
     Ok(())
 }

@@ -56,7 +56,9 @@ impl<T: SegmentCatalog + ?Sized> SegmentCatalog for std::sync::Arc<T> {
 /// Why an observation was not folded into any window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
-    /// Non-finite or non-positive distance or duration, or a speed above `max_speed_mps`.
+    /// A non-finite or negative distance, a non-positive duration, or a speed above
+    /// `max_speed_mps`. (A vehicle that stood still on a segment, 0 m in 10 s, is valid: it
+    /// is time spent on the segment, and counts in the space mean.)
     Invalid,
     /// The segment is not in the graph this aggregator was given.
     UnknownSegment,
@@ -253,7 +255,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
         let valid = duration_ms > 0
             && duration_ms <= i64::from(u32::MAX)
             && o.traversed_m.is_finite()
-            && o.traversed_m > 0.0
+            && o.traversed_m >= 0.0
             && o.traversed_m < 1.0e6
             && o.speed_mps.is_finite()
             && o.speed_mps >= 0.0

@@ -202,6 +202,13 @@ impl Metrics {
         self.received_events.with_label_values(&[component]).get()
     }
 
+    /// Seconds `component` (a transform) has spent processing batches so far.
+    pub fn busy_seconds(&self, component: &str) -> f64 {
+        self.batch_duration
+            .with_label_values(&[component])
+            .get_sample_sum()
+    }
+
     /// Records `component` has dropped so far, per reason, in reason order.
     pub fn dropped_totals(&self, component: &str) -> Vec<(String, u64)> {
         let seen = self
