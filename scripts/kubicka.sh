@@ -4,6 +4,8 @@
 # clean + assign, exports the segments and scores with ../shared/scripts/score_kubicka.py
 # (route mismatch fraction, precision, recall, by length).
 # Usage: scripts/kubicka.sh PIPELINE_BINARY [STEP_S ...]   (default steps: 1 5 15 30)
+# Env: KUBICKA_CONFIG (a config file whose assign stage settings replay uses),
+#      KUBICKA_WORK (keep outputs there).
 # Needs ../shared/data/kubicka and python3 with pyarrow (installed into a venv under
 # ~/.cache by this script). Never part of the test suite: the data is not committed.
 set -euo pipefail
@@ -32,14 +34,15 @@ for step in "${STEPS[@]}"; do
     [ -f "$WORK/$id.graph" ] || "$BIN" graph build --osm "$track/map.osm.pbf" --out "$WORK/$id.graph" >/dev/null
     [ -f "$out/$id/segments.parquet" ] || "$BIN" graph export "$WORK/$id.graph" --out "$out/$id/segments.parquet" >/dev/null
     # Keep every step-th fix (1 Hz input), as Parquet with the default column names.
-    "$VENV/bin/python" - "$track/probes.csv" "$out/$id/probes.parquet" "$step" <<'PY'
+    "$VENV/bin/python" - "$track/probes.csv" "$out/$id/input.parquet" "$step" <<'PY'
 import sys, pyarrow as pa, pyarrow.csv as csv, pyarrow.parquet as pq
 src, dst, step = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t = csv.read_csv(src, convert_options=csv.ConvertOptions(column_types={"vehicle_id": pa.string()}))
 pq.write_table(t.take(list(range(0, t.num_rows, step))), dst)
 PY
-    "$BIN" replay --graph "$WORK/$id.graph" --input "$out/$id/probes.parquet" \
-      --out-dir "$out/$id" --workers 1 > "$out/$id/replay.txt"
+    "$BIN" replay --graph "$WORK/$id.graph" --input "$out/$id/input.parquet" \
+      --out-dir "$out/$id" --workers 1 ${KUBICKA_CONFIG:+--config "$KUBICKA_CONFIG"} \
+      > "$out/$id/replay.txt"
     probes_total=$((probes_total + $(grep -o '^replay: [0-9]*' "$out/$id/replay.txt" | grep -o '[0-9]*$')))
   done
   end=$(date +%s.%N)

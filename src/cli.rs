@@ -1,5 +1,15 @@
 //! Command-line interface: argument definitions and one function per subcommand.
 
+
+/// `println!` that returns the write error (a closed pipe ends the command quietly, see
+/// `main.rs`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -167,7 +177,7 @@ fn open_graph(path: &Path, import: &ImportConfig) -> Result<Arc<RoadGraph>> {
 
 fn validate(path: &Path) -> Result<()> {
     let c = load_config(path)?;
-    println!(
+    say!(
         "{}: ok ({} source(s), {} stage(s), {} sink(s), {} edge(s))",
         path.display(),
         c.sources.len(),
@@ -232,17 +242,17 @@ fn execute(
             let _ = h.await;
         }
         let report = result?;
-        print_summary(config, &report);
+        print_summary(config, &report)?;
         anyhow::Ok(report)
     })
 }
 
-fn print_summary(config: &PipelineConfig, report: &runtime::RunReport) {
+fn print_summary(config: &PipelineConfig, report: &runtime::RunReport) -> Result<()> {
     let m = telemetry::metrics();
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     for name in config.sources.keys() {
         let sent = m.sent_total(name);
-        println!(
+        say!(
             "source {name}: {sent} records ({:.0} records/s)",
             sent as f64 / secs
         );
@@ -263,12 +273,12 @@ fn print_summary(config: &PipelineConfig, report: &runtime::RunReport) {
             .map(|(reason, n)| format!("{reason}={n}"))
             .collect();
         if dropped.is_empty() {
-            println!("{flow}");
+            say!("{flow}");
         } else {
-            println!("{flow}, dropped {}", dropped.join(" "));
+            say!("{flow}, dropped {}", dropped.join(" "));
         }
     }
-    println!(
+    say!(
         "finished in {:.3} s{}",
         report.elapsed.as_secs_f64(),
         if report.interrupted {
@@ -277,6 +287,7 @@ fn print_summary(config: &PipelineConfig, report: &runtime::RunReport) {
             ""
         }
     );
+    Ok(())
 }
 
 fn graph_command(cmd: GraphCommand) -> Result<()> {
@@ -297,8 +308,8 @@ fn graph_command(cmd: GraphCommand) -> Result<()> {
             graph
                 .write(&out)
                 .with_context(|| format!("writing {}", out.display()))?;
-            println!("{}", graph.info());
-            println!(
+            say!("{}", graph.info());
+            say!(
                 "built {} in {:.3} s (import {:.3} s)",
                 out.display(),
                 started.elapsed().as_secs_f64(),
@@ -308,14 +319,14 @@ fn graph_command(cmd: GraphCommand) -> Result<()> {
         }
         GraphCommand::Info { graph } => {
             let g = open_graph(&graph, &ImportConfig::default())?;
-            println!("{}", g.info());
+            say!("{}", g.info());
             Ok(())
         }
         GraphCommand::Export { graph, out } => {
             let g = open_graph(&graph, &ImportConfig::default())?;
             let rows = graph::export::write_segments_parquet(&g, &out)
                 .with_context(|| format!("exporting segments to {}", out.display()))?;
-            println!("wrote {rows} segments to {}", out.display());
+            say!("wrote {rows} segments to {}", out.display());
             Ok(())
         }
     }
@@ -346,7 +357,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         generator::write_truth_parquet(&truth, path)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    println!(
+    say!(
         "generated {} probes from {} vehicles over {} s into {}{} in {:.3} s",
         probes.len(),
         a.vehicles,
@@ -453,7 +464,7 @@ fn replay(a: ReplayArgs) -> Result<()> {
     let report = execute(&config, Some(graph), a.metrics_listen)?;
     let m = telemetry::metrics();
     let read = m.sent_total("replay");
-    println!(
+    say!(
         "replay: {read} probes read, {} clean, {} matched points, {} observations and {} \
          speeds written to {} in {:.3} s ({:.0} probes/s)",
         m.sent_total("clean"),
@@ -465,7 +476,7 @@ fn replay(a: ReplayArgs) -> Result<()> {
         read as f64 / report.elapsed.as_secs_f64().max(1e-9)
     );
     // Where the time went: each stage runs on its own thread, so these overlap.
-    println!(
+    say!(
         "stage time: clean {:.3} s, assign {:.3} s, aggregate {:.3} s (busy time of each \
          stage's thread; they run concurrently)",
         m.busy_seconds("clean"),

@@ -27,16 +27,19 @@ fn default_lag_ms() -> i64 {
     30_000
 }
 fn default_max_gap_ms() -> i64 {
-    60_000
+    600_000
 }
 fn default_max_gap_m() -> f64 {
-    2_000.0
+    10_000.0
 }
 fn default_vehicle_ttl_ms() -> i64 {
     120_000
 }
 fn default_standstill_tolerance_m() -> f64 {
     20.0
+}
+fn default_max_detour_m() -> f64 {
+    1_000.0
 }
 fn default_route_cache_entries() -> usize {
     100_000
@@ -84,6 +87,13 @@ pub struct MatchConfig {
     /// with independent noise σ differ along the road by σ√2, so about 3σ.
     #[serde(default = "default_standstill_tolerance_m")]
     pub standstill_tolerance_m: f64,
+    /// A route may be longer than twice the great-circle distance between the probes by at
+    /// most this much; longer ones are not searched. With β = 10 m such a detour scores
+    /// e^-100 or less against a direct route, so this bounds the search at sparse sampling
+    /// (where `max_speed_mps × Δt` would allow many kilometres) without changing matches
+    /// that have any plausible alternative.
+    #[serde(default = "default_max_detour_m")]
+    pub max_detour_m: f64,
     /// Capacity of the segment-to-segment route distance cache (entries).
     #[serde(default = "default_route_cache_entries")]
     pub route_cache_entries: usize,
@@ -108,6 +118,7 @@ impl Default for MatchConfig {
             max_gap_m: default_max_gap_m(),
             vehicle_ttl_ms: default_vehicle_ttl_ms(),
             standstill_tolerance_m: default_standstill_tolerance_m(),
+            max_detour_m: default_max_detour_m(),
             route_cache_entries: default_route_cache_entries(),
             gap_flag_ms: default_gap_flag_ms(),
         }
@@ -154,6 +165,11 @@ impl MatchConfig {
             "must not be negative",
         );
         problems.check(
+            self.max_detour_m.is_finite() && self.max_detour_m >= 0.0,
+            format!("{prefix}.max_detour_m"),
+            "must be zero or positive",
+        );
+        problems.check(
             self.max_gap_ms > 0,
             format!("{prefix}.max_gap_ms"),
             "must be positive",
@@ -181,6 +197,13 @@ impl MatchConfig {
     }
 
     /// Extra route length allowed above `max_speed_mps × Δt`, for GPS noise on both ends.
+    /// The longest route searched between two probes `dt_ms` and `great_circle_m` apart:
+    /// what the speed limit allows, capped by the detour rule.
+    pub fn max_route_m(&self, dt_ms: i64, great_circle_m: f64) -> f64 {
+        crate::matching::hmm::max_route_m(dt_ms, self.max_speed_mps, self.route_slack_m())
+            .min(2.0 * great_circle_m + self.max_detour_m)
+    }
+
     pub fn route_slack_m(&self) -> f64 {
         4.0 * self.sigma_m
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::candidates::CandidateSearch;
 use super::config::MatchConfig;
-use super::hmm::{emission_log_prob, max_route_m, transition_log_prob};
+use super::hmm::{emission_log_prob, transition_log_prob};
 use super::lattice::{Column, CommittedPoint, Lattice, Node, NO_BACK};
 use super::observations::ObservationBuilder;
 use super::path::{pieces_between, PathBuffers};
@@ -207,7 +207,7 @@ impl VehicleMatcher {
             } else if great_circle_m > config.max_gap_m {
                 broke = Some(BreakReason::DistanceGap);
             } else {
-                let max_m = max_route_m(dt_ms, config.max_speed_mps, config.route_slack_m());
+                let max_m = config.max_route_m(dt_ms, great_circle_m);
                 let Scratch {
                     targets, routes, ..
                 } = &mut *cx.scratch;

@@ -280,7 +280,11 @@ impl Cleaner {
     pub fn push(&mut self, probes: Vec<Probe>, out: &mut Vec<Probe>) -> DropCounts {
         let mut drops = DropCounts::default();
         if self.watermark_ms.is_none() {
-            self.watermark_ms = initial_watermark(&probes);
+            self.watermark_ms = initial_watermark(
+                &probes,
+                self.config.future_confirm_after as usize,
+                self.config.max_future_ms,
+            );
         }
         // Release after every probe, not once per batch, so the output does not depend on
         // how the input happened to be batched.
@@ -453,9 +457,12 @@ impl Cleaner {
     }
 }
 
-/// The lower median of the batch's plausible timestamps: robust against a first probe
-/// stamped in 1970 or 2099 poisoning the watermark.
-fn initial_watermark(probes: &[Probe]) -> Option<i64> {
+/// Where event time starts: the earliest plausible timestamp of the first batch that has
+/// company, i.e. with at least `company` probes (all of them in a smaller batch) within
+/// `max_future_ms` after it. A lone probe stamped in 1970 or 2099 cannot set the watermark,
+/// and a first batch that spans hours (a whole recorded track) keeps its early probes,
+/// which a mid-batch start would drop as stale. Without such a probe: the lower median.
+fn initial_watermark(probes: &[Probe], company: usize, max_future_ms: i64) -> Option<i64> {
     let mut ts: Vec<i64> = probes
         .iter()
         .filter(|p| is_plausible_coordinate(p.lat, p.lon))
@@ -464,8 +471,12 @@ fn initial_watermark(probes: &[Probe]) -> Option<i64> {
     if ts.is_empty() {
         return None;
     }
-    let mid = (ts.len() - 1) / 2;
-    Some(*ts.select_nth_unstable(mid).1)
+    ts.sort_unstable();
+    let company = company.clamp(1, ts.len());
+    ts.windows(company)
+        .find(|w| w[company - 1] - w[0] <= max_future_ms)
+        .map(|w| w[0])
+        .or_else(|| ts.get((ts.len() - 1) / 2).copied())
 }
 
 /// The clean stage as a runtime [`Transform`].
@@ -602,6 +613,25 @@ mod tests {
         let (out, drops) = run(CleanConfig::default(), vec![probes]);
         assert_eq!(out.len(), 10, "{drops:?}");
         assert_eq!(drops.total(), 0);
+    }
+
+    #[test]
+    fn a_first_batch_spanning_hours_keeps_its_early_probes() {
+        // A whole recorded track in one batch: three hours, one probe a minute.
+        let probes: Vec<Probe> = (0..180)
+            .map(|i| p("a", T0 + i * 60_000, 60.0, 24.0 + i as f64 * 1e-4))
+            .collect();
+        let (out, drops) = run(CleanConfig::default(), vec![probes]);
+        assert_eq!(out.len(), 180, "{drops:?}");
+    }
+
+    #[test]
+    fn a_lone_probe_from_1970_does_not_start_event_time() {
+        let mut probes = vec![p("a", 1_000, 60.0, 24.0)];
+        probes.extend((0..5).map(|i| p("b", T0 + i * 1000, 60.0, 24.0)));
+        let (out, drops) = run(CleanConfig::default(), vec![probes]);
+        assert_eq!(out.len(), 5);
+        assert_eq!(drops.get(DropReason::StaleTimestamp), 1);
     }
 
     #[test]
