@@ -20,13 +20,15 @@ STEP_S         keep every STEP_S-th 1 Hz fix.
                then each value's outputs go to OUT_DIR/gpsM/.
 
 Settings (chosen to be fair to FMM and like ours): k = 8 candidates, search radius r = 50 m,
-gps_error 30 m (tried 10/20/30/50 m on the 1 s and 30 s runs, see --gps-error), reverse
-tolerance 20 m (without it, GPS jitter while standing still makes fake loops), SHORTEST mode,
-UBODT delta 1 km at 1 s and 5 s and 2 km at 15 s and 30 s by default (--delta overrides):
-the delta bounds the network distance between two consecutive candidates, and at 30 s a car
-moves up to ~1.5 km. A 3 km delta gave 200 M UBODT rows (7.7 GB) on a 166 k-edge track.
-A transition longer than the delta makes FMM split the trajectory (DISCONNECTED_LAYERS); the
-split-off parts are still matched and counted, the route between them is lost.
+gps_error 50 m (tried 10/20/30/50 m at 1 s, 30/50/75 m at 5 s, 10/20/30/50/75 m at 30 s:
+50 m was best at 1 s and 5 s, and at 30 s within 0.004 RMF of the best, 20 m; see --gps-error), reverse tolerance 20 m (without it, GPS jitter while standing still makes fake
+loops), SHORTEST mode, UBODT delta 1 km at every step (--delta overrides). The delta bounds
+the network distance between two consecutive candidates; a longer transition makes FMM split
+the trajectory (the split-off parts are still matched and counted, the route between them is
+lost), which at 15 s and 30 s (up to ~1.5 km between fixes, 3 km on one track) costs recall
+on the fast tracks (at 30 s: 00000001 and 00000022 lose over half their route). Bigger deltas did not
+fit the time: at 3 km one 166 k-edge track gave 200 M UBODT rows (7.7 GB), and at 2 km the
+same track took 5 min to build (3.8 GB) and minutes to load, for each of the larger tracks.
 
 Timing: only the `match` calls are timed (time.perf_counter around each call); network build,
 UBODT build/load and output writing are not. fastmm runs single-threaded in `match`; the
@@ -46,12 +48,12 @@ import fastmm
 import pyarrow.parquet as pq
 
 K, RADIUS_M, REVERSE_TOLERANCE_M = 8, 50.0, 20.0
-DEFAULT_GPS_ERROR_M = 30.0
+DEFAULT_GPS_ERROR_M = 50.0
 R_EARTH = 6371008.8
 
 
 def default_delta(step):
-    return 1000.0 if step <= 5 else 2000.0
+    return 1000.0
 
 
 def projector(lat0, lon0):

@@ -12,9 +12,9 @@
 #                  Make them with: KUBICKA_WORK=/tmp/kub scripts/kubicka.sh PIPELINE_BINARY N
 #   PEERS_OUT      output root (default /tmp/peers): fmm/stepN/ID.txt, osrm_r<R>/stepN/ID.txt, logs
 #   PEERS          which peers to run (default "fmm osrm")
-#   FMM_GPS_ERROR  FMM gps_error in m (default 30); FMM_DELTA overrides the per-step UBODT delta
+#   FMM_GPS_ERROR  FMM gps_error in m (default 50); FMM_DELTA overrides the UBODT delta (default 1000 m)
 #   OSRM_RADIUS    OSRM match radius in m (default 15); OSRM_TIDY=0 turns tidy off
-# Settings: FMM k=8, r=50 m, reverse tolerance 20 m, UBODT delta 1 km (1, 5 s) / 2 km (15, 30 s);
+# Settings: FMM k=8, r=50 m, gps_error 50 m, reverse tolerance 20 m, UBODT delta 1 km;
 # OSRM car.lua, MLD, radius 15 m, tidy, timestamps. See the two scripts' headers.
 # Needs: ../shared/data/kubicka and ../shared/scripts/score_kubicka.py; Python 3.11 for fastmm
 # (venv ~/.cache/pipeline-venv) and Python 3.12 for osrm-bindings (venv
@@ -31,7 +31,7 @@ SCORER=$(realpath "$SHARED/../scripts/score_kubicka.py")
 WORK=${KUBICKA_WORK:-/tmp/kub}
 OUT=${PEERS_OUT:-/tmp/peers}
 PEERS=${PEERS:-fmm osrm}
-GPS_ERROR=${FMM_GPS_ERROR:-30}
+GPS_ERROR=${FMM_GPS_ERROR:-50}
 RADIUS=${OSRM_RADIUS:-15}
 export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
