@@ -16,7 +16,9 @@ Graph: each track's map.osm.pbf goes through the package's own osrm-extract with
 car.lua, then osrm-partition and osrm-customize (MLD), one thread each, into --data
 (default /tmp/osrm_kubicka/ID/; reused when present; about 4x the pbf size, delete it when
 done). The pbf ways are tagged highway=unclassified and oneway=yes, one way per directed
-arc, which car.lua accepts as they are (it keeps every arc; parallel arcs are merged).
+arc, which car.lua accepts as they are: on 00000000 it made 18 190 directed edges of the
+18 196 ways (not twice as many, so oneway holds), and no node pair in any answer was missing
+from ways.tsv.gz (counted as unknown_pairs in ID.stats).
 
 Match call: coordinates, integer timestamps (s), radius --radius m (default 15) for every
 point, tidy on (default; --no-tidy turns it off), gaps split (OSRM default), annotations
