@@ -1,6 +1,5 @@
 //! Command-line interface: argument definitions and one function per subcommand.
 
-
 /// `println!` that returns the write error (a closed pipe ends the command quietly, see
 /// `main.rs`) instead of panicking.
 macro_rules! say {
