@@ -271,8 +271,9 @@ fn matching_far_probe_is_unmatched_no_candidate() {
         ]
     );
     assert_eq!(UnmatchedReason::NoCandidate.as_str(), "no_candidate");
-    // The lattice went on through the far probe.
+    // The far probe split the trace (the vehicle left the road graph); the NaN one did not.
     let stats = matcher.stats();
+    assert_eq!(stats.breaks_off_road, 1);
     assert_eq!(
         stats.breaks_time_gap + stats.breaks_distance_gap + stats.breaks_no_transition,
         0

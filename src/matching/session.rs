@@ -50,6 +50,9 @@ pub enum BreakReason {
     TimeGap,
     DistanceGap,
     NoTransition,
+    /// A probe with no road within `radius_m`: the vehicle left the road graph (a car park,
+    /// private ground) or the fix is far off. Routing across it would invent a path.
+    OffRoad,
 }
 
 /// What one vehicle's matcher hands out, in order.
@@ -76,6 +79,7 @@ pub struct MatchStats {
     pub breaks_time_gap: u64,
     pub breaks_distance_gap: u64,
     pub breaks_no_transition: u64,
+    pub breaks_off_road: u64,
     /// Points emitted on convergence, by the lag, and at trace ends.
     pub commits_converged: u64,
     pub commits_forced: u64,
@@ -101,6 +105,7 @@ impl Default for MatchStats {
             breaks_time_gap: 0,
             breaks_distance_gap: 0,
             breaks_no_transition: 0,
+            breaks_off_road: 0,
             commits_converged: 0,
             commits_forced: 0,
             commits_flushed: 0,
@@ -181,6 +186,10 @@ impl VehicleMatcher {
         let n = candidates.len().min(64);
         cx.stats.candidates_per_probe[n] += 1;
         if candidates.is_empty() {
+            if !self.lattice.is_empty() {
+                cx.stats.breaks_off_road += 1;
+                self.end_trace(cx.stats, out);
+            }
             cx.stats.unmatched_no_candidate += 1;
             out.push(Committed::Unmatched {
                 probe,
@@ -256,6 +265,7 @@ impl VehicleMatcher {
                 BreakReason::TimeGap => cx.stats.breaks_time_gap += 1,
                 BreakReason::DistanceGap => cx.stats.breaks_distance_gap += 1,
                 BreakReason::NoTransition => cx.stats.breaks_no_transition += 1,
+                BreakReason::OffRoad => cx.stats.breaks_off_road += 1,
             }
             self.end_trace(cx.stats, out);
         }

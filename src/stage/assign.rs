@@ -376,6 +376,7 @@ fn export_shard_metrics(c: &str, shard: &mut Shard) {
             stats.breaks_no_transition,
             before.breaks_no_transition,
         ),
+        ("off_road", stats.breaks_off_road, before.breaks_off_road),
     ] {
         if now > then {
             f.trace_breaks
