@@ -83,6 +83,11 @@ for city in "${cities[@]}"; do
   done
 done
 
+if [ -f "$SHARED/osm/monaco.osm.pbf" ]; then
+  echo "== map matching against fastmm, same data, same run (scripts/peers/fastmm_same_run.sh)"
+  scripts/peers/fastmm_same_run.sh "$BIN" 1 5
+fi
+
 if [ -d "$SHARED/sumo-monaco" ]; then
   echo "== speed accuracy against SUMO (scripts/sumo_speeds.sh)"
   scripts/sumo_speeds.sh "$BIN" 1 5 10 30
