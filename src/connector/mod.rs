@@ -2,5 +2,6 @@
 //! batches of records between the outside world and in-process channels.
 
 pub mod generator;
+pub mod kafka;
 pub mod ndjson;
 pub mod parquet;

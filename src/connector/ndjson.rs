@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::config::Problems;
 use crate::record::RecordKind;
-use crate::runtime::{BoxError, Input, Records, Sink};
+use crate::runtime::{Acks, BoxError, Input, Records, Sink};
 use crate::telemetry::metrics::metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +158,7 @@ fn write_all<W: Write>(
 ) -> Result<(), NdjsonError> {
     let component_metrics = metrics().component(component);
     let mut out = BufWriter::with_capacity(1 << 16, out);
+    let mut unflushed = Acks::none();
     let quiet = |e: &io::Error| broken_pipe_ok && e.kind() == io::ErrorKind::BrokenPipe;
     while let Some(batch) = input.blocking_next() {
         let expected = *kind.get_or_insert(batch.records.kind());
@@ -173,6 +174,8 @@ fn write_all<W: Write>(
             continue;
         }
         if let Err(e) = write_records(&mut out, &batch.records) {
+            batch.acks.fail();
+            unflushed.fail();
             if quiet(&e) {
                 tracing::debug!(component, "stdout closed; NDJSON sink stops");
                 return Ok(());
@@ -182,13 +185,38 @@ fn write_all<W: Write>(
                 source: e,
             });
         }
+        unflushed.extend(batch.acks);
+        // Flush when the input has nothing more for now, so acknowledgements (and lines
+        // for a reader of the file) do not wait for the end of a long-running stream.
+        if !unflushed.is_empty() && input.is_idle() {
+            if let Err(e) = out.flush() {
+                unflushed.fail();
+                if quiet(&e) {
+                    return Ok(());
+                }
+                return Err(NdjsonError::Write {
+                    where_: where_.to_string(),
+                    source: e,
+                });
+            }
+            std::mem::take(&mut unflushed).ack();
+        }
     }
     match out.flush() {
-        Err(e) if quiet(&e) => Ok(()),
-        Err(source) => Err(NdjsonError::Write {
-            where_: where_.to_string(),
-            source,
-        }),
-        Ok(()) => Ok(()),
+        Err(e) if quiet(&e) => {
+            unflushed.fail();
+            Ok(())
+        }
+        Err(source) => {
+            unflushed.fail();
+            Err(NdjsonError::Write {
+                where_: where_.to_string(),
+                source,
+            })
+        }
+        Ok(()) => {
+            unflushed.ack();
+            Ok(())
+        }
     }
 }

@@ -70,6 +70,12 @@ impl Lattice {
         self.columns.len() - usize::from(self.front_committed)
     }
 
+    /// The event time of the oldest column held (the committed anchor, else the oldest
+    /// pending probe).
+    pub fn oldest_ts_ms(&self) -> Option<i64> {
+        self.columns.front().map(|c| c.probe.ts_ms)
+    }
+
     /// Columns held (including the committed anchor).
     pub fn len(&self) -> usize {
         self.columns.len()

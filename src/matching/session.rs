@@ -421,6 +421,25 @@ impl Matcher {
         self.vehicles.len()
     }
 
+    /// The event time of the oldest probe any vehicle still holds (undecided, or the last
+    /// decided point that anchors the next transition and observation); `None` when no
+    /// vehicle holds one. A scan of every vehicle: called only when acknowledgements are
+    /// tracked (a Kafka source upstream).
+    pub fn oldest_held_ms(&self) -> Option<i64> {
+        self.vehicles
+            .values()
+            .filter_map(|v| {
+                let anchor = v.last.map(|(_, ts_ms)| ts_ms);
+                v.matcher
+                    .lattice
+                    .oldest_ts_ms()
+                    .into_iter()
+                    .chain(anchor)
+                    .min()
+            })
+            .min()
+    }
+
     /// Probes held undecided over all vehicles (kept as a running sum: O(1)).
     pub fn pending_probes(&self) -> usize {
         self.pending

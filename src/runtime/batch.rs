@@ -1,5 +1,6 @@
 //! What travels on an in-process edge: a batch of records of one kind, never single events.
 
+use super::ack::Acks;
 use crate::record::{MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed};
 
 /// The rows of one batch. A closed enum: every edge carries exactly one record kind, which
@@ -46,17 +47,40 @@ impl Records {
     }
 }
 
-/// One message on an edge. A struct rather than bare records so that delivery tracking
-/// (acknowledgements back to a Kafka or Kinesis source) can ride along later without
-/// touching every stage.
-#[derive(Debug, Clone, PartialEq)]
+/// One message on an edge. Besides its records it carries `input`, the lane it came in on
+/// (a Kafka partition; 0 otherwise), so a stage can keep per-partition state such as the
+/// aggregate's watermark, and `acks`, the acknowledgement tokens of the source batches it
+/// derives from (see [`super::ack`]; empty unless the source can replay).
+#[derive(Debug, Clone)]
 pub struct Batch {
     pub records: Records,
+    pub input: u32,
+    pub acks: Acks,
+}
+
+/// Two batches are equal when their records and lane are; tokens are bookkeeping.
+impl PartialEq for Batch {
+    fn eq(&self, other: &Self) -> bool {
+        self.records == other.records && self.input == other.input
+    }
 }
 
 impl Batch {
     pub fn new(records: Records) -> Self {
-        Self { records }
+        Self {
+            records,
+            input: 0,
+            acks: Acks::none(),
+        }
+    }
+
+    /// A batch from lane `input`, acknowledged through `acks`.
+    pub fn tracked(records: Records, input: u32, acks: Acks) -> Self {
+        Self {
+            records,
+            input,
+            acks,
+        }
     }
 
     pub fn len(&self) -> usize {

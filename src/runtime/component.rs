@@ -90,9 +90,9 @@ impl Output {
         };
         let mut delivered = false;
         for tx in rest {
-            delivered |= tx.send(batch.clone()).await.is_ok();
+            delivered |= settle(tx.send(batch.clone()).await);
         }
-        delivered |= last.send(batch).await.is_ok();
+        delivered |= settle(last.send(batch).await);
         self.closed_unless(delivered)
     }
 
@@ -108,9 +108,9 @@ impl Output {
         };
         let mut delivered = false;
         for tx in rest {
-            delivered |= tx.blocking_send(batch.clone()).is_ok();
+            delivered |= settle(tx.blocking_send(batch.clone()));
         }
-        delivered |= last.blocking_send(batch).is_ok();
+        delivered |= settle(last.blocking_send(batch));
         self.closed_unless(delivered)
     }
 
@@ -121,6 +121,18 @@ impl Output {
             Err(DownstreamClosed {
                 component: self.metrics.component.clone(),
             })
+        }
+    }
+}
+
+/// Whether a send got through; a batch that did not (its downstream is gone) fails its
+/// acknowledgement tokens, so the source does not move past records nobody wrote.
+fn settle(result: Result<(), mpsc::error::SendError<Batch>>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(mpsc::error::SendError(batch)) => {
+            batch.acks.fail();
+            false
         }
     }
 }
@@ -156,6 +168,11 @@ impl Input {
         batch
     }
 
+    /// Whether no batch is waiting right now (a sink flushes then).
+    pub fn is_idle(&self) -> bool {
+        self.rx.is_empty()
+    }
+
     pub async fn next(&mut self) -> Option<Batch> {
         let batch = self.rx.recv().await;
         self.account(batch)
@@ -186,6 +203,18 @@ impl Input {
     }
 }
 
+/// A component that stops early (it failed, or its downstream went away) leaves batches in
+/// its channel that nobody will write: their acknowledgement tokens fail, so the source
+/// does not commit past them.
+impl Drop for Input {
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(batch) = self.rx.try_recv() {
+            batch.acks.fail();
+        }
+    }
+}
+
 /// A source produces batches until its input ends or `shutdown` fires, then returns.
 /// Returning drops its [`Output`], which lets everything downstream drain and finish.
 #[async_trait]
@@ -209,6 +238,15 @@ pub trait Transform: Send + 'static {
     }
 
     fn on_tick(&mut self, _out: &mut Vec<Batch>) {}
+
+    /// The smallest event time (epoch ms, as [`crate::runtime::Records::max_event_ts_ms`]
+    /// measures it) among input records this transform still holds without having emitted
+    /// everything derived from them; `None` when it holds nothing. The runtime keeps the
+    /// acknowledgement tokens of every input batch whose newest record is not older than
+    /// this, so a stateful transform must override it: the default says "stateless".
+    fn retained_since_ms(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// A sink consumes its input until it ends, then flushes and closes what it writes.

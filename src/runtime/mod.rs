@@ -1,10 +1,12 @@
 //! The runtime: builds the topology a config describes, connects components with bounded
 //! batch channels, runs them, and shuts them down in order (sources, then drain, then sinks).
 
+pub mod ack;
 pub mod batch;
 pub mod component;
 pub mod topology;
 
+pub use ack::{AckTarget, AckToken, Acks};
 pub use batch::{Batch, Records};
 pub use component::{
     BoxError, DownstreamClosed, Edge, Input, Next, Output, Sink, Source, Transform,

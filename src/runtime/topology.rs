@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::ack::Acks;
 use super::batch::Batch;
 use super::component::{
     BoxError, DownstreamClosed, Edge, Input, Next, Output, Sink, Source, Transform,
@@ -109,6 +110,7 @@ impl Topology {
                     })?;
                     Box::new(GeneratorSource::new(c.clone(), graph))
                 }
+                SourceConfig::Kafka(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
             };
             components.push((name.clone(), Component::Source(built)));
         }
@@ -150,6 +152,7 @@ impl Topology {
                 SinkConfig::Ndjson(c) => {
                     c.build(name, kind).map_err(|e| build_err(name)(e.into()))?
                 }
+                SinkConfig::Kafka(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
             };
             components.push((name.clone(), Component::Sink(built)));
         }
@@ -336,8 +339,56 @@ fn spawn_stage_thread(
     })
 }
 
+/// The acknowledgement tokens a transform's loop holds for it (see [`super::ack`]): input
+/// batches' tokens, each with the newest event time of its batch, in arrival order.
+#[derive(Default)]
+struct HeldAcks {
+    held: std::collections::VecDeque<(i64, Acks)>,
+}
+
+impl HeldAcks {
+    fn take_from(&mut self, batch: &mut Batch) {
+        if batch.acks.is_empty() {
+            return;
+        }
+        let newest_ms = batch.records.max_event_ts_ms().unwrap_or(i64::MIN);
+        self.held
+            .push_back((newest_ms, std::mem::take(&mut batch.acks)));
+    }
+
+    /// Gives every output batch a copy of every held token, then lets go of the tokens of
+    /// inputs the transform no longer retains (`retained_since_ms`; `None`: all). A token
+    /// let go of here lives on in the outputs that carry it, and is acknowledged when they
+    /// are.
+    fn settle(&mut self, produced: &mut [Batch], retained_since_ms: impl FnOnce() -> Option<i64>) {
+        // Asked only while tokens are held: it may cost a scan of the transform's state.
+        if self.held.is_empty() {
+            return;
+        }
+        for b in produced.iter_mut() {
+            for (_, acks) in &self.held {
+                b.acks.extend_from(acks.tokens());
+            }
+        }
+        match retained_since_ms() {
+            None => self.held.clear(),
+            Some(since_ms) => self.held.retain(|(newest_ms, _)| *newest_ms >= since_ms),
+        }
+    }
+}
+
+/// Tokens still held when the loop ends early (an error) belong to records nobody emitted.
+impl Drop for HeldAcks {
+    fn drop(&mut self) {
+        for (_, acks) in &self.held {
+            acks.fail();
+        }
+    }
+}
+
 /// The loop of a transform on its own thread: batch in, batches out, ticks while idle (with
-/// the runtime's timer, through `handle`), flush at the end.
+/// the runtime's timer, through `handle`), flush at the end. Acknowledgement tokens of the
+/// input are carried over to the output ([`HeldAcks`]).
 fn run_transform(
     mut transform: Box<dyn Transform>,
     input: Option<Input>,
@@ -346,6 +397,7 @@ fn run_transform(
     handle: Option<tokio::runtime::Handle>,
 ) -> Result<(), BoxError> {
     let mut produced = Vec::new();
+    let mut held = HeldAcks::default();
     if let Some(mut input) = input {
         loop {
             let batch = match (transform.tick_interval(), &handle) {
@@ -355,6 +407,7 @@ fn run_transform(
                         Next::Closed => None,
                         Next::TimedOut => {
                             transform.on_tick(&mut produced);
+                            held.settle(&mut produced, || transform.retained_since_ms());
                             for b in produced.drain(..) {
                                 out.blocking_send(b)?;
                             }
@@ -364,16 +417,19 @@ fn run_transform(
                 }
                 _ => input.blocking_next(),
             };
-            let Some(batch) = batch else { break };
+            let Some(mut batch) = batch else { break };
+            held.take_from(&mut batch);
             let timer = metrics.batch_duration.start_timer();
             transform.process_batch(batch, &mut produced);
             timer.observe_duration();
+            held.settle(&mut produced, || transform.retained_since_ms());
             for b in produced.drain(..) {
                 out.blocking_send(b)?;
             }
         }
     }
     transform.on_close(&mut produced);
+    held.settle(&mut produced, || None);
     for b in produced.drain(..) {
         out.blocking_send(b)?;
     }

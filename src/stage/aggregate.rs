@@ -168,6 +168,7 @@ impl AggregateStage {
 
 impl Transform for AggregateStage {
     fn process_batch(&mut self, batch: Batch, out: &mut Vec<Batch>) {
+        let input = batch.input;
         let observations = match batch.records {
             Records::Observations(o) => o,
             other => {
@@ -180,7 +181,7 @@ impl Transform for AggregateStage {
         let now_ms = self.now_ms();
         let mut late: Vec<SegmentObservation> = Vec::new();
         for o in observations {
-            match self.aggregator.push(&o, 0, now_ms) {
+            match self.aggregator.push(&o, input, now_ms) {
                 Err(Rejection::Late) => late.push(o),
                 Err(reason) => crate::warn_limited!(
                     "aggregate: dropping observation of segment {} ({})",
@@ -209,6 +210,10 @@ impl Transform for AggregateStage {
         let now_ms = self.now_ms();
         self.aggregator.advance(now_ms, &mut speeds);
         self.emit(speeds, out);
+    }
+
+    fn retained_since_ms(&self) -> Option<i64> {
+        self.aggregator.oldest_unemitted_ms()
     }
 
     fn on_close(&mut self, out: &mut Vec<Batch>) {

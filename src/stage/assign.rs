@@ -415,6 +415,13 @@ fn export_shard_metrics(c: &str, shard: &mut Shard) {
 }
 
 impl Transform for AssignStage {
+    fn retained_since_ms(&self) -> Option<i64> {
+        self.shards
+            .iter()
+            .filter_map(|s| s.matcher.oldest_held_ms())
+            .min()
+    }
+
     fn process_batch(&mut self, batch: Batch, out: &mut Vec<Batch>) {
         let probes = match batch.records {
             Records::Probes(p) => p,

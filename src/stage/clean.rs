@@ -256,6 +256,15 @@ impl Cleaner {
         &self.totals
     }
 
+    /// The event time of the oldest probe still buffered (reorder buffers and held future
+    /// probes), `None` when nothing is: the low water of what the stage still owes
+    /// downstream.
+    pub fn oldest_held_ms(&self) -> Option<i64> {
+        let buffered = self.release.peek().map(|Reverse((ts_ms, _, _))| *ts_ms);
+        let future = self.future_held.iter().map(|p| p.ts_ms).min();
+        buffered.into_iter().chain(future).min()
+    }
+
     /// Vehicles currently tracked.
     pub fn vehicle_count(&self) -> usize {
         self.slots.len()
@@ -537,6 +546,10 @@ impl Transform for CleanStage {
                     .dropped("wrong_record_kind", other.len() as u64);
             }
         }
+    }
+
+    fn retained_since_ms(&self) -> Option<i64> {
+        self.cleaner.oldest_held_ms()
     }
 
     fn on_close(&mut self, out: &mut Vec<Batch>) {

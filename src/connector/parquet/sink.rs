@@ -21,7 +21,7 @@ use super::spawn_thread;
 use crate::record::{
     ArrowRecord, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed,
 };
-use crate::runtime::{BoxError, Input, Records, Sink};
+use crate::runtime::{Acks, BoxError, Input, Records, Sink};
 use crate::telemetry::metrics::{metrics, ComponentMetrics};
 
 /// Where the sink writes: one file, or a directory in which the record kind names the file.
@@ -81,20 +81,37 @@ fn write_input(
     let mut writer = kind
         .map(|k| RollingWriter::new(component, target, config, k))
         .transpose()?;
+    // Acknowledgement tokens of rows not yet in a closed file: a row is durable only once
+    // its file has its footer and its final name.
+    let mut unflushed = Acks::none();
     while let Some(batch) = input.blocking_next() {
         let w = match &mut writer {
             Some(w) => w,
-            None => writer.insert(RollingWriter::new(
-                component,
-                target,
-                config,
-                batch.records.kind(),
-            )?),
+            None => match RollingWriter::new(component, target, config, batch.records.kind()) {
+                Ok(w) => writer.insert(w),
+                Err(e) => {
+                    batch.acks.fail();
+                    unflushed.fail();
+                    return Err(e);
+                }
+            },
         };
-        w.write(&batch.records)?;
+        if let Err(e) = w.write(&batch.records) {
+            batch.acks.fail();
+            unflushed.fail();
+            return Err(e);
+        }
+        unflushed.extend(batch.acks);
+        if !w.has_open_file() {
+            std::mem::take(&mut unflushed).ack();
+        }
     }
     match writer {
-        Some(w) => w.finish(),
+        Some(w) => {
+            let written = w.finish().inspect_err(|_| unflushed.fail())?;
+            unflushed.ack();
+            Ok(written)
+        }
         None => {
             tracing::warn!(
                 component,
@@ -284,6 +301,11 @@ impl RollingWriter {
             }
         }
         Ok(())
+    }
+
+    /// Whether a file is open (rows written to it are not durable yet).
+    pub fn has_open_file(&self) -> bool {
+        self.current.is_some()
     }
 
     /// Closes the open file (an empty one if nothing was ever written) and returns every

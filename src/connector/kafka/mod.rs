@@ -1,0 +1,25 @@
+//! Kafka source and sink (librdkafka through `rdkafka`, bundled and built from source):
+//! keyed, idempotent, murmur2-partitioned production; consumer groups with cooperative-sticky
+//! assignment; at-least-once through acknowledgement tokens (see `runtime::ack`).
+
+mod config;
+mod sink;
+mod source;
+
+pub use config::{KafkaSinkConfig, KafkaSourceConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    #[error("Kafka client: {what}: {source}")]
+    Client {
+        what: &'static str,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("delivery to topic `{topic}` failed: {message}")]
+    Delivery { topic: String, message: String },
+    #[error("the Kafka connector thread: {0}")]
+    Thread(String),
+}

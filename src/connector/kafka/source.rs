@@ -1,0 +1,466 @@
+//! The Kafka source: a consumer group member (cooperative-sticky) that decodes records of
+//! one kind into batches of one partition each, and stores a partition's offset only once
+//! every batch before it has been acknowledged by every sink downstream (at-least-once).
+//!
+//! Offsets are committed by librdkafka's auto-commit (of stored offsets only) every
+//! `commit_interval_ms`, explicitly when partitions are revoked, and at shutdown, after the
+//! pipeline has drained and the last acknowledgements are in.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use prometheus::{IntGaugeVec, Opts};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Statistics};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::config::KafkaSourceConfig;
+use super::KafkaError as Error;
+use crate::record::{
+    Encoding, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed, WireRecord,
+};
+use crate::runtime::{AckTarget, AckToken, Acks, Batch, BoxError, Output, Records, Source};
+use crate::telemetry::metrics::{metrics, register_collector, ComponentMetrics};
+
+fn lag_gauge() -> &'static IntGaugeVec {
+    static GAUGE: OnceLock<IntGaugeVec> = OnceLock::new();
+    GAUGE.get_or_init(|| {
+        register_collector(
+            IntGaugeVec::new(
+                Opts::new(
+                    "pipeline_kafka_consumer_lag_records",
+                    "Records between a partition's high watermark and the consumer's position.",
+                ),
+                &["component", "topic", "partition"],
+            )
+            .expect("valid metric definition"),
+        )
+    })
+}
+
+/// What the consumer's callbacks tell the source task.
+enum Event {
+    Revoked(Vec<(String, i32)>),
+}
+
+struct SourceContext {
+    component: String,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        let gauge = lag_gauge();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's internal UA partition; a negative lag is "unknown".
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    gauge
+                        .with_label_values(&[&self.component, topic, &partition.to_string()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            // Commit what is acknowledged so far, while the partitions are still ours.
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(component = %self.component, error = %e, "commit on revoke");
+            }
+            let revoked = list
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            let _ = self.events.send(Event::Revoked(revoked));
+        }
+    }
+}
+
+/// The acknowledgement side: tokens report (batch id, ok) here from any thread; the source
+/// task turns them into stored offsets.
+struct AckChannel(mpsc::UnboundedSender<(u64, bool)>);
+
+impl AckTarget for AckChannel {
+    fn release(&self, id: u64, ok: bool) {
+        let _ = self.0.send((id, ok));
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Pending,
+    Acked,
+    Failed,
+}
+
+/// One batch in flight: its id, the offset after its last record, and its state.
+type InFlightBatch = (u64, i64, State);
+
+/// Batches in flight per partition, in offset order; the offset to store is the one after
+/// the last batch of the acknowledged prefix.
+#[derive(Default)]
+struct Tracker {
+    /// batch id → (topic, partition)
+    where_: HashMap<u64, (String, i32)>,
+    partitions: HashMap<(String, i32), VecDeque<InFlightBatch>>,
+}
+
+impl Tracker {
+    fn open(&mut self, id: u64, topic: &str, partition: i32, next_offset: i64) {
+        let key = (topic.to_string(), partition);
+        self.where_.insert(id, key.clone());
+        self.partitions
+            .entry(key)
+            .or_default()
+            .push_back((id, next_offset, State::Pending));
+    }
+
+    /// Marks a batch; returns the offset now safe to store for its partition, if it moved.
+    fn release(&mut self, id: u64, ok: bool) -> Option<(String, i32, i64)> {
+        let key = self.where_.remove(&id)?;
+        let queue = self.partitions.get_mut(&key)?;
+        if let Some(entry) = queue.iter_mut().find(|e| e.0 == id) {
+            entry.2 = if ok { State::Acked } else { State::Failed };
+        }
+        let mut store = None;
+        while let Some(&(_, next, State::Acked)) = queue.front() {
+            store = Some(next);
+            queue.pop_front();
+        }
+        store.map(|offset| (key.0, key.1, offset))
+    }
+
+    fn revoke(&mut self, topic: &str, partition: i32) {
+        if let Some(queue) = self.partitions.remove(&(topic.to_string(), partition)) {
+            for (id, _, _) in queue {
+                self.where_.remove(&id);
+            }
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.where_.len()
+    }
+}
+
+/// Records of one partition waiting to leave as a batch.
+struct Pending {
+    records: Records,
+    next_offset: i64,
+    since: tokio::time::Instant,
+}
+
+pub(super) struct KafkaSource {
+    component: String,
+    config: KafkaSourceConfig,
+}
+
+impl KafkaSourceConfig {
+    /// Builds the source; the consumer connects when it runs.
+    pub fn build(&self, component: &str) -> Result<Box<dyn Source>, Error> {
+        let mut problems = crate::config::Problems::new();
+        self.validate("source", &mut problems);
+        if !problems.is_empty() {
+            let text: Vec<String> = problems.into_vec().iter().map(|p| p.to_string()).collect();
+            return Err(Error::InvalidConfig(text.join("; ")));
+        }
+        Ok(Box::new(KafkaSource {
+            component: component.to_string(),
+            config: self.clone(),
+        }))
+    }
+}
+
+fn empty_records(kind: RecordKind) -> Records {
+    match kind {
+        RecordKind::Probe => Records::Probes(Vec::new()),
+        RecordKind::MatchedPoint => Records::MatchedPoints(Vec::new()),
+        RecordKind::SegmentObservation => Records::Observations(Vec::new()),
+        RecordKind::SegmentSpeed => Records::Speeds(Vec::new()),
+    }
+}
+
+/// Decodes one payload onto `records`.
+fn decode_onto(records: &mut Records, payload: &[u8], encoding: Encoding) -> Result<(), String> {
+    fn push<T: WireRecord>(
+        v: &mut Vec<T>,
+        payload: &[u8],
+        encoding: Encoding,
+    ) -> Result<(), String> {
+        v.push(T::decode(payload, encoding).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+    match records {
+        Records::Probes(v) => push::<Probe>(v, payload, encoding),
+        Records::MatchedPoints(v) => push::<MatchedPoint>(v, payload, encoding),
+        Records::Observations(v) => push::<SegmentObservation>(v, payload, encoding),
+        Records::Speeds(v) => push::<SegmentSpeed>(v, payload, encoding),
+    }
+}
+
+#[async_trait]
+impl Source for KafkaSource {
+    async fn run(
+        self: Box<Self>,
+        out: Output,
+        shutdown: CancellationToken,
+    ) -> Result<(), BoxError> {
+        let KafkaSource { component, config } = *self;
+        let m = metrics().component(&component);
+        m.dropped("undecodable", 0);
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let consumer: StreamConsumer<SourceContext> = config
+            .client_config()
+            .create_with_context(SourceContext {
+                component: component.clone(),
+                events: events_tx,
+            })
+            .map_err(|e| Error::Client {
+                what: "creating the consumer",
+                source: e,
+            })?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|e| Error::Client {
+            what: "subscribing",
+            source: e,
+        })?;
+        let dead_letters: Option<ThreadedProducer<DefaultProducerContext>> =
+            match &config.dead_letter_topic {
+                Some(_) => Some(
+                    rdkafka::ClientConfig::new()
+                        .set("bootstrap.servers", &config.brokers)
+                        .set("enable.idempotence", "true")
+                        .create()
+                        .map_err(|e| Error::Client {
+                            what: "creating the dead-letter producer",
+                            source: e,
+                        })?,
+                ),
+                None => None,
+            };
+        let (ack_tx, mut acks) = mpsc::unbounded_channel();
+        let target: Arc<dyn AckTarget> = Arc::new(AckChannel(ack_tx));
+        let mut run = Run {
+            component,
+            config,
+            metrics: m,
+            consumer,
+            dead_letters,
+            tracker: Tracker::default(),
+            pending: BTreeMap::new(),
+            next_id: 0,
+            out: Some(out),
+        };
+        let max_wait = Duration::from_millis(run.config.batch_max_wait_ms);
+        let mut flush_tick = tokio::time::interval(max_wait);
+        flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some((id, ok)) = acks.recv() => run.release(id, ok),
+                Some(Event::Revoked(list)) = events.recv() => run.revoke(&list),
+                message = run.consumer.recv() => match message {
+                    Ok(msg) => {
+                        let topic = msg.topic().to_string();
+                        let partition = msg.partition();
+                        let offset = msg.offset();
+                        let payload = msg.payload().unwrap_or_default().to_vec();
+                        let key = msg.key().map(<[u8]>::to_vec);
+                        drop(msg);
+                        run.accept(&topic, partition, offset, &payload, key.as_deref(), &target).await?;
+                    }
+                    Err(e) => {
+                        run.metrics.error("consume");
+                        crate::warn_limited!(component = %run.component, error = %e, "Kafka consumer error");
+                    }
+                },
+                _ = flush_tick.tick() => run.flush_due(max_wait, &target).await?,
+            }
+        }
+        // Shutdown: batches not yet sent are dropped (their records are read again after a
+        // restart); the output closes so the pipeline drains; then the last acknowledgements
+        // come in, and the stored offsets are committed.
+        run.pending.clear();
+        run.out = None;
+        drop(target);
+        tracing::info!(component = %run.component, in_flight = run.tracker.in_flight(), "Kafka source draining acknowledgements");
+        while run.tracker.in_flight() > 0 {
+            match acks.recv().await {
+                Some((id, ok)) => run.release(id, ok),
+                None => break,
+            }
+        }
+        if let Err(e) = run.consumer.commit_consumer_state(CommitMode::Sync) {
+            // NoOffset: nothing stored since the last commit.
+            tracing::debug!(component = %run.component, error = %e, "final commit");
+        }
+        Ok(())
+    }
+}
+
+struct Run {
+    component: String,
+    config: KafkaSourceConfig,
+    metrics: Arc<ComponentMetrics>,
+    consumer: StreamConsumer<SourceContext>,
+    dead_letters: Option<ThreadedProducer<DefaultProducerContext>>,
+    tracker: Tracker,
+    pending: BTreeMap<(String, i32), Pending>,
+    next_id: u64,
+    out: Option<Output>,
+}
+
+impl Run {
+    fn release(&mut self, id: u64, ok: bool) {
+        if !ok {
+            tracing::debug!(component = %self.component, id, "a batch failed downstream; its offset stays");
+        }
+        if let Some((topic, partition, offset)) = self.tracker.release(id, ok) {
+            if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
+                // A partition revoked meanwhile: its new owner re-reads from the commit.
+                tracing::debug!(component = %self.component, topic, partition, error = %e, "storing an offset");
+            }
+        }
+    }
+
+    fn revoke(&mut self, list: &[(String, i32)]) {
+        for (topic, partition) in list {
+            self.pending.remove(&(topic.clone(), *partition));
+            self.tracker.revoke(topic, *partition);
+        }
+        tracing::info!(component = %self.component, revoked = list.len(), "partitions revoked");
+    }
+
+    async fn accept(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        target: &Arc<dyn AckTarget>,
+    ) -> Result<(), BoxError> {
+        let kind = self.config.record;
+        let entry = self
+            .pending
+            .entry((topic.to_string(), partition))
+            .or_insert_with(|| Pending {
+                records: empty_records(kind),
+                next_offset: offset + 1,
+                since: tokio::time::Instant::now(),
+            });
+        entry.next_offset = offset + 1;
+        if let Err(e) = decode_onto(&mut entry.records, payload, self.config.encoding) {
+            self.metrics.dropped("undecodable", 1);
+            crate::warn_limited!(component = %self.component, topic, partition, offset, error = %e, "dropped an undecodable record");
+            if let (Some(p), Some(dlq)) = (&self.dead_letters, &self.config.dead_letter_topic) {
+                let mut r = BaseRecord::to(dlq).payload(payload);
+                if let Some(k) = key {
+                    r = r.key(k);
+                }
+                if p.send(r).is_err() {
+                    self.metrics.error("dead_letter");
+                }
+            }
+        }
+        if entry.records.len() >= self.config.batch_max_records {
+            self.send(topic.to_string(), partition, target).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_due(
+        &mut self,
+        max_wait: Duration,
+        target: &Arc<dyn AckTarget>,
+    ) -> Result<(), BoxError> {
+        let due: Vec<(String, i32)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.since.elapsed() >= max_wait)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (topic, partition) in due {
+            self.send(topic, partition, target).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        topic: String,
+        partition: i32,
+        target: &Arc<dyn AckTarget>,
+    ) -> Result<(), BoxError> {
+        let Some(p) = self.pending.remove(&(topic.clone(), partition)) else {
+            return Ok(());
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.tracker.open(id, &topic, partition, p.next_offset);
+        let token = AckToken::new(id, target.clone());
+        let batch = Batch::tracked(
+            p.records,
+            u32::try_from(partition).unwrap_or(0),
+            Acks::one(token),
+        );
+        match &mut self.out {
+            Some(out) => out.send(batch).await?,
+            None => drop(batch),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_move_only_past_an_acknowledged_prefix() {
+        let mut t = Tracker::default();
+        t.open(0, "t", 0, 10);
+        t.open(1, "t", 0, 20);
+        t.open(2, "t", 1, 5);
+        assert_eq!(t.release(1, true), None, "batch 0 is still out");
+        assert_eq!(t.release(0, true), Some(("t".into(), 0, 20)));
+        assert_eq!(
+            t.release(2, false),
+            None,
+            "a failed batch never moves the offset"
+        );
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn revoked_partitions_are_forgotten() {
+        let mut t = Tracker::default();
+        t.open(0, "t", 3, 10);
+        t.revoke("t", 3);
+        assert_eq!(t.release(0, true), None);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_poison_record_is_an_error_not_a_panic() {
+        let mut r = empty_records(RecordKind::Probe);
+        assert!(decode_onto(&mut r, b"{not json", Encoding::Json).is_err());
+        assert!(decode_onto(&mut r, b"\xff\xff", Encoding::Protobuf).is_err());
+        let ok = br#"{"vehicle_id":"v","ts_ms":1,"lat":60.1,"lon":24.9}"#;
+        decode_onto(&mut r, ok, Encoding::Json).expect("a JSON probe decodes");
+        assert_eq!(r.len(), 1);
+    }
+}
