@@ -18,6 +18,7 @@ use rdkafka::consumer::{
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Statistics};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -328,8 +329,16 @@ impl Run {
         if !ok {
             tracing::debug!(component = %self.component, id, "a batch failed downstream; its offset stays");
         }
-        if let Some((topic, partition, offset)) = self.tracker.release(id, ok) {
-            if let Err(e) = self.consumer.store_offset(&topic, partition, offset) {
+        if let Some((topic, partition, next_offset)) = self.tracker.release(id, ok) {
+            // `store_offsets` stores the offset as given: the next record to read. (The
+            // single-partition `store_offset` adds one, as librdkafka's
+            // `rd_kafka_offset_store` expects the last record processed; handing it the next
+            // offset skipped one record at every restart.)
+            let mut list = TopicPartitionList::new();
+            let stored = list
+                .add_partition_offset(&topic, partition, Offset::Offset(next_offset))
+                .and_then(|()| self.consumer.store_offsets(&list));
+            if let Err(e) = stored {
                 // A partition revoked meanwhile: its new owner re-reads from the commit.
                 tracing::debug!(component = %self.component, topic, partition, error = %e, "storing an offset");
             }
