@@ -571,3 +571,100 @@ async fn kafka_example_configs_chain_ingest_assign_and_two_aggregate_groups() {
         assert!(rows > 0, "{out} wrote no speeds");
     }
 }
+
+/// Sends `sent` through a topic in `encoding` and returns what a fresh group reads back.
+async fn round_trip(
+    brokers: &str,
+    name: &str,
+    encoding: Encoding,
+    kind: RecordKind,
+    sent: Records,
+) -> Vec<Records> {
+    let topic = format!("rt-{name}-{encoding:?}-{}", nonce()).to_lowercase();
+    create_topic(brokers, &topic, 4).await;
+    let n = sent.len();
+    produce(brokers, &topic, encoding, vec![sent]).await;
+    let (got, result) = consume(
+        source_config(brokers, &topic, &topic, kind, encoding),
+        n,
+        None,
+    )
+    .await;
+    result.unwrap_or_else(|e| panic!("{name} round trip in {encoding:?}: {e}"));
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_round_trip_matched_points_and_speeds_in_json_and_protobuf() {
+    use pipeline::record::{MatchedPoint, SegmentSpeed};
+    let Some(brokers) = brokers() else { return };
+    let matched: Vec<MatchedPoint> = probes(200)
+        .into_iter()
+        .enumerate()
+        .map(|(i, probe)| MatchedPoint {
+            segment_id: 500 + (i % 11) as u64,
+            offset_m: i as f64 * 0.5,
+            snapped_lat: probe.lat + 1e-6,
+            snapped_lon: probe.lon - 1e-6,
+            distance_m: (i % 7) as f64,
+            probe,
+        })
+        .collect();
+    let speeds: Vec<SegmentSpeed> = (0..200)
+        .map(|i| SegmentSpeed {
+            segment_id: 900 + (i % 13) as u64,
+            window_start_ms: T0 + (i / 13) as i64 * 60_000,
+            window_end_ms: T0 + (i / 13 + 1) as i64 * 60_000,
+            estimator: if i % 2 == 0 { "space_mean" } else { "median" }.to_string(),
+            samples: 3 + i as u32,
+            vehicles: 2,
+            speed_mps: 9.5 + i as f64 * 0.01,
+            p15_speed_mps: Some(7.25),
+            p50_speed_mps: (i % 3 == 0).then_some(9.0),
+            p85_speed_mps: Some(11.5),
+            travel_time_s: 12.0,
+            graph_version: 42,
+            revision: (i % 2) as u32,
+        })
+        .collect();
+    for encoding in [Encoding::Json, Encoding::Protobuf] {
+        let got = round_trip(
+            &brokers,
+            "matched",
+            encoding,
+            RecordKind::MatchedPoint,
+            Records::MatchedPoints(matched.clone()),
+        )
+        .await;
+        let mut got: Vec<MatchedPoint> = got
+            .into_iter()
+            .flat_map(|r| match r {
+                Records::MatchedPoints(m) => m,
+                _ => Vec::new(),
+            })
+            .collect();
+        got.sort_by(|a, b| a.probe.ts_ms.cmp(&b.probe.ts_ms));
+        assert_eq!(got, matched, "{encoding:?}: matched points");
+
+        let got = round_trip(
+            &brokers,
+            "speeds",
+            encoding,
+            RecordKind::SegmentSpeed,
+            Records::Speeds(speeds.clone()),
+        )
+        .await;
+        let mut got: Vec<SegmentSpeed> = got
+            .into_iter()
+            .flat_map(|r| match r {
+                Records::Speeds(s) => s,
+                _ => Vec::new(),
+            })
+            .collect();
+        let order = |s: &SegmentSpeed| (s.window_start_ms, s.segment_id, s.samples);
+        got.sort_by_key(order);
+        let mut want = speeds.clone();
+        want.sort_by_key(order);
+        assert_eq!(got, want, "{encoding:?}: speeds");
+    }
+}
