@@ -6,30 +6,16 @@
 //! Run: `cargo bench --bench aggregate` (env `BENCH_MEMORY_WINDOWS`, default "1000000
 //! 10000000"; set it empty to skip the memory report).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{BatchSize, Criterion, Throughput};
 use pipeline::aggregate::{AggregateConfig, Aggregator, SegmentCatalog};
 use pipeline::record::SegmentObservation;
 use rand::{Rng, SeedableRng};
 
-/// Counts live heap bytes, to measure memory per open window.
-struct Counting;
-
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{live_bytes, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -145,12 +131,12 @@ fn memory_report() {
             next_segment_id: None,
             flags: 0,
         };
-        let before = LIVE_BYTES.load(Ordering::Relaxed);
+        let before = live_bytes();
         let mut agg = Aggregator::new(&config, AnySegment);
         for s in 0..n {
             let _ = agg.push(&observation(s), 0, 0);
         }
-        let live = LIVE_BYTES.load(Ordering::Relaxed) - before;
+        let live = live_bytes() - before;
         println!(
             "memory: {} open segment-windows: {:.1} B each on the heap ({:.1} B by the \
              aggregator's own count; WindowState is {} B)",

@@ -17,10 +17,8 @@
 //! graph import and the R-tree outside the timing; best of `BENCH_REPEAT`, default 3, per
 //! track). `BENCH_RADIUS_M` and `BENCH_K` override r and k.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,26 +30,9 @@ use pipeline::graph::{ImportConfig, RoadGraph};
 use pipeline::matching::{MatchConfig, MatchOutput, Matcher};
 use pipeline::record::Probe;
 
-/// Counts live heap bytes, to measure memory per active vehicle.
-struct Counting;
-
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{live_bytes, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -66,14 +47,14 @@ fn bytes_per_vehicle(graph: &Arc<RoadGraph>, probes: &[Probe]) -> (f64, usize) {
     let mut matcher = Matcher::new(graph.clone(), config);
     let mut out = MatchOutput::default();
     // Measured before the input copy: the loop consumes all of it.
-    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let before = live_bytes();
     let input = probes.to_vec();
     for probe in input {
         matcher.push(probe, &mut out);
         out.clear();
     }
     drop(out);
-    let after = LIVE_BYTES.load(Ordering::Relaxed);
+    let after = live_bytes();
     let vehicles = matcher.active_vehicles();
     (
         after.saturating_sub(before) as f64 / vehicles.max(1) as f64,

@@ -572,26 +572,31 @@ async fn kafka_example_configs_chain_ingest_assign_and_two_aggregate_groups() {
     }
 }
 
-/// Sends `sent` through a topic in `encoding` and returns what a fresh group reads back.
-async fn round_trip(
+/// How one record type goes into and comes out of `Records`.
+type Variant<T> = (fn(Vec<T>) -> Records, fn(Records) -> Option<Vec<T>>);
+
+/// Sends `sent` through a fresh topic in `encoding`, reads it back with a fresh group and
+/// checks that the same records arrive (as a multiset: compared in `key` order).
+async fn round_trip<T: Clone + PartialEq + std::fmt::Debug, K: Ord>(
     brokers: &str,
     name: &str,
     encoding: Encoding,
     kind: RecordKind,
-    sent: Records,
-) -> Vec<Records> {
+    sent: &[T],
+    (wrap, unwrap): Variant<T>,
+    key: fn(&T) -> K,
+) {
     let topic = format!("rt-{name}-{encoding:?}-{}", nonce()).to_lowercase();
     create_topic(brokers, &topic, 4).await;
-    let n = sent.len();
-    produce(brokers, &topic, encoding, vec![sent]).await;
-    let (got, result) = consume(
-        source_config(brokers, &topic, &topic, kind, encoding),
-        n,
-        None,
-    )
-    .await;
+    produce(brokers, &topic, encoding, vec![wrap(sent.to_vec())]).await;
+    let source = source_config(brokers, &topic, &topic, kind, encoding);
+    let (got, result) = consume(source, sent.len(), None).await;
     result.unwrap_or_else(|e| panic!("{name} round trip in {encoding:?}: {e}"));
-    got
+    let mut got: Vec<T> = got.into_iter().filter_map(unwrap).flatten().collect();
+    got.sort_by_key(key);
+    let mut want = sent.to_vec();
+    want.sort_by_key(key);
+    assert_eq!(got, want, "{name} in {encoding:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -628,43 +633,31 @@ async fn kafka_round_trip_matched_points_and_speeds_in_json_and_protobuf() {
         })
         .collect();
     for encoding in [Encoding::Json, Encoding::Protobuf] {
-        let got = round_trip(
+        round_trip(
             &brokers,
             "matched",
             encoding,
             RecordKind::MatchedPoint,
-            Records::MatchedPoints(matched.clone()),
+            &matched,
+            (Records::MatchedPoints, |r| match r {
+                Records::MatchedPoints(m) => Some(m),
+                _ => None,
+            }),
+            |m| m.probe.ts_ms,
         )
         .await;
-        let mut got: Vec<MatchedPoint> = got
-            .into_iter()
-            .flat_map(|r| match r {
-                Records::MatchedPoints(m) => m,
-                _ => Vec::new(),
-            })
-            .collect();
-        got.sort_by(|a, b| a.probe.ts_ms.cmp(&b.probe.ts_ms));
-        assert_eq!(got, matched, "{encoding:?}: matched points");
-
-        let got = round_trip(
+        round_trip(
             &brokers,
             "speeds",
             encoding,
             RecordKind::SegmentSpeed,
-            Records::Speeds(speeds.clone()),
+            &speeds,
+            (Records::Speeds, |r| match r {
+                Records::Speeds(s) => Some(s),
+                _ => None,
+            }),
+            |s| (s.window_start_ms, s.segment_id, s.samples),
         )
         .await;
-        let mut got: Vec<SegmentSpeed> = got
-            .into_iter()
-            .flat_map(|r| match r {
-                Records::Speeds(s) => s,
-                _ => Vec::new(),
-            })
-            .collect();
-        let order = |s: &SegmentSpeed| (s.window_start_ms, s.segment_id, s.samples);
-        got.sort_by_key(order);
-        let mut want = speeds.clone();
-        want.sort_by_key(order);
-        assert_eq!(got, want, "{encoding:?}: speeds");
     }
 }
