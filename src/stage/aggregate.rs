@@ -96,7 +96,7 @@ impl AggregateStage {
     ) -> Self {
         let f = families();
         let c = metrics.component.as_str();
-        // Every series exists from start-up.
+        // The stage's own series exist from start-up (drop reasons appear on first use).
         f.open_windows.with_label_values(&[c]).set(0);
         f.state_bytes.with_label_values(&[c]).set(0);
         for emission in ["first", "revision"] {
@@ -105,9 +105,6 @@ impl AggregateStage {
         f.windows_closed.with_label_values(&[c]);
         f.late.with_label_values(&[c]);
         f.watermark.with_label_values(&[c]).set(0.0);
-        for r in [Rejection::Invalid, Rejection::UnknownSegment] {
-            metrics.dropped(r.as_str(), 0);
-        }
         Self {
             aggregator: Aggregator::new(config, graph),
             started: Instant::now(),
