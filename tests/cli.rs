@@ -52,6 +52,18 @@ impl City {
         Self { dir, graph }
     }
 
+    /// `pipeline replay` on this city's graph, reading `input` and writing into `out_dir`.
+    fn replay(&self, input: impl AsRef<std::ffi::OsStr>, out_dir: &Path) -> Command {
+        let mut cmd = bin();
+        cmd.args(["replay", "--graph"])
+            .arg(&self.graph)
+            .arg("--input")
+            .arg(input)
+            .arg("--out-dir")
+            .arg(out_dir);
+        cmd
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -122,15 +134,7 @@ fn generate_then_replay_writes_every_clean_probe() {
     assert!(generated.len() > 20 * 100, "{} probes", generated.len());
 
     let out_dir = city.path("out");
-    let stdout = run_ok(
-        bin()
-            .args(["replay", "--graph"])
-            .arg(&city.graph)
-            .arg("--input")
-            .arg(&probes)
-            .arg("--out-dir")
-            .arg(&out_dir),
-    );
+    let stdout = run_ok(&mut city.replay(&probes, &out_dir));
     assert!(stdout.contains("probes/s"), "{stdout}");
     let cleaned = read_probes(&out_dir.join("probes.parquet"));
     assert_eq!(
@@ -190,13 +194,7 @@ fn replay_is_deterministic_and_counts_dirty_probes() {
         )
         .unwrap();
         run_ok(
-            bin()
-                .args(["replay", "--graph"])
-                .arg(&city.graph)
-                .arg("--input")
-                .arg(&dirty)
-                .arg("--out-dir")
-                .arg(city.path(out))
+            city.replay(&dirty, &city.path(out))
                 .arg("--config")
                 .arg(&config),
         )
@@ -227,16 +225,7 @@ fn replay_output_is_identical_with_one_and_two_workers() {
     city.generate(&probes, 40, 600);
     let replay = |workers: &str| {
         let out_dir = city.path(&format!("w{workers}"));
-        run_ok(
-            bin()
-                .args(["replay", "--graph"])
-                .arg(&city.graph)
-                .arg("--input")
-                .arg(&probes)
-                .arg("--out-dir")
-                .arg(&out_dir)
-                .args(["--workers", workers]),
-        );
+        run_ok(city.replay(&probes, &out_dir).args(["--workers", workers]));
         out_dir
     };
     let (one, two) = (replay("1"), replay("2"));
@@ -262,13 +251,8 @@ fn replay_with_a_glob_skips_a_truncated_file() {
     city.generate(&input.join("a.parquet"), 5, 30);
     let bytes = std::fs::read(input.join("a.parquet")).unwrap();
     std::fs::write(input.join("b.parquet"), &bytes[..bytes.len() / 2]).unwrap();
-    let out = bin()
-        .args(["replay", "--graph"])
-        .arg(&city.graph)
-        .arg("--input")
-        .arg(format!("{}/*.parquet", input.display()))
-        .arg("--out-dir")
-        .arg(city.path("out"))
+    let out = city
+        .replay(format!("{}/*.parquet", input.display()), &city.path("out"))
         .env("PIPELINE_LOG", "warn")
         .output()
         .unwrap();
@@ -357,13 +341,8 @@ fn missing_mapped_column_names_the_file_and_column() {
          [sources.recorded.columns]\nlat = \"latitude\"\n",
     )
     .unwrap();
-    let out = bin()
-        .args(["replay", "--graph"])
-        .arg(&city.graph)
-        .arg("--input")
-        .arg(&probes)
-        .arg("--out-dir")
-        .arg(city.path("out"))
+    let out = city
+        .replay(&probes, &city.path("out"))
         .arg("--config")
         .arg(&config)
         .output()
@@ -427,13 +406,8 @@ fn sigterm_mid_replay_leaves_valid_parquet() {
     )
     .unwrap();
     let out_dir = city.path("out");
-    let mut child = bin()
-        .args(["replay", "--graph"])
-        .arg(&city.graph)
-        .arg("--input")
-        .arg(&probes)
-        .arg("--out-dir")
-        .arg(&out_dir)
+    let mut child = city
+        .replay(&probes, &out_dir)
         .arg("--config")
         .arg(&config)
         .env("PIPELINE_LOG", "info")

@@ -163,6 +163,21 @@ async fn produce(brokers: &str, topic: &str, encoding: Encoding, batches: Vec<Re
         .expect("producing to Kafka");
 }
 
+/// Produces `sent` to `topic` in batches of `chunk`.
+async fn produce_probes(
+    brokers: &str,
+    topic: &str,
+    encoding: Encoding,
+    sent: &[Probe],
+    chunk: usize,
+) {
+    let batches = sent
+        .chunks(chunk)
+        .map(|c| Records::Probes(c.to_vec()))
+        .collect();
+    produce(brokers, topic, encoding, batches).await;
+}
+
 fn source_config(
     brokers: &str,
     topic: &str,
@@ -264,15 +279,7 @@ async fn kafka_round_trip_probes_and_observations_in_json_and_protobuf() {
         let topic = format!("rt-probes-{encoding:?}-{n}").to_lowercase();
         create_topic(&brokers, &topic, 4).await;
         let sent = probes(500);
-        produce(
-            &brokers,
-            &topic,
-            encoding,
-            sent.chunks(100)
-                .map(|c| Records::Probes(c.to_vec()))
-                .collect(),
-        )
-        .await;
+        produce_probes(&brokers, &topic, encoding, &sent, 100).await;
         let source = source_config(&brokers, &topic, &topic, RecordKind::Probe, encoding);
         let (got, result) = consume(source, sent.len(), None).await;
         result.expect("probe round trip");
@@ -335,15 +342,7 @@ async fn kafka_source_is_at_least_once_across_a_sink_that_fails_before_writing()
     let topic = format!("alo-{}", nonce());
     create_topic(&brokers, &topic, 4).await;
     let sent = probes(2_000);
-    produce(
-        &brokers,
-        &topic,
-        Encoding::Json,
-        sent.chunks(250)
-            .map(|c| Records::Probes(c.to_vec()))
-            .collect(),
-    )
-    .await;
+    produce_probes(&brokers, &topic, Encoding::Json, &sent, 250).await;
     let group = format!("{topic}-group");
 
     // First run: the sink writes 6 batches of at most 50, then fails with more in hand.
@@ -402,17 +401,23 @@ async fn kafka_source_is_at_least_once_across_a_sink_that_fails_before_writing()
     );
 }
 
-/// A `pipeline run --config pipelines/NAME` process in `dir`, stopped with SIGTERM on drop.
+/// A `pipeline run --config CONFIG` process in `dir`, killed on drop; `stop` ends it with
+/// SIGTERM.
 struct Stage {
-    name: &'static str,
+    name: String,
     child: std::process::Child,
 }
 
+/// An example config of `pipelines/`.
+fn example(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("pipelines")
+        .join(name)
+}
+
 impl Stage {
-    fn start(name: &'static str, dir: &std::path::Path, listen: &str) -> Self {
-        let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("pipelines")
-            .join(name);
+    fn start(config: &std::path::Path, dir: &std::path::Path, listen: &str) -> Self {
+        let name = config.display().to_string();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
             .current_dir(dir)
             .args(["run", "--config"])
@@ -500,20 +505,12 @@ async fn kafka_example_configs_chain_ingest_assign_and_two_aggregate_groups() {
 
     let (prod, experiment) = ("127.0.0.1:19891", "127.0.0.1:19892");
     let stages = [
-        Stage::start("kafka-ingest.toml", dir.path(), ""),
-        Stage::start("kafka-assign.toml", dir.path(), ""),
-        Stage::start("kafka-aggregate.toml", dir.path(), prod),
-        Stage::start("kafka-experiment.toml", dir.path(), experiment),
+        Stage::start(&example("kafka-ingest.toml"), dir.path(), ""),
+        Stage::start(&example("kafka-assign.toml"), dir.path(), ""),
+        Stage::start(&example("kafka-aggregate.toml"), dir.path(), prod),
+        Stage::start(&example("kafka-experiment.toml"), dir.path(), experiment),
     ];
-    produce(
-        &brokers,
-        "probes.raw",
-        Encoding::Json,
-        sent.chunks(500)
-            .map(|c| Records::Probes(c.to_vec()))
-            .collect(),
-    )
-    .await;
+    produce_probes(&brokers, "probes.raw", Encoding::Json, &sent, 500).await;
 
     // Speeds reach the `speeds` topic while every stage keeps running.
     let speeds = source_config(
@@ -673,17 +670,8 @@ async fn kafka_sigterm_under_load_commits_and_a_restart_resumes_without_a_gap() 
     create_topic(&brokers, &topic_in, 4).await;
     create_topic(&brokers, &topic_out, 4).await;
     let sent = probes(60_000);
-    produce(
-        &brokers,
-        &topic_in,
-        Encoding::Json,
-        sent.chunks(5_000)
-            .map(|c| Records::Probes(c.to_vec()))
-            .collect(),
-    )
-    .await;
+    produce_probes(&brokers, &topic_in, Encoding::Json, &sent, 5_000).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("pipelines")).expect("dir");
     let config = format!(
         "edges = [\"input -> output\"]\n\
          [sources.input]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"{topic_in}\"]\n\
@@ -694,21 +682,9 @@ async fn kafka_sigterm_under_load_commits_and_a_restart_resumes_without_a_gap() 
     );
     let path = dir.path().join("resume.toml");
     std::fs::write(&path, config).expect("config");
-    let start = |listen: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
-            .current_dir(dir.path())
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("PIPELINE__TELEMETRY__LISTEN", listen)
-            .env("PIPELINE_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start pipeline")
-    };
-
     // First run: SIGTERM as soon as records flow.
     let addr = "127.0.0.1:19893";
-    let mut first = start(addr);
+    let first = Stage::start(&path, dir.path(), addr);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let mut at_sigterm = 0;
     while at_sigterm == 0 {
@@ -719,21 +695,11 @@ async fn kafka_sigterm_under_load_commits_and_a_restart_resumes_without_a_gap() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &first.id().to_string()])
-        .status();
-    let status = first.wait().expect("wait");
-    assert!(
-        status.success(),
-        "SIGTERM must end the run cleanly: {status}"
-    );
+    first.stop();
 
     // Second run, same group: resumes at the commit; stop it once it is idle.
     let addr = "127.0.0.1:19894";
-    let second = Stage {
-        name: "resume",
-        child: start(addr),
-    };
+    let second = Stage::start(&path, dir.path(), addr);
     let mut last = u64::MAX;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
