@@ -547,3 +547,55 @@ fn matching_matcher_can_move_to_a_worker_thread() {
     assert_send::<Matcher>();
     assert_send::<MatchOutput>();
 }
+
+#[test]
+fn matching_clock_jump_on_a_straight_road_links_instead_of_breaking() {
+    let graph = grid();
+    let mut matcher = Matcher::new(graph.clone(), MatchConfig::default());
+    // 40 s of driving east at 10 m/s, but the fixes of seconds 10–30 were lost and the
+    // next one is stamped one second after second 9: 210 m in 1 s, far above the speed cut,
+    // yet straight along the road.
+    let mut probes = drive_east(&graph, "v", T0, 40);
+    probes.drain(10..30);
+    for p in probes.iter_mut().skip(10) {
+        p.ts_ms -= 19_000;
+    }
+    let out = run(&mut matcher, probes);
+    let stats = matcher.stats();
+    assert_eq!(stats.breaks_no_transition, 0);
+    assert_eq!(stats.transitions_speed_relaxed, 1);
+    assert_eq!(out.matched.len(), 20);
+    let partial = observation_flags::PARTIAL_START | observation_flags::PARTIAL_END;
+    let ends = out
+        .observations
+        .iter()
+        .filter(|o| o.flags & partial != 0)
+        .count();
+    assert_eq!(ends, 2, "one trace, so only its two ends are partial");
+    let covered_m: f64 = out.observations.iter().map(|o| o.traversed_m).sum();
+    assert!((covered_m - 390.0).abs() < 5.0, "covered {covered_m} m");
+}
+
+#[test]
+fn matching_jump_back_on_a_oneway_still_breaks() {
+    let graph = grid();
+    let mut matcher = Matcher::new(graph.clone(), MatchConfig::default());
+    // Row 1 is one-way east: a fix 60 m behind the previous one a second later would need
+    // a loop round the block, not a direct route, so the trace splits.
+    let s = seg(&graph, (1, 3), (1, 4));
+    let mut probes: Vec<Probe> = (0..6)
+        .map(|i| {
+            probe(
+                "v",
+                T0 + 1000 * i,
+                point_on(&graph, s, 20.0 + 10.0 * i as f64, 1.0),
+            )
+        })
+        .collect();
+    probes.push(probe("v", T0 + 6_000, point_on(&graph, s, 10.0, 1.0)));
+    let out = run(&mut matcher, probes);
+    let stats = matcher.stats();
+    assert_eq!(stats.breaks_no_transition, 1);
+    assert_eq!(stats.transitions_speed_relaxed, 0);
+    assert_eq!(out.matched.len(), 7);
+}

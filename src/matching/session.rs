@@ -80,6 +80,8 @@ pub struct MatchStats {
     pub breaks_distance_gap: u64,
     pub breaks_no_transition: u64,
     pub breaks_off_road: u64,
+    /// Steps linked only once the speed cut was lifted (see `MatchConfig::max_speed_mps`).
+    pub transitions_speed_relaxed: u64,
     /// Points emitted on convergence, by the lag, and at trace ends.
     pub commits_converged: u64,
     pub commits_forced: u64,
@@ -106,6 +108,7 @@ impl Default for MatchStats {
             breaks_distance_gap: 0,
             breaks_no_transition: 0,
             breaks_off_road: 0,
+            transitions_speed_relaxed: 0,
             commits_converged: 0,
             commits_forced: 0,
             commits_flushed: 0,
@@ -216,46 +219,18 @@ impl VehicleMatcher {
             } else if great_circle_m > config.max_gap_m {
                 broke = Some(BreakReason::DistanceGap);
             } else {
-                let max_m = config.max_route_m(dt_ms, great_circle_m);
-                let Scratch {
-                    targets, routes, ..
-                } = &mut *cx.scratch;
-                targets.clear();
-                targets.extend(nodes.iter().map(|n| Position {
-                    segment: n.candidate.segment,
-                    offset_m: n.candidate.offset_m,
-                }));
-                let mut any = false;
-                for (i, p) in prev.nodes.iter().enumerate() {
-                    if !p.is_alive() {
-                        continue;
-                    }
-                    let from = Position {
-                        segment: p.candidate.segment,
-                        offset_m: p.candidate.offset_m,
-                    };
-                    cx.router.distances(
-                        cx.graph,
-                        from,
-                        targets,
-                        max_m,
-                        config.standstill_m(),
-                        routes,
-                    );
-                    for (node, route) in nodes.iter_mut().zip(routes.iter()) {
-                        let Some(route_m) = *route else { continue };
-                        let score = p.score
-                            + transition_log_prob(route_m, great_circle_m, config.beta_m)
-                            + emission_log_prob(node.candidate.distance_m, config.sigma_m);
-                        if score > node.score {
-                            node.score = score;
-                            node.back = i as u32;
-                            node.route_m = route_m;
-                            any = true;
-                        }
-                    }
+                let speed_max_m = config.max_route_m(dt_ms, great_circle_m);
+                let mut linked = link(cx, &prev.nodes, &mut nodes, speed_max_m, great_circle_m);
+                // No route is plausible at `max_speed_mps`. When a route about as long as
+                // the straight line exists, the clock is off (fixes logged late or lost in
+                // between) rather than the car flying: bridge with it instead of cutting
+                // the path. A long detour (a loop round the block from a jump) still breaks.
+                let direct_max_m = config.max_direct_route_m(great_circle_m);
+                if !linked && direct_max_m > speed_max_m {
+                    linked = link(cx, &prev.nodes, &mut nodes, direct_max_m, great_circle_m);
+                    cx.stats.transitions_speed_relaxed += u64::from(linked);
                 }
-                if !any {
+                if !linked {
                     broke = Some(BreakReason::NoTransition);
                 }
             }
@@ -314,6 +289,57 @@ impl VehicleMatcher {
         out.extend(points.into_iter().map(Committed::Point));
         out.push(Committed::TraceEnd);
     }
+}
+
+/// Scores every transition from the live nodes of the previous column to `nodes` whose
+/// route is at most `max_m`, keeping the best predecessor of each node. False when none is.
+fn link(
+    cx: &mut MatchContext<'_>,
+    prev: &[Node],
+    nodes: &mut [Node],
+    max_m: f64,
+    great_circle_m: f64,
+) -> bool {
+    let config = cx.config;
+    let Scratch {
+        targets, routes, ..
+    } = &mut *cx.scratch;
+    targets.clear();
+    targets.extend(nodes.iter().map(|n| Position {
+        segment: n.candidate.segment,
+        offset_m: n.candidate.offset_m,
+    }));
+    let mut any = false;
+    for (i, p) in prev.iter().enumerate() {
+        if !p.is_alive() {
+            continue;
+        }
+        let from = Position {
+            segment: p.candidate.segment,
+            offset_m: p.candidate.offset_m,
+        };
+        cx.router.distances(
+            cx.graph,
+            from,
+            targets,
+            max_m,
+            config.standstill_m(),
+            routes,
+        );
+        for (node, route) in nodes.iter_mut().zip(routes.iter()) {
+            let Some(route_m) = *route else { continue };
+            let score = p.score
+                + transition_log_prob(route_m, great_circle_m, config.beta_m)
+                + emission_log_prob(node.candidate.distance_m, config.sigma_m);
+            if score > node.score {
+                node.score = score;
+                node.back = i as u32;
+                node.route_m = route_m;
+                any = true;
+            }
+        }
+    }
+    any
 }
 
 /// An unmatched probe and why.

@@ -80,6 +80,7 @@ struct AssignMetricFamilies {
     matched: IntCounterVec,
     unmatched: IntCounterVec,
     trace_breaks: IntCounterVec,
+    speed_cut_relaxed: IntCounterVec,
     candidates: HistogramVec,
     route_searches: IntCounterVec,
     route_cache_hits: IntCounterVec,
@@ -117,6 +118,11 @@ fn families() -> &'static AssignMetricFamilies {
                 "pipeline_assign_trace_breaks_total",
                 "Traces split, by reason.",
                 &["component", "reason"],
+            ),
+            speed_cut_relaxed: counter(
+                "pipeline_assign_speed_cut_relaxed_total",
+                "Steps linked by a direct route after the speed cut left no transition (clock off).",
+                &["component"],
             ),
             candidates: register_collector(
                 HistogramVec::new(
@@ -383,6 +389,13 @@ fn export_shard_metrics(c: &str, shard: &mut Shard) {
                 .with_label_values(&[c, reason])
                 .inc_by(now - then);
         }
+    }
+    let relaxed = delta(
+        stats.transitions_speed_relaxed,
+        before.transitions_speed_relaxed,
+    );
+    if relaxed > 0 {
+        f.speed_cut_relaxed.with_label_values(&[c]).inc_by(relaxed);
     }
     // Observed into a thread-local copy, flushed once: no atomic per probe.
     let histogram = f.candidates.with_label_values(&[c]).local();
