@@ -177,3 +177,76 @@ fn matching_route_cache_answers_like_a_search() {
     );
     assert!(first.is_some());
 }
+
+#[test]
+fn matching_route_u_turn_penalty_where_the_road_goes_on() {
+    let graph = grid();
+    let mut router = Router::new(&graph, 100).with_u_turn_penalty_m(40.0);
+    let a = must(&graph, (0, 0), (0, 1));
+    let twin = must(&graph, (0, 1), (0, 0));
+    let la = graph.segment(a).length_m;
+    assert!(graph.successors(a).len() > 1, "the road goes on at (0, 1)");
+    assert!(close(
+        route(&mut router, &graph, at(a, 80.0), at(twin, 30.0), 1000.0),
+        la - 80.0 + 40.0 + 30.0
+    ));
+    // The bound counts the penalty.
+    assert_eq!(
+        route(&mut router, &graph, at(a, 80.0), at(twin, 30.0), 60.0),
+        None
+    );
+    // The path's pieces keep their true lengths.
+    let mut buffers = PathBuffers::default();
+    assert!(pieces_between(
+        &graph,
+        &mut router,
+        at(a, 80.0),
+        at(twin, 30.0),
+        la - 80.0 + 40.0 + 30.0,
+        10.0,
+        &mut buffers,
+    ));
+    let travelled_m: f64 = buffers.pieces.iter().map(|p| p.length_m()).sum();
+    assert!((travelled_m - (la - 80.0 + 30.0)).abs() < 1e-6);
+    // Turning ahead costs nothing extra: the search prefers it over a U-turn and back.
+    let ahead = must(&graph, (0, 1), (0, 2));
+    assert!(close(
+        route(&mut router, &graph, at(a, 80.0), at(ahead, 10.0), 1000.0),
+        la - 80.0 + 10.0
+    ));
+}
+
+#[test]
+fn matching_route_u_turn_at_a_dead_end_is_free() {
+    use pipeline::graph::osm_writer::OsmBuilder;
+    // A two-way street 1 -> 2 -> 3 ending at 3.
+    let mut osm = OsmBuilder::new();
+    osm.node(1, 47.0, 9.0)
+        .node(2, 47.0, 9.001)
+        .node(3, 47.0, 9.002)
+        .way(10, &[1, 2], &[("highway", "residential")])
+        .way(11, &[2, 3], &[("highway", "residential")]);
+    let graph = osm
+        .build_graph(&ImportConfig::default())
+        .unwrap_or_else(|e| panic!("graph: {e}"));
+    let find = |from: i64, to: i64| {
+        graph
+            .indices()
+            .find(|&i| graph.segment(i).from_node_id == from && graph.segment(i).to_node_id == to)
+            .unwrap_or_else(|| panic!("no segment {from} -> {to}"))
+    };
+    let (end, back) = (find(2, 3), find(3, 2));
+    let len = graph.segment(end).length_m;
+    let mut router = Router::new(&graph, 100).with_u_turn_penalty_m(40.0);
+    assert_eq!(graph.successors(end), &[back]);
+    assert!(close(
+        route(
+            &mut router,
+            &graph,
+            at(end, len - 10.0),
+            at(back, 10.0),
+            1000.0
+        ),
+        20.0
+    ));
+}

@@ -6,9 +6,10 @@
 //! the direction of travel: on the same segment with `ob ≥ oa − standstill_m` it is
 //! `max(0, ob − oa)` (a small step back is GPS noise on a standing vehicle); otherwise it is
 //! `(length(a) − oa) + d(a → b) + ob`, where `d(a → b)` is the shortest distance from the
-//! end of `a` to the start of `b` over successors (0 when `b` follows `a` directly, which
-//! includes the U-turn onto the reverse twin). One-way streets are honoured because the
-//! adjacency only has the legal successors.
+//! end of `a` to the start of `b` over successors (0 when `b` follows `a` directly). One-way
+//! streets are honoured because the adjacency only has the legal successors. A U-turn onto
+//! the reverse twin is a successor too, but costs `u_turn_penalty_m` unless it is a dead
+//! end's only way on; distances (and the bounds searched) include that penalty.
 //!
 //! **Dijkstra, not a precomputed table (measured).** An FMM-style upper-bounded
 //! origin-destination table holds every pair within δ (3 km in the FMM paper). On the
@@ -106,6 +107,13 @@ pub struct Router {
     capacity: usize,
     misses: Vec<(usize, u32, f64)>,
     stats: RouteStats,
+    u_turn_penalty_m: f64,
+}
+
+/// True when `b` runs back along `a` (from `a`'s end to its start): a U-turn.
+fn is_u_turn(graph: &RoadGraph, a: u32, b: u32) -> bool {
+    let (sa, sb) = (graph.segment(a), graph.segment(b));
+    sb.from_node_id == sa.to_node_id && sb.to_node_id == sa.from_node_id
 }
 
 const NONE: u32 = u32::MAX;
@@ -123,6 +131,26 @@ impl Router {
             capacity: cache_entries,
             misses: Vec::new(),
             stats: RouteStats::default(),
+            u_turn_penalty_m: 0.0,
+        }
+    }
+
+    /// Charges `penalty_m` for a U-turn (stepping from a segment onto its reverse twin)
+    /// where the road goes on, as routing engines do: a car rarely turns round mid-road,
+    /// while GPS jitter at a stop often looks like a hop into a side street and back. A
+    /// dead end (the twin is the only way on) stays free. Distances and paths then
+    /// include the penalty; the pieces of a path keep their true lengths.
+    pub fn with_u_turn_penalty_m(mut self, penalty_m: f64) -> Self {
+        self.u_turn_penalty_m = penalty_m;
+        self
+    }
+
+    /// The cost of stepping from the end of `a` onto `b`, one of its successors.
+    fn turn_cost_m(&self, graph: &RoadGraph, a: u32, b: u32) -> f64 {
+        if self.u_turn_penalty_m > 0.0 && graph.successors(a).len() > 1 && is_u_turn(graph, a, b) {
+            self.u_turn_penalty_m
+        } else {
+            0.0
         }
     }
 
@@ -184,7 +212,8 @@ impl Router {
             }
             if successors.binary_search(&t.segment).is_ok() {
                 self.stats.trivial += 1;
-                out[j] = Some(exit_m + t.offset_m);
+                let d = exit_m + self.turn_cost_m(graph, a, t.segment) + t.offset_m;
+                out[j] = (d <= max_m).then_some(d);
                 continue;
             }
             match self.cache_get(pair_key(a, t.segment)) {
@@ -240,7 +269,7 @@ impl Router {
     ) -> bool {
         out.clear();
         if graph.successors(a).binary_search(&b).is_ok() {
-            return true;
+            return self.turn_cost_m(graph, a, b) <= max_m;
         }
         let targets = [(0, b, max_m)];
         self.search(graph, a, max_m, &targets);
@@ -267,11 +296,14 @@ impl Router {
         self.stats.searches += 1;
         self.heap.clear();
         for &s in graph.successors(a) {
-            if self.dist_m[s as usize] > 0.0 {
-                self.dist_m[s as usize] = 0.0;
+            let d = self.turn_cost_m(graph, a, s);
+            if d < self.dist_m[s as usize] && d <= bound_m {
+                if self.dist_m[s as usize].is_infinite() {
+                    self.touched.push(s);
+                }
+                self.dist_m[s as usize] = d;
                 self.pred[s as usize] = NONE;
-                self.touched.push(s);
-                self.heap.push(Reverse((0.0_f64.to_bits(), s)));
+                self.heap.push(Reverse((d.to_bits(), s)));
             }
         }
         let mut remaining = targets.len();
@@ -292,7 +324,8 @@ impl Router {
                 continue;
             }
             for &t in graph.successors(s) {
-                if nd < self.dist_m[t as usize] {
+                let nd = nd + self.turn_cost_m(graph, s, t);
+                if nd < self.dist_m[t as usize] && nd <= bound_m {
                     if self.dist_m[t as usize].is_infinite() {
                         self.touched.push(t);
                     }

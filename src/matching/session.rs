@@ -412,7 +412,8 @@ impl Matcher {
     /// A matcher for `graph` (builds its spatial index now if not built yet).
     pub fn new(graph: Arc<RoadGraph>, config: MatchConfig) -> Self {
         graph.build_spatial_index();
-        let router = Router::new(&graph, config.route_cache_entries);
+        let router = Router::new(&graph, config.route_cache_entries)
+            .with_u_turn_penalty_m(config.u_turn_penalty_m);
         Self {
             core: Core {
                 graph,
