@@ -1,7 +1,7 @@
 //! Criterion bench of map-matching throughput on one core (issue 3's published figure):
-//! probes/s of `Matcher::push` then `flush_all` over pre-generated traffic (k = 8,
-//! r = 50 m, σ_noise = 5 m, sampled every 1 s and 5 s), a fresh matcher (cold route cache)
-//! per iteration. Generation and the matcher's construction are outside the timing.
+//! probes/s of `Matcher::push` then `flush_all` over pre-generated traffic (r = 50 m,
+//! σ_noise = 5 m, sampled every 1 s and 5 s), a fresh matcher (cold route cache) per
+//! iteration, at k = 8 (the target's setting) and k = 16 (the default). Generation and the matcher's construction are outside the timing.
 //!
 //! Graphs: the paths in `BENCH_GRAPHS` (`.osm.pbf` or `.graph`, separated by `:`), e.g.
 //! `BENCH_GRAPHS=../shared/data/osm/monaco.osm.pbf:../shared/data/osm/liechtenstein.osm.pbf
@@ -86,20 +86,20 @@ fn matching_throughput(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4));
     for (name, graph) in graphs() {
         graph.build_spatial_index();
-        for interval_s in [1.0, 5.0] {
+        for (interval_s, k) in [(1.0, 8), (5.0, 8), (1.0, 16), (5.0, 16)] {
             let probes = traffic(&graph, interval_s);
+            let config = MatchConfig {
+                k,
+                radius_m: 50.0,
+                ..MatchConfig::default()
+            };
             group.throughput(Throughput::Elements(probes.len() as u64));
             group.bench_with_input(
-                BenchmarkId::new(name.as_str(), format!("{interval_s}s")),
+                BenchmarkId::new(name.as_str(), format!("{interval_s}s/k{k}")),
                 &probes,
                 |b, probes| {
                     b.iter_batched(
-                        || {
-                            (
-                                Matcher::new(graph.clone(), MatchConfig::default()),
-                                probes.clone(),
-                            )
-                        },
+                        || (Matcher::new(graph.clone(), config.clone()), probes.clone()),
                         |(mut matcher, input)| {
                             let mut out = MatchOutput::default();
                             matcher.push_all(input, &mut out);

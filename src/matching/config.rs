@@ -9,7 +9,7 @@ fn default_radius_m() -> f64 {
     50.0
 }
 fn default_k() -> usize {
-    8
+    16
 }
 fn default_sigma_m() -> f64 {
     6.0
@@ -21,10 +21,10 @@ fn default_max_speed_mps() -> f64 {
     50.0
 }
 fn default_lag_points() -> usize {
-    10
+    30
 }
 fn default_lag_ms() -> i64 {
-    30_000
+    120_000
 }
 fn default_max_gap_ms() -> i64 {
     600_000
@@ -48,7 +48,7 @@ fn default_gap_flag_ms() -> i64 {
     10_000
 }
 fn default_u_turn_penalty_m() -> f64 {
-    25.0
+    50.0
 }
 
 /// Settings of the map matcher. Distances in metres, times in milliseconds.
@@ -58,7 +58,9 @@ pub struct MatchConfig {
     /// Candidate search radius around each probe.
     #[serde(default = "default_radius_m")]
     pub radius_m: f64,
-    /// At most this many candidate segments per probe.
+    /// At most this many candidate segments per probe. Each direction of a two-way road is
+    /// a segment, so 16 is 8 roads: on the Kubicka tracks k = 8 loses the right road among
+    /// twins and parallel ways (RMF 0.0231 against 0.0192 at 1 s; BENCHMARKS.md).
     #[serde(default = "default_k")]
     pub k: usize,
     /// Standard deviation of the Gaussian emission (GPS noise).
@@ -70,10 +72,14 @@ pub struct MatchConfig {
     /// Transitions whose route implies a higher speed for the time gap are dropped.
     #[serde(default = "default_max_speed_mps")]
     pub max_speed_mps: f64,
-    /// Forced commit: at most this many probes stay undecided per vehicle.
+    /// Forced commit: at most this many probes stay undecided per vehicle. A wrong branch
+    /// at a fork often looks right for 10–20 s before the evidence turns (Kubicka track
+    /// 00000028); a lag of 10 points cost 0.01 RMF at 1 s there.
     #[serde(default = "default_lag_points")]
     pub lag_points: usize,
     /// Forced commit: an undecided probe is at most this much older than the newest one.
+    /// Below the aggregate stage's `allowed_lateness_ms`, so a forced commit is at worst a
+    /// revision there, never a late drop.
     #[serde(default = "default_lag_ms")]
     pub lag_ms: i64,
     /// A longer time gap between consecutive probes starts a new trace.
@@ -106,8 +112,9 @@ pub struct MatchConfig {
     #[serde(default = "default_gap_flag_ms")]
     pub gap_flag_ms: i64,
     /// Added to a route's length for each U-turn where the road goes on (see
-    /// `Router::with_u_turn_penalty_m`): with β = 10 m, 25 m costs e^-2.5. On the Kubicka
-    /// tracks 25 m and 50 m both beat none; 100 m starts to cost real U-turns.
+    /// `Router::with_u_turn_penalty_m`): with β = 10 m, 50 m costs e^-5. On the Kubicka
+    /// tracks 25 m and 50 m both beat none (50 m by more at k = 16); 100 m starts to cost
+    /// real U-turns.
     #[serde(default = "default_u_turn_penalty_m")]
     pub u_turn_penalty_m: f64,
 }
