@@ -110,6 +110,7 @@ const RING: usize = 16;
 /// An accepted observation waiting to be folded into one window.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
+    start_ms: i64,
     segment_id: u64,
     sample: Sample,
 }
@@ -118,21 +119,18 @@ struct Pending {
 #[derive(Default)]
 struct WindowSlot {
     table: SegmentTable,
-    /// Accepted, not folded yet (in arrival order).
-    pending: Vec<Pending>,
     /// The watermark has passed the window's end and its rows were emitted.
     closed: bool,
 }
 
 impl WindowSlot {
-    /// Folds the pending observations in arrival order (the state is the same as folding
-    /// each in `push`), noting the states of a closed window that become dirty. Lookups are
+    /// Folds pending observations of this window in arrival order (the state is the same as
+    /// folding each in `push`), noting the states of a closed window that become dirty. Lookups are
     /// pipelined: the index line of observation i + [`INDEX_AHEAD`] and the arena entry of
     /// observation i + [`ENTRY_AHEAD`] are prefetched while observation i is folded, so the
     /// cache misses of a window that does not fit in cache overlap.
-    fn fold_pending(&mut self, start_ms: i64, dirty: &mut Vec<(i64, u64, u32)>, spare: &mut Spare) {
+    fn fold(&mut self, pending: &[Pending], dirty: &mut Vec<(i64, u64, u32)>, spare: &mut Spare) {
         const NONE: u32 = u32::MAX;
-        let pending = std::mem::take(&mut self.pending);
         let table = &mut self.table;
         let mut guesses = [NONE; RING];
         for (i, p) in pending.iter().enumerate() {
@@ -156,28 +154,9 @@ impl WindowSlot {
             state.add(p.sample);
             if self.closed && !state.is_dirty() {
                 state.set_dirty(true);
-                dirty.push((start_ms, p.segment_id, slot));
+                dirty.push((p.start_ms, p.segment_id, slot));
             }
         }
-        self.pending = pending;
-        self.pending.clear();
-    }
-
-    /// Segment-windows held, counting those only pending so far.
-    fn len(&self) -> usize {
-        let mut new: Vec<u64> = self
-            .pending
-            .iter()
-            .map(|p| p.segment_id)
-            .filter(|&s| self.table.find(s, hash_of(s)).is_none())
-            .collect();
-        new.sort_unstable();
-        new.dedup();
-        self.table.len() + new.len()
-    }
-
-    fn bytes(&self) -> usize {
-        self.table.bytes() + self.pending.capacity() * std::mem::size_of::<Pending>()
     }
 }
 
@@ -210,8 +189,12 @@ pub struct Aggregator<C: SegmentCatalog> {
     /// States of closed windows updated since their last emission:
     /// (window start, segment id, slot).
     dirty: Vec<(i64, u64, u32)>,
-    /// Observations in the windows' pending lists.
-    pending: usize,
+    /// Accepted observations not folded yet, in arrival order.
+    pending: Vec<Pending>,
+    /// Whether `pending` holds more than one window.
+    pending_mixed: bool,
+    /// The window `push` last queued for, known to exist (reset when windows are dropped).
+    last_start_ms: Option<i64>,
     /// Allocations of dropped windows, for the next ones.
     spare: Spare,
     /// Emission scratch: the (segment id, slot) order of a closing window, and its sort.
@@ -252,7 +235,9 @@ impl<C: SegmentCatalog> Aggregator<C> {
             windows: BTreeMap::new(),
             watermark: Watermark::new(config.max_out_of_orderness_ms, config.idle_timeout_ms),
             dirty: Vec::new(),
-            pending: 0,
+            pending: Vec::new(),
+            pending_mixed: false,
+            last_start_ms: None,
             spare: Spare::default(),
             emit_order: Vec::new(),
             sort_scratch: table::SortScratch::default(),
@@ -286,13 +271,31 @@ impl<C: SegmentCatalog> Aggregator<C> {
 
     /// Open segment-windows (states held in memory).
     pub fn open_windows(&self) -> usize {
-        self.windows.values().map(WindowSlot::len).sum()
+        let folded: usize = self.windows.values().map(|w| w.table.len()).sum();
+        // Pending observations of segments without a state yet, once per (window, segment).
+        let mut new: Vec<(i64, u64)> = self
+            .pending
+            .iter()
+            .filter(|p| {
+                self.windows
+                    .get(&p.start_ms)
+                    .is_some_and(|w| w.table.find(p.segment_id, hash_of(p.segment_id)).is_none())
+            })
+            .map(|p| (p.start_ms, p.segment_id))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        folded + new.len()
     }
 
     /// Heap bytes held by window state (arena chunks, indexes, pending observations, and the
     /// allocations kept from dropped windows).
     pub fn state_bytes(&self) -> usize {
-        self.windows.values().map(WindowSlot::bytes).sum::<usize>()
+        self.windows
+            .values()
+            .map(|w| w.table.bytes())
+            .sum::<usize>()
+            + self.pending.capacity() * std::mem::size_of::<Pending>()
             + self.spare.bytes()
             + self.emit_order.capacity() * std::mem::size_of::<(u64, u32)>()
             + self.sort_scratch.bytes()
@@ -313,7 +316,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
             && o.speed_mps.is_finite()
             && o.speed_mps >= 0.0
             && o.speed_mps <= self.max_speed_mps
-            && o.traversed_m / (duration_ms as f64 / 1000.0) <= self.max_speed_mps;
+            && within_speed(o.traversed_m, duration_ms, self.max_speed_mps);
         if !valid {
             return Err(Rejection::Invalid);
         }
@@ -354,16 +357,22 @@ impl<C: SegmentCatalog> Aggregator<C> {
             if watermark_ms >= expires_ms {
                 continue;
             }
-            let slot = self.windows.entry(start_ms).or_default();
-            slot.pending.push(Pending {
+            if self.last_start_ms != Some(start_ms) {
+                self.windows.entry(start_ms).or_default();
+                self.last_start_ms = Some(start_ms);
+            }
+            if self.pending.first().is_some_and(|p| p.start_ms != start_ms) {
+                self.pending_mixed = true;
+            }
+            self.pending.push(Pending {
+                start_ms,
                 segment_id: o.segment_id,
                 sample,
             });
-            self.pending += 1;
             folded = true;
         }
         self.watermark.observe(input, event_ms, now_ms);
-        if self.pending >= self.fold_batch {
+        if self.pending.len() >= self.fold_batch {
             self.fold_all();
         }
         if folded {
@@ -399,6 +408,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
                 break;
             }
             self.spare.recycle(entry.remove().table);
+            self.last_start_ms = None;
         }
     }
 
@@ -417,19 +427,24 @@ impl<C: SegmentCatalog> Aggregator<C> {
             self.close_window(start_ms, out);
         }
         self.windows.clear();
+        self.last_start_ms = None;
     }
 
-    /// Folds every pending observation into its window.
+    /// Folds every pending observation into its window: in one pass when they all belong to
+    /// one window, else after a stable sort by window (arrival order kept within each).
     fn fold_all(&mut self) {
-        if self.pending == 0 {
-            return;
+        let mut pending = std::mem::take(&mut self.pending);
+        if self.pending_mixed {
+            pending.sort_by_key(|p| p.start_ms);
         }
-        for (&start_ms, slot) in &mut self.windows {
-            if !slot.pending.is_empty() {
-                slot.fold_pending(start_ms, &mut self.dirty, &mut self.spare);
+        for run in pending.chunk_by(|a, b| a.start_ms == b.start_ms) {
+            if let Some(slot) = self.windows.get_mut(&run[0].start_ms) {
+                slot.fold(run, &mut self.dirty, &mut self.spare);
             }
         }
-        self.pending = 0;
+        pending.clear();
+        self.pending = pending;
+        self.pending_mixed = false;
     }
 
     fn close_window(&mut self, start_ms: i64, out: &mut Vec<SegmentSpeed>) {
@@ -522,6 +537,27 @@ fn estimate(e: &Estimator, summary: &Summary, state: &WindowState) -> Option<f64
         EstimatorKind::TrimmedMean => state.trimmed_mean_mps(e.trim_fraction)?,
     };
     (speed_mps.is_finite() && speed_mps > 0.0).then_some(speed_mps)
+}
+
+/// `traversed_m / (duration_ms as f64 / 1000.0) <= max_speed_mps`, exactly as that
+/// expression evaluates, for a finite `traversed_m >= 0` and `duration_ms > 0`, but with its
+/// two dependent divisions only within 1e-9 of the limit. Elsewhere the products decide: their
+/// rounding errors (a few 2^-53) cannot move a ratio that far across the limit, for any
+/// `max_speed_mps` in the normal range 1e-100..1e100 (outside it, always the divisions).
+fn within_speed(traversed_m: f64, duration_ms: i64, max_speed_mps: f64) -> bool {
+    let exact = || traversed_m / (duration_ms as f64 / 1000.0) <= max_speed_mps;
+    if !(1e-100..=1e100).contains(&max_speed_mps) {
+        return exact();
+    }
+    let distance_mm = traversed_m * 1000.0;
+    let limit_mm = max_speed_mps * duration_ms as f64;
+    if distance_mm <= limit_mm * (1.0 - 1e-9) {
+        true
+    } else if distance_mm >= limit_mm * (1.0 + 1e-9) {
+        false
+    } else {
+        exact()
+    }
 }
 
 /// `x.round()` for a finite `x >= 0`, without a libm call. Below 2^52 the fraction
@@ -656,11 +692,49 @@ mod tests {
             let open_before_fold = agg.open_windows();
             agg.advance(0, &mut out);
             checkpoints.push((*agg.stats(), open_before_fold));
-            assert_eq!(agg.pending, 0);
+            assert!(agg.pending.is_empty());
         }
         agg.flush_all(&mut out);
         checkpoints.push((*agg.stats(), agg.open_windows()));
         (out, results, checkpoints)
+    }
+
+    #[test]
+    fn speed_limit_without_divisions_matches_the_divisions() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let exact = |t: f64, d: i64, m: f64| t / (d as f64 / 1000.0) <= m;
+        for _ in 0..200_000 {
+            let m = match rng.random_range(0..4) {
+                0 => rng.random_range(1e-3..600.0),
+                1 => 70.0,
+                2 => 10f64.powi(rng.random_range(-120..120)),
+                _ => [0.0, -1.0, f64::INFINITY, f64::NAN, f64::MIN_POSITIVE / 8.0]
+                    [rng.random_range(0..5)],
+            };
+            let d = match rng.random_range(0..3) {
+                0 => rng.random_range(1..100),
+                1 => rng.random_range(1..100_000),
+                _ => rng.random_range(1..=i64::from(u32::MAX)),
+            };
+            // At the limit, a few ulps either side, or anywhere.
+            let at_limit = m * (d as f64 / 1000.0);
+            let t = match rng.random_range(0..3) {
+                0 if at_limit.is_finite() && at_limit >= 0.0 => {
+                    let bits = at_limit.to_bits() as i64 + rng.random_range(-4..=4);
+                    f64::from_bits(bits.max(0) as u64)
+                }
+                1 => rng.random_range(0.0..1.0e6),
+                _ => rng.random_range(0.0..2.0) * at_limit.abs().min(1.0e6),
+            };
+            if !(t.is_finite() && t >= 0.0) {
+                continue;
+            }
+            assert_eq!(
+                within_speed(t, d, m),
+                exact(t, d, m),
+                "{t} m in {d} ms, max {m}"
+            );
+        }
     }
 
     #[test]
