@@ -193,6 +193,8 @@ pub struct Aggregator<C: SegmentCatalog> {
     pending: Vec<Pending>,
     /// Whether `pending` holds more than one window.
     pending_mixed: bool,
+    /// The pending observations of one window, when `pending` holds a few.
+    fold_scratch: Vec<Pending>,
     /// The window `push` last queued for, known to exist (reset when windows are dropped).
     last_start_ms: Option<i64>,
     /// Allocations of dropped windows, for the next ones.
@@ -237,6 +239,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
             dirty: Vec::new(),
             pending: Vec::new(),
             pending_mixed: false,
+            fold_scratch: Vec::new(),
             last_start_ms: None,
             spare: Spare::default(),
             emit_order: Vec::new(),
@@ -295,7 +298,8 @@ impl<C: SegmentCatalog> Aggregator<C> {
             .values()
             .map(|w| w.table.bytes())
             .sum::<usize>()
-            + self.pending.capacity() * std::mem::size_of::<Pending>()
+            + (self.pending.capacity() + self.fold_scratch.capacity())
+                * std::mem::size_of::<Pending>()
             + self.spare.bytes()
             + self.emit_order.capacity() * std::mem::size_of::<(u64, u32)>()
             + self.sort_scratch.bytes()
@@ -430,17 +434,44 @@ impl<C: SegmentCatalog> Aggregator<C> {
         self.last_start_ms = None;
     }
 
-    /// Folds every pending observation into its window: in one pass when they all belong to
-    /// one window, else after a stable sort by window (arrival order kept within each).
+    /// Folds every pending observation into its window, keeping arrival order within each:
+    /// in one pass when they all belong to one window; window by window through a scratch
+    /// copy when they span a few (e.g. around a window boundary, where event times
+    /// interleave); after a stable sort by window when they span many.
     fn fold_all(&mut self) {
+        const FEW_WINDOWS: usize = 8;
         let mut pending = std::mem::take(&mut self.pending);
+        let mut starts: Vec<i64> = Vec::new();
         if self.pending_mixed {
+            for p in &pending {
+                if !starts.contains(&p.start_ms) {
+                    starts.push(p.start_ms);
+                    if starts.len() > FEW_WINDOWS {
+                        break;
+                    }
+                }
+            }
+        }
+        if starts.len() > FEW_WINDOWS {
             pending.sort_by_key(|p| p.start_ms);
         }
-        for run in pending.chunk_by(|a, b| a.start_ms == b.start_ms) {
-            if let Some(slot) = self.windows.get_mut(&run[0].start_ms) {
-                slot.fold(run, &mut self.dirty, &mut self.spare);
+        if starts.len() < 2 || starts.len() > FEW_WINDOWS {
+            for run in pending.chunk_by(|a, b| a.start_ms == b.start_ms) {
+                if let Some(slot) = self.windows.get_mut(&run[0].start_ms) {
+                    slot.fold(run, &mut self.dirty, &mut self.spare);
+                }
             }
+        } else {
+            let mut one_window = std::mem::take(&mut self.fold_scratch);
+            for start_ms in starts {
+                one_window.clear();
+                one_window.extend(pending.iter().filter(|p| p.start_ms == start_ms));
+                if let Some(slot) = self.windows.get_mut(&start_ms) {
+                    slot.fold(&one_window, &mut self.dirty, &mut self.spare);
+                }
+            }
+            one_window.clear();
+            self.fold_scratch = one_window;
         }
         pending.clear();
         self.pending = pending;
