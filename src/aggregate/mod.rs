@@ -9,19 +9,25 @@
 //! (segment_id, window_start_ms, estimator)). Anything later is counted and handed back to
 //! the caller as late.
 //!
-//! Per window, states live in a chunked arena (no reallocation, so no doubling slack) behind
-//! a segment-id → slot map; `state_bytes` counts both.
+//! `push` decides at once whether an observation is valid and which windows take it (lateness
+//! is judged against the watermark of the last advance), but folds it later, in batches
+//! ([`table`] explains why): when a few thousand are pending and at the start of every
+//! `advance` and `flush_all`, so everything observable through the outputs is as if each
+//! observation had been folded in `push`. Per window, states live in a chunked arena (no
+//! reallocation, so no doubling slack) behind an open-addressing segment-id → slot index;
+//! `state_bytes` counts both, and the pending buffer.
 
 pub mod config;
 pub mod state;
+mod table;
 pub mod watermark;
 pub mod window;
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
 
 pub use config::{AggregateConfig, EstimatorConfig, EstimatorKind};
 use state::{Sample, Summary, WindowState};
+use table::{hash_of, SegmentTable, Spare};
 use watermark::Watermark;
 use window::WindowSpec;
 
@@ -91,69 +97,66 @@ pub struct AggregateStats {
     pub windows_closed: u64,
 }
 
-/// Segment ids are already well-mixed stable hashes; one multiply spreads them over the
-/// table without SipHash's cost.
-#[derive(Default)]
-pub struct SegmentIdHasher(u64);
+/// Observations accepted into all windows but not folded yet, beyond which `push` folds them
+/// (so the pending buffer stays in cache); `advance` and `flush_all` fold them all first.
+const FOLD_BATCH: usize = 4096;
 
-impl Hasher for SegmentIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (x ^ (x >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
+/// How far ahead of the fold the index line (first) and the arena entry (then) of an
+/// observation are prefetched.
+const INDEX_AHEAD: usize = 16;
+const ENTRY_AHEAD: usize = 8;
+const RING: usize = 16;
+
+/// An accepted observation waiting to be folded into one window.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    start_ms: i64,
+    segment_id: u64,
+    sample: Sample,
 }
-
-type SegmentMap = HashMap<u64, u32, BuildHasherDefault<SegmentIdHasher>>;
-
-const CHUNK: usize = 1024;
 
 /// The states of one window.
 #[derive(Default)]
 struct WindowSlot {
-    index: SegmentMap,
-    chunks: Vec<Vec<WindowState>>,
+    table: SegmentTable,
     /// The watermark has passed the window's end and its rows were emitted.
     closed: bool,
 }
 
 impl WindowSlot {
-    fn state_mut(&mut self, segment_id: u64) -> (u32, &mut WindowState) {
-        let next = self.index.len() as u32;
-        let slot = *self.index.entry(segment_id).or_insert(next);
-        if slot == next {
-            if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
-                self.chunks.push(Vec::with_capacity(CHUNK));
+    /// Folds pending observations of this window in arrival order (the state is the same as
+    /// folding each in `push`), noting the states of a closed window that become dirty. Lookups are
+    /// pipelined: the index line of observation i + [`INDEX_AHEAD`] and the arena entry of
+    /// observation i + [`ENTRY_AHEAD`] are prefetched while observation i is folded, so the
+    /// cache misses of a window that does not fit in cache overlap.
+    fn fold(&mut self, pending: &[Pending], dirty: &mut Vec<(i64, u64, u32)>, spare: &mut Spare) {
+        const NONE: u32 = u32::MAX;
+        let table = &mut self.table;
+        let mut guesses = [NONE; RING];
+        for (i, p) in pending.iter().enumerate() {
+            if let Some(ahead) = pending.get(i + INDEX_AHEAD) {
+                table.prefetch_bucket(hash_of(ahead.segment_id));
             }
-            if let Some(chunk) = self.chunks.last_mut() {
-                chunk.push(WindowState::default());
+            if let Some(ahead) = pending.get(i + ENTRY_AHEAD) {
+                let guess = table.candidate(hash_of(ahead.segment_id)).unwrap_or(NONE);
+                if guess != NONE {
+                    table.prefetch_entry(guess);
+                }
+                guesses[(i + ENTRY_AHEAD) % RING] = guess;
+            }
+            let guess = std::mem::replace(&mut guesses[i % RING], NONE);
+            let slot = if guess != NONE && table.entry(guess).segment_id == p.segment_id {
+                guess
+            } else {
+                table.find_or_insert(p.segment_id, hash_of(p.segment_id), spare)
+            };
+            let state = &mut table.entry_mut(slot).state;
+            state.add(p.sample);
+            if self.closed && !state.is_dirty() {
+                state.set_dirty(true);
+                dirty.push((p.start_ms, p.segment_id, slot));
             }
         }
-        (slot, self.get_mut(slot))
-    }
-
-    fn get_mut(&mut self, slot: u32) -> &mut WindowState {
-        let slot = slot as usize;
-        &mut self.chunks[slot / CHUNK][slot % CHUNK]
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    fn bytes(&self) -> usize {
-        let states = self.chunks.len() * CHUNK * std::mem::size_of::<WindowState>();
-        // hashbrown: 7/8 of the buckets are usable; one (key, value) pair and one control
-        // byte per bucket.
-        let buckets = (self.index.capacity() * 8 / 7).next_power_of_two();
-        let map = buckets * (std::mem::size_of::<(u64, u32)>() + 1);
-        states + map
     }
 }
 
@@ -186,6 +189,21 @@ pub struct Aggregator<C: SegmentCatalog> {
     /// States of closed windows updated since their last emission:
     /// (window start, segment id, slot).
     dirty: Vec<(i64, u64, u32)>,
+    /// Accepted observations not folded yet, in arrival order.
+    pending: Vec<Pending>,
+    /// Whether `pending` holds more than one window.
+    pending_mixed: bool,
+    /// The pending observations of one window, when `pending` holds a few.
+    fold_scratch: Vec<Pending>,
+    /// The window `push` last queued for, known to exist (reset when windows are dropped).
+    last_start_ms: Option<i64>,
+    /// Allocations of dropped windows, for the next ones.
+    spare: Spare,
+    /// Emission scratch: the (segment id, slot) order of a closing window, and its sort.
+    emit_order: Vec<(u64, u32)>,
+    sort_scratch: table::SortScratch,
+    /// `pending` at which `push` folds (tests set 1 to fold each observation at once).
+    fold_batch: usize,
     stats: AggregateStats,
 }
 
@@ -219,6 +237,14 @@ impl<C: SegmentCatalog> Aggregator<C> {
             windows: BTreeMap::new(),
             watermark: Watermark::new(config.max_out_of_orderness_ms, config.idle_timeout_ms),
             dirty: Vec::new(),
+            pending: Vec::new(),
+            pending_mixed: false,
+            fold_scratch: Vec::new(),
+            last_start_ms: None,
+            spare: Spare::default(),
+            emit_order: Vec::new(),
+            sort_scratch: table::SortScratch::default(),
+            fold_batch: FOLD_BATCH,
             stats: AggregateStats::default(),
         }
     }
@@ -248,12 +274,35 @@ impl<C: SegmentCatalog> Aggregator<C> {
 
     /// Open segment-windows (states held in memory).
     pub fn open_windows(&self) -> usize {
-        self.windows.values().map(WindowSlot::len).sum()
+        let folded: usize = self.windows.values().map(|w| w.table.len()).sum();
+        // Pending observations of segments without a state yet, once per (window, segment).
+        let mut new: Vec<(i64, u64)> = self
+            .pending
+            .iter()
+            .filter(|p| {
+                self.windows
+                    .get(&p.start_ms)
+                    .is_some_and(|w| w.table.find(p.segment_id, hash_of(p.segment_id)).is_none())
+            })
+            .map(|p| (p.start_ms, p.segment_id))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        folded + new.len()
     }
 
-    /// Heap bytes held by window state (arena chunks plus the slot maps).
+    /// Heap bytes held by window state (arena chunks, indexes, pending observations, and the
+    /// allocations kept from dropped windows).
     pub fn state_bytes(&self) -> usize {
-        self.windows.values().map(WindowSlot::bytes).sum()
+        self.windows
+            .values()
+            .map(|w| w.table.bytes())
+            .sum::<usize>()
+            + (self.pending.capacity() + self.fold_scratch.capacity())
+                * std::mem::size_of::<Pending>()
+            + self.spare.bytes()
+            + self.emit_order.capacity() * std::mem::size_of::<(u64, u32)>()
+            + self.sort_scratch.bytes()
     }
 
     /// The event time of an observation: the middle of its traversal.
@@ -271,7 +320,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
             && o.speed_mps.is_finite()
             && o.speed_mps >= 0.0
             && o.speed_mps <= self.max_speed_mps
-            && o.traversed_m / (duration_ms as f64 / 1000.0) <= self.max_speed_mps;
+            && within_speed(o.traversed_m, duration_ms, self.max_speed_mps);
         if !valid {
             return Err(Rejection::Invalid);
         }
@@ -279,9 +328,9 @@ impl<C: SegmentCatalog> Aggregator<C> {
             return Err(Rejection::UnknownSegment);
         }
         Ok(Sample {
-            traversed_cm: (o.traversed_m * 100.0).round() as u32,
+            traversed_cm: round_non_negative(o.traversed_m * 100.0) as u32,
             duration_ms: duration_ms as u32,
-            speed_cmps: (o.speed_mps * 100.0).round() as u16,
+            speed_cmps: round_non_negative(o.speed_mps * 100.0) as u16,
             vehicle_hash: vehicle_hash(&o.vehicle_id),
         })
     }
@@ -312,17 +361,24 @@ impl<C: SegmentCatalog> Aggregator<C> {
             if watermark_ms >= expires_ms {
                 continue;
             }
-            let slot = self.windows.entry(start_ms).or_default();
-            let closed = slot.closed;
-            let (index, state) = slot.state_mut(o.segment_id);
-            state.add(sample);
-            if closed && !state.is_dirty() {
-                state.set_dirty(true);
-                self.dirty.push((start_ms, o.segment_id, index));
+            if self.last_start_ms != Some(start_ms) {
+                self.windows.entry(start_ms).or_default();
+                self.last_start_ms = Some(start_ms);
             }
+            if self.pending.first().is_some_and(|p| p.start_ms != start_ms) {
+                self.pending_mixed = true;
+            }
+            self.pending.push(Pending {
+                start_ms,
+                segment_id: o.segment_id,
+                sample,
+            });
             folded = true;
         }
         self.watermark.observe(input, event_ms, now_ms);
+        if self.pending.len() >= self.fold_batch {
+            self.fold_all();
+        }
         if folded {
             self.stats.accepted += 1;
             Ok(())
@@ -336,6 +392,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
     /// the revisions of closed windows updated since, and frees windows past the allowed
     /// lateness.
     pub fn advance(&mut self, now_ms: i64, out: &mut Vec<SegmentSpeed>) {
+        self.fold_all();
         self.emit_revisions(out);
         let watermark_ms = self.watermark.advance(now_ms);
         let closing: Vec<i64> = self
@@ -350,13 +407,19 @@ impl<C: SegmentCatalog> Aggregator<C> {
         }
         let lateness_ms = self.allowed_lateness_ms;
         let spec = self.spec;
-        self.windows
-            .retain(|&start, _| spec.end_ms(start).saturating_add(lateness_ms) > watermark_ms);
+        while let Some(entry) = self.windows.first_entry() {
+            if spec.end_ms(*entry.key()).saturating_add(lateness_ms) > watermark_ms {
+                break;
+            }
+            self.spare.recycle(entry.remove().table);
+            self.last_start_ms = None;
+        }
     }
 
     /// End of input: emits every window not yet emitted, and pending revisions, and frees
     /// all state.
     pub fn flush_all(&mut self, out: &mut Vec<SegmentSpeed>) {
+        self.fold_all();
         self.emit_revisions(out);
         let open: Vec<i64> = self
             .windows
@@ -368,22 +431,73 @@ impl<C: SegmentCatalog> Aggregator<C> {
             self.close_window(start_ms, out);
         }
         self.windows.clear();
+        self.last_start_ms = None;
+    }
+
+    /// Folds every pending observation into its window, keeping arrival order within each:
+    /// in one pass when they all belong to one window; window by window through a scratch
+    /// copy when they span a few (e.g. around a window boundary, where event times
+    /// interleave); after a stable sort by window when they span many.
+    fn fold_all(&mut self) {
+        const FEW_WINDOWS: usize = 8;
+        let mut pending = std::mem::take(&mut self.pending);
+        let mut starts: Vec<i64> = Vec::new();
+        if self.pending_mixed {
+            for p in &pending {
+                if !starts.contains(&p.start_ms) {
+                    starts.push(p.start_ms);
+                    if starts.len() > FEW_WINDOWS {
+                        break;
+                    }
+                }
+            }
+        }
+        if starts.len() > FEW_WINDOWS {
+            pending.sort_by_key(|p| p.start_ms);
+        }
+        if starts.len() < 2 || starts.len() > FEW_WINDOWS {
+            for run in pending.chunk_by(|a, b| a.start_ms == b.start_ms) {
+                if let Some(slot) = self.windows.get_mut(&run[0].start_ms) {
+                    slot.fold(run, &mut self.dirty, &mut self.spare);
+                }
+            }
+        } else {
+            let mut one_window = std::mem::take(&mut self.fold_scratch);
+            for start_ms in starts {
+                one_window.clear();
+                one_window.extend(pending.iter().filter(|p| p.start_ms == start_ms));
+                if let Some(slot) = self.windows.get_mut(&start_ms) {
+                    slot.fold(&one_window, &mut self.dirty, &mut self.spare);
+                }
+            }
+            one_window.clear();
+            self.fold_scratch = one_window;
+        }
+        pending.clear();
+        self.pending = pending;
+        self.pending_mixed = false;
     }
 
     fn close_window(&mut self, start_ms: i64, out: &mut Vec<SegmentSpeed>) {
         let Some(slot) = self.windows.get_mut(&start_ms) else {
             return;
         };
-        let mut segments: Vec<(u64, u32)> = slot.index.iter().map(|(&s, &i)| (s, i)).collect();
-        segments.sort_unstable();
-        for (segment_id, index) in segments {
-            let rows = self
-                .publisher
-                .rows(segment_id, start_ms, slot.get_mut(index), out);
+        let mut segments = std::mem::take(&mut self.emit_order);
+        segments.clear();
+        segments.extend(slot.table.iter());
+        self.sort_scratch.sort(&mut segments);
+        for (i, &(segment_id, index)) in segments.iter().enumerate() {
+            // States are read in segment order, all over the arena: fetch ahead.
+            if let Some(&(_, ahead)) = segments.get(i + ENTRY_AHEAD) {
+                slot.table.prefetch_entry(ahead);
+            }
+            let state = &mut slot.table.entry_mut(index).state;
+            let rows = self.publisher.rows(segment_id, start_ms, state, out);
             self.stats.rows_first += rows;
             self.stats.windows_closed += 1;
         }
         slot.closed = true;
+        self.emit_order = segments;
     }
 
     fn emit_revisions(&mut self, out: &mut Vec<SegmentSpeed>) {
@@ -394,7 +508,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
             let Some(slot) = self.windows.get_mut(&start_ms) else {
                 continue;
             };
-            let state = slot.get_mut(index);
+            let state = &mut slot.table.entry_mut(index).state;
             state.set_dirty(false);
             self.stats.rows_revised += self.publisher.rows(segment_id, start_ms, state, out);
         }
@@ -456,6 +570,40 @@ fn estimate(e: &Estimator, summary: &Summary, state: &WindowState) -> Option<f64
     (speed_mps.is_finite() && speed_mps > 0.0).then_some(speed_mps)
 }
 
+/// `traversed_m / (duration_ms as f64 / 1000.0) <= max_speed_mps`, exactly as that
+/// expression evaluates, for a finite `traversed_m >= 0` and `duration_ms > 0`, but with its
+/// two dependent divisions only within 1e-9 of the limit. Elsewhere the products decide: their
+/// rounding errors (a few 2^-53) cannot move a ratio that far across the limit, for any
+/// `max_speed_mps` in the normal range 1e-100..1e100 (outside it, always the divisions).
+fn within_speed(traversed_m: f64, duration_ms: i64, max_speed_mps: f64) -> bool {
+    let exact = || traversed_m / (duration_ms as f64 / 1000.0) <= max_speed_mps;
+    if !(1e-100..=1e100).contains(&max_speed_mps) {
+        return exact();
+    }
+    let distance_mm = traversed_m * 1000.0;
+    let limit_mm = max_speed_mps * duration_ms as f64;
+    if distance_mm <= limit_mm * (1.0 - 1e-9) {
+        true
+    } else if distance_mm >= limit_mm * (1.0 + 1e-9) {
+        false
+    } else {
+        exact()
+    }
+}
+
+/// `x.round()` for a finite `x >= 0`, without a libm call. Below 2^52 the fraction
+/// `x - trunc(x)` is exact, so comparing it with 0.5 rounds half away from zero as
+/// `f64::round` does; from 2^52 on `x` is whole and comes back unchanged (above 2^64 it comes
+/// back as at least 2^64, the same once cast to an integer type).
+fn round_non_negative(x: f64) -> f64 {
+    let truncated = x as u64 as f64;
+    if x - truncated >= 0.5 {
+        truncated + 1.0
+    } else {
+        truncated
+    }
+}
+
 /// A well-mixed 64-bit hash of a vehicle id (FNV-1a, then a SplitMix64 finaliser), whose top
 /// bits pick the vehicle's bit in the distinct-vehicle bitmap.
 fn vehicle_hash(vehicle_id: &str) -> u64 {
@@ -463,4 +611,204 @@ fn vehicle_hash(vehicle_id: &str) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// Every segment below 1 << 40 is known, 100 m long.
+    struct Known;
+
+    impl SegmentCatalog for Known {
+        fn length_m(&self, segment_id: u64) -> Option<f64> {
+            (segment_id < 1 << 40).then_some(100.0)
+        }
+        fn version(&self) -> u64 {
+            3
+        }
+    }
+
+    /// A stream with thousands of segments (so window tables grow and are recycled), one hot
+    /// segment, clustered ids, out-of-order and late observations, and invalid ones.
+    fn stream(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<SegmentObservation> {
+        (0..n)
+            .map(|i| {
+                let segment_id = match rng.random_range(0..10) {
+                    0 => 42,
+                    1 => rng.random_range(0..50),
+                    2 => 1 << 41,
+                    _ => rng.random_range(0..6_000u64).wrapping_mul(0x9E37_79B9) % (1 << 40),
+                };
+                let jitter_ms = if rng.random_bool(0.02) {
+                    rng.random_range(0..400_000)
+                } else {
+                    rng.random_range(0..20_000)
+                };
+                let mid_ms = 1_000_000 + i as i64 * 40 - jitter_ms;
+                let speed_mps = if rng.random_bool(0.01) {
+                    -1.0
+                } else {
+                    rng.random_range(0.5..45.0)
+                };
+                let duration_ms = rng.random_range(1_000..30_000);
+                SegmentObservation {
+                    observation_id: i as u64,
+                    segment_id,
+                    vehicle_id: format!("v{}", rng.random_range(0..500)),
+                    enter_ts_ms: mid_ms - duration_ms / 2,
+                    exit_ts_ms: mid_ms - duration_ms / 2 + duration_ms,
+                    traversed_m: 100.0,
+                    speed_mps,
+                    next_segment_id: None,
+                    flags: 0,
+                }
+            })
+            .collect()
+    }
+
+    fn config(slide_ms: Option<i64>) -> AggregateConfig {
+        AggregateConfig {
+            window_ms: 60_000,
+            slide_ms,
+            max_out_of_orderness_ms: 10_000,
+            allowed_lateness_ms: 120_000,
+            idle_timeout_ms: 0,
+            estimators: [
+                EstimatorKind::SpaceMean,
+                EstimatorKind::Median,
+                EstimatorKind::TrimmedMean,
+            ]
+            .into_iter()
+            .map(|kind| EstimatorConfig {
+                kind,
+                name: None,
+                trim_fraction: None,
+                min_samples: None,
+                min_vehicles: Some(2),
+            })
+            .collect(),
+            ..AggregateConfig::default()
+        }
+    }
+
+    type Observed = (
+        Vec<SegmentSpeed>,
+        Vec<Result<(), Rejection>>,
+        Vec<(AggregateStats, usize)>,
+    );
+
+    /// Everything observable: rows, push results, stats and open windows after each batch.
+    fn run(
+        observations: &[SegmentObservation],
+        batches: &[usize],
+        config: &AggregateConfig,
+        fold_batch: usize,
+    ) -> Observed {
+        let mut agg = Aggregator::new(config, Known);
+        agg.fold_batch = fold_batch;
+        let (mut out, mut results, mut checkpoints) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rest = observations;
+        for &size in batches.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (batch, tail) = rest.split_at(size.min(rest.len()));
+            rest = tail;
+            for o in batch {
+                results.push(agg.push(o, 0, 0));
+            }
+            let open_before_fold = agg.open_windows();
+            agg.advance(0, &mut out);
+            checkpoints.push((*agg.stats(), open_before_fold));
+            assert!(agg.pending.is_empty());
+        }
+        agg.flush_all(&mut out);
+        checkpoints.push((*agg.stats(), agg.open_windows()));
+        (out, results, checkpoints)
+    }
+
+    #[test]
+    fn speed_limit_without_divisions_matches_the_divisions() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let exact = |t: f64, d: i64, m: f64| t / (d as f64 / 1000.0) <= m;
+        for _ in 0..200_000 {
+            let m = match rng.random_range(0..4) {
+                0 => rng.random_range(1e-3..600.0),
+                1 => 70.0,
+                2 => 10f64.powi(rng.random_range(-120..120)),
+                _ => [0.0, -1.0, f64::INFINITY, f64::NAN, f64::MIN_POSITIVE / 8.0]
+                    [rng.random_range(0..5)],
+            };
+            let d = match rng.random_range(0..3) {
+                0 => rng.random_range(1..100),
+                1 => rng.random_range(1..100_000),
+                _ => rng.random_range(1..=i64::from(u32::MAX)),
+            };
+            // At the limit, a few ulps either side, or anywhere.
+            let at_limit = m * (d as f64 / 1000.0);
+            let t = match rng.random_range(0..3) {
+                0 if at_limit.is_finite() && at_limit >= 0.0 => {
+                    let bits = at_limit.to_bits() as i64 + rng.random_range(-4..=4);
+                    f64::from_bits(bits.max(0) as u64)
+                }
+                1 => rng.random_range(0.0..1.0e6),
+                _ => rng.random_range(0.0..2.0) * at_limit.abs().min(1.0e6),
+            };
+            if !(t.is_finite() && t >= 0.0) {
+                continue;
+            }
+            assert_eq!(
+                within_speed(t, d, m),
+                exact(t, d, m),
+                "{t} m in {d} ms, max {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn rounding_without_libm_matches_f64_round() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let edges = [
+            0.0,
+            0.5,
+            1.5,
+            2.5,
+            0.499_999_999_999_999_94,
+            4_503_599_627_370_495.5,
+        ];
+        let random = (0..100_000).map(|_| rng.random_range(0.0..1.0e7));
+        for x in edges.into_iter().chain(random) {
+            assert_eq!(round_non_negative(x), x.round(), "{x}");
+            assert_eq!(round_non_negative(x) as u16, x.round() as u16, "{x}");
+        }
+    }
+
+    #[test]
+    fn batched_folding_emits_exactly_what_folding_each_observation_at_once_does() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2024);
+        for slide_ms in [None, Some(20_000)] {
+            let config = config(slide_ms);
+            let observations = stream(&mut rng, 60_000);
+            let batches: Vec<usize> = (0..50).map(|_| rng.random_range(1..9_000)).collect();
+            let one_by_one = run(&observations, &batches, &config, 1);
+            for fold_batch in [7, FOLD_BATCH] {
+                let batched = run(&observations, &batches, &config, fold_batch);
+                assert_eq!(batched.1, one_by_one.1);
+                assert_eq!(batched.2, one_by_one.2);
+                assert_eq!(batched.0, one_by_one.0);
+            }
+            let (rows, _, checkpoints) = one_by_one;
+            let last = checkpoints.last().map(|c| c.0).unwrap_or_default();
+            assert!(rows.len() > 10_000, "{}", rows.len());
+            assert!(last.rows_revised > 100, "{last:?}");
+            assert!(last.late > 100 && last.invalid > 100, "{last:?}");
+            assert!(rows.windows(2).all(|w| {
+                (w[0].window_start_ms, w[0].revision) != (w[1].window_start_ms, w[1].revision)
+                    || w[0].segment_id <= w[1].segment_id
+            }));
+        }
+    }
 }

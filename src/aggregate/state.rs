@@ -51,6 +51,16 @@ fn bucket_bounds_cmps(b: usize) -> (f64, f64) {
     (lower, upper)
 }
 
+/// The linear-counting estimate of distinct vehicles, rounded, by number of zero bits
+/// (1..=64; entry 0 is unused: a full bitmap estimates the sample count).
+static LINEAR_COUNTING: LazyLock<[u32; 65]> = LazyLock::new(|| {
+    let mut estimates = [0u32; 65];
+    for (zero_bits, estimate) in estimates.iter_mut().enumerate().skip(1) {
+        *estimate = (-64.0 * (zero_bits as f64 / 64.0).ln()).round() as u32;
+    }
+    estimates
+});
+
 /// Bit flags of a [`WindowState`].
 const DIRTY: u8 = 1;
 
@@ -184,11 +194,11 @@ impl WindowState {
         let set_bits = self.vehicles.count_ones();
         let zero_bits = 64 - set_bits;
         let estimate = if zero_bits == 0 {
-            f64::from(self.samples)
+            self.samples
         } else {
-            -64.0 * (f64::from(zero_bits) / 64.0).ln()
+            LINEAR_COUNTING[zero_bits as usize]
         };
-        let vehicles = (estimate.round() as u32).clamp(set_bits, self.samples.max(set_bits));
+        let vehicles = estimate.clamp(set_bits, self.samples.max(set_bits));
         Summary {
             samples: self.samples,
             vehicles,
@@ -221,7 +231,9 @@ impl SpeedView<'_> {
             SpeedView::Exact { n: 0, .. } => return None,
             SpeedView::Exact { sorted, n } => {
                 let pos = q * (n - 1) as f64;
-                let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+                // floor and ceil of 0 <= pos < 32 by truncation (no libm calls).
+                let lo = pos as usize;
+                let hi = if (lo as f64) < pos { lo + 1 } else { lo };
                 let frac = pos - lo as f64;
                 f64::from(sorted[lo]) * (1.0 - frac) + f64::from(sorted[hi]) * frac
             }
@@ -250,7 +262,8 @@ impl SpeedView<'_> {
         let mean_cmps = match self {
             SpeedView::Exact { n: 0, .. } => return None,
             SpeedView::Exact { sorted, n } => {
-                let cut = (trim * *n as f64).floor() as usize;
+                // The floor, by truncation: trim * n is not negative.
+                let cut = (trim * *n as f64) as usize;
                 let kept = &sorted[cut..n - cut];
                 kept.iter().map(|&v| f64::from(v)).sum::<f64>() / kept.len() as f64
             }
