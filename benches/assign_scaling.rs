@@ -277,7 +277,11 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    println!("assign stage alone, k = 8, r = 50 m, σ_noise = 5 m, 1 and 2 workers");
+    let defaults = MatchConfig::default();
+    println!(
+        "assign stage alone, k = {}, r = {} m (the defaults), σ_noise = 5 m, 1 and 2 workers",
+        defaults.k, defaults.radius_m
+    );
     if args.is_empty() {
         match synthetic_grid(20, 20, 150.0, 47.0, 9.0).build_graph(&ImportConfig::default()) {
             Ok(graph) => bench_graph("grid 20x20 @150 m", Arc::new(graph)),

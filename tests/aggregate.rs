@@ -95,8 +95,7 @@ fn a_window_is_emitted_once_the_watermark_passes_its_end() {
     assert!(out.is_empty());
     push_all(&mut agg, &[obs(2, "a", 70_000, 10.0)], &mut out);
     assert_eq!(out.len(), 3, "one row per estimator: {out:?}");
-    let by_name: HashMap<&str, &SegmentSpeed> =
-        out.iter().map(|s| (s.estimator.as_str(), s)).collect();
+    let by_name: HashMap<&str, &SegmentSpeed> = out.iter().map(|s| (&*s.estimator, s)).collect();
     let space_mean = by_name["space_mean"];
     // 300 m over 10 + 5 + 3.33 s: the harmonic mean, not the arithmetic one.
     assert!((space_mean.speed_mps - 300.0 / (10.0 + 5.0 + 100.0 / 30.0)).abs() < 0.01);
@@ -162,10 +161,7 @@ fn publication_rule_withholds_thin_windows() {
         &mut out,
     );
     agg.flush_all(&mut out);
-    let rows: Vec<(u64, &str)> = out
-        .iter()
-        .map(|s| (s.segment_id, s.estimator.as_str()))
-        .collect();
+    let rows: Vec<(u64, &str)> = out.iter().map(|s| (s.segment_id, &*s.estimator)).collect();
     assert_eq!(
         rows,
         vec![
@@ -250,7 +246,7 @@ fn sliding_windows_count_each_observation_in_every_window_it_falls_in() {
     agg.flush_all(&mut out);
     let starts: Vec<i64> = out
         .iter()
-        .filter(|s| s.estimator == "space_mean")
+        .filter(|s| &*s.estimator == "space_mean")
         .map(|s| s.window_start_ms)
         .collect();
     assert_eq!(starts, vec![-120_000, -60_000, 0, 60_000, 120_000]);

@@ -617,7 +617,7 @@ async fn kafka_round_trip_matched_points_and_speeds_in_json_and_protobuf() {
             segment_id: 900 + (i % 13) as u64,
             window_start_ms: T0 + (i / 13) as i64 * 60_000,
             window_end_ms: T0 + (i / 13 + 1) as i64 * 60_000,
-            estimator: if i % 2 == 0 { "space_mean" } else { "median" }.to_string(),
+            estimator: if i % 2 == 0 { "space_mean" } else { "median" }.into(),
             samples: 3 + i as u32,
             vehicles: 2,
             speed_mps: 9.5 + i as f64 * 0.01,

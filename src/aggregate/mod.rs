@@ -24,6 +24,7 @@ pub mod watermark;
 pub mod window;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub use config::{AggregateConfig, EstimatorConfig, EstimatorKind};
 use state::{Sample, Summary, WindowState};
@@ -163,7 +164,7 @@ impl WindowSlot {
 /// An estimator after config defaults.
 #[derive(Debug, Clone)]
 struct Estimator {
-    name: String,
+    name: Arc<str>,
     kind: EstimatorKind,
     trim_fraction: f64,
     min_samples: u32,
@@ -214,7 +215,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
             .estimators
             .iter()
             .map(|e| Estimator {
-                name: e.name().to_string(),
+                name: Arc::from(e.name()),
                 kind: e.kind,
                 trim_fraction: e.trim_fraction(),
                 min_samples: e.min_samples.unwrap_or(config.min_samples),

@@ -338,7 +338,7 @@ impl ArrowRecord for SegmentSpeed {
                 rows.iter().map(|s| s.window_end_ms),
             )),
             Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|s| s.estimator.as_str()),
+                rows.iter().map(|s| &*s.estimator),
             )),
             u32s(|s| s.samples),
             u32s(|s| s.vehicles),
@@ -381,7 +381,7 @@ impl ArrowRecord for SegmentSpeed {
                 segment_id: segment.value(i),
                 window_start_ms: start.value(i),
                 window_end_ms: end.value(i),
-                estimator: estimator.value(i).to_string(),
+                estimator: estimator.value(i).into(),
                 samples: samples.value(i),
                 vehicles: vehicles.value(i),
                 speed_mps: speed.value(i),

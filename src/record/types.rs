@@ -1,5 +1,7 @@
 //! Plain Rust types of the records; field names carry their units.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// One GPS fix from one vehicle. Keyed by `vehicle_id` on streams.
@@ -82,7 +84,9 @@ pub struct SegmentSpeed {
     pub segment_id: u64,
     pub window_start_ms: i64,
     pub window_end_ms: i64,
-    pub estimator: String,
+    /// Shared, not owned: an aggregator emits one row per segment and window, all with the
+    /// same few names, and a `String` each was a measurable share of emission.
+    pub estimator: Arc<str>,
     pub samples: u32,
     pub vehicles: u32,
     pub speed_mps: f64,
