@@ -1,5 +1,5 @@
-//! Map-matching throughput in probes/s on one core (k = 8, r = 50 m), on generated traffic
-//! at 1 s and 5 s sampling: on the synthetic grid, plus any OSM extracts or `.graph` files
+//! Map-matching throughput in probes/s on one core (the default `MatchConfig`), on generated
+//! traffic at 1 s and 5 s sampling: on the synthetic grid, plus any OSM extracts or `.graph` files
 //! given as arguments. Also prints accuracy against the generator's truth, route searches
 //! and cache hit rate, live heap bytes per active vehicle (counting allocator), and the size an FMM-style
 //! precomputed table (δ = 3 km) would have on the same graph, which is what the choice of
@@ -7,7 +7,9 @@
 //!
 //! Run: `cargo bench --bench matching -- /work/shared/data/osm/monaco.osm.pbf
 //! /work/shared/data/osm/liechtenstein.osm.pbf` (env `BENCH_VEHICLES`, default 200;
-//! `BENCH_PROBES` per run, default 120 000).
+//! `BENCH_PROBES` per run, default 120 000; `BENCH_NOISE_M`, the generator's GPS noise σ
+//! in metres, a comma-separated list, default `5`, e.g. `0,5,10,20` for accuracy against
+//! the generator's truth at several noise levels).
 //!
 //! Kubicka mode, to compare with a peer's match call on the same real tracks: with
 //! `BENCH_KUBICKA=DIR` (e.g. `../shared/data/kubicka`), each `DIR/<id>/` track's
@@ -168,15 +170,24 @@ fn table_rows_per_source(graph: &RoadGraph, delta_m: f64, sample: usize) -> f64 
     total as f64 / sources as f64
 }
 
-fn bench_graph(name: &str, graph: Arc<RoadGraph>, vehicles: u32, probes_per_run: usize) {
+fn bench_graph(
+    name: &str,
+    graph: Arc<RoadGraph>,
+    vehicles: u32,
+    probes_per_run: usize,
+    noise_levels_m: &[f64],
+) {
     graph.build_spatial_index();
-    for interval_s in [1.0, 5.0] {
+    for (noise_m, interval_s) in noise_levels_m
+        .iter()
+        .flat_map(|&noise_m| [(noise_m, 1.0), (noise_m, 5.0)])
+    {
         let duration_s = (probes_per_run as f64 / f64::from(vehicles) * interval_s).max(interval_s);
         let config = GeneratorSourceConfig {
             vehicles,
             duration_s,
             interval_s,
-            noise_m: 5.0,
+            noise_m,
             seed: 42,
             ..GeneratorSourceConfig::default()
         };
@@ -199,7 +210,7 @@ fn bench_graph(name: &str, graph: Arc<RoadGraph>, vehicles: u32, probes_per_run:
         let (speed_err, speed_n) = speed_error(&run.out, &truth, 0.0);
         let (long_err, long_n) = speed_error(&run.out, &truth, 100.0);
         println!(
-            "{name:<22} {interval_s:>4.0} s {n:>9} probes {rate:>11.0} probes/s  accuracy {:.4}  \
+            "{name:<22} σ {noise_m:>2.0} m {interval_s:>4.0} s {n:>9} probes {rate:>11.0} probes/s  accuracy {:.4}  \
              speed error {:.3} over {} obs ({:.3} over {} of ≥ 100 m)  \
              unmatched {:>5}  searches/probe {:.3}  cache hit {:.3}  candidates {:.2}  \
              pending/vehicle {:.2}  {:.0} B/vehicle",
@@ -355,13 +366,24 @@ fn main() {
     }
     let vehicles = env_usize("BENCH_VEHICLES", 200) as u32;
     let probes_per_run = env_usize("BENCH_PROBES", 120_000);
-    println!("map matching, one core, k = 8, r = 50 m, σ_noise = 5 m, best of 3");
+    let noise_levels_m: Vec<f64> = std::env::var("BENCH_NOISE_M")
+        .unwrap_or_else(|_| "5".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+        .collect();
+    let defaults = MatchConfig::default();
+    println!(
+        "map matching, one core, k = {}, r = {} m (the defaults), best of 3",
+        defaults.k, defaults.radius_m
+    );
     match synthetic_grid(20, 20, 150.0, 47.0, 9.0).build_graph(&ImportConfig::default()) {
         Ok(graph) => bench_graph(
             "grid 20x20 @150 m",
             Arc::new(graph),
             vehicles,
             probes_per_run,
+            &noise_levels_m,
         ),
         Err(e) => eprintln!("grid: {e}"),
     }
@@ -374,7 +396,13 @@ fn main() {
         match RoadGraph::open(&path, &ImportConfig::default()) {
             Ok(graph) => {
                 eprintln!("{name}: loaded in {:.2} s", t.elapsed().as_secs_f64());
-                bench_graph(&name, Arc::new(graph), vehicles, probes_per_run);
+                bench_graph(
+                    &name,
+                    Arc::new(graph),
+                    vehicles,
+                    probes_per_run,
+                    &noise_levels_m,
+                );
             }
             Err(e) => eprintln!("{name}: {e}"),
         }
