@@ -186,6 +186,13 @@ impl VehicleMatcher {
         let candidates = cx
             .search
             .find(cx.graph, probe.lat, probe.lon, config.radius_m, config.k);
+        // Nearest first: keep those whose emission is within the gap of the nearest one's.
+        let max_distance_2 = config.max_candidate_distance_2(candidates.first());
+        let kept = candidates
+            .iter()
+            .take_while(|c| c.distance_m * c.distance_m <= max_distance_2)
+            .count();
+        let candidates = &candidates[..kept];
         let n = candidates.len().min(64);
         cx.stats.candidates_per_probe[n] += 1;
         if candidates.is_empty() {
