@@ -63,7 +63,7 @@ pub struct MatchConfig {
     pub radius_m: f64,
     /// At most this many candidate segments per probe. Each direction of a two-way road is
     /// a segment, so 16 is 8 roads: on the Kubicka tracks k = 8 loses the right road among
-    /// twins and parallel ways (RMF 0.0231 against 0.0192 at 1 s; BENCHMARKS.md).
+    /// twins and parallel ways (RMF 0.0236 against 0.0187 at 1 s; BENCHMARKS.md).
     #[serde(default = "default_k")]
     pub k: usize,
     /// Standard deviation of the Gaussian emission (GPS noise).
