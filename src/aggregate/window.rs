@@ -24,9 +24,20 @@ impl WindowSpec {
     /// first.
     pub fn starts_containing(&self, ts_ms: i64) -> impl Iterator<Item = i64> {
         let slide_ms = self.slide_ms.max(1);
-        let last = ts_ms.div_euclid(slide_ms) * slide_ms;
-        let count = (self.size_ms / slide_ms).max(1);
+        let last = self.bucket_ms(ts_ms);
+        let count = self.windows_per_instant();
         (0..count).rev().map(move |k| last - k * slide_ms)
+    }
+
+    /// The start of the latest window containing `ts_ms`: `ts_ms` rounded down to the slide.
+    pub fn bucket_ms(&self, ts_ms: i64) -> i64 {
+        let slide_ms = self.slide_ms.max(1);
+        ts_ms.div_euclid(slide_ms) * slide_ms
+    }
+
+    /// How many windows hold each instant (size / slide, at least 1).
+    pub fn windows_per_instant(&self) -> i64 {
+        (self.size_ms / self.slide_ms.max(1)).max(1)
     }
 
     pub fn end_ms(&self, start_ms: i64) -> i64 {
