@@ -136,50 +136,36 @@ impl SegmentTable {
         }
     }
 
+    /// The slots whose tag matches `hash`, in probe order, up to the first empty bucket.
+    #[inline]
+    fn tagged_slots(&self, hash: u64) -> impl Iterator<Item = u32> + '_ {
+        let mask = self.mask();
+        let tag = tag_of(hash);
+        let mut i = hash as usize & mask;
+        std::iter::from_fn(move || loop {
+            let word = *self.buckets.get(i)?;
+            if word == 0 {
+                return None;
+            }
+            i = (i + 1) & mask;
+            if word >> 32 == tag {
+                return Some((word as u32).wrapping_sub(1));
+            }
+        })
+    }
+
     /// The slot of the first entry whose tag matches `hash`, without checking its key: a
     /// guess to prefetch, to be confirmed with [`SegmentTable::entry_mut`] (whose segment
     /// id must match) or replaced by [`SegmentTable::find_or_insert`].
     #[inline]
     pub fn candidate(&self, hash: u64) -> Option<u32> {
-        let mask = self.mask();
-        if self.buckets.is_empty() {
-            return None;
-        }
-        let tag = tag_of(hash);
-        let mut i = hash as usize & mask;
-        loop {
-            let word = self.buckets[i];
-            if word == 0 {
-                return None;
-            }
-            if word >> 32 == tag {
-                return Some((word as u32).wrapping_sub(1));
-            }
-            i = (i + 1) & mask;
-        }
+        self.tagged_slots(hash).next()
     }
 
     /// The slot of `segment_id` (whose hash is `hash`), if it has an entry.
     pub fn find(&self, segment_id: u64, hash: u64) -> Option<u32> {
-        if self.buckets.is_empty() {
-            return None;
-        }
-        let mask = self.mask();
-        let tag = tag_of(hash);
-        let mut i = hash as usize & mask;
-        loop {
-            let word = self.buckets[i];
-            if word == 0 {
-                return None;
-            }
-            if word >> 32 == tag {
-                let slot = (word as u32).wrapping_sub(1);
-                if self.entry(slot).segment_id == segment_id {
-                    return Some(slot);
-                }
-            }
-            i = (i + 1) & mask;
-        }
+        self.tagged_slots(hash)
+            .find(|&slot| self.entry(slot).segment_id == segment_id)
     }
 
     /// The slot of `segment_id` (whose hash is `hash`), adding an empty entry if it has none.
