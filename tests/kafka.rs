@@ -284,14 +284,7 @@ async fn kafka_round_trip_probes_and_observations_in_json_and_protobuf() {
         let (got, result) = consume(source, sent.len(), None).await;
         result.expect("probe round trip");
         let got = all_probes(&got);
-        assert_eq!(got.len(), sent.len(), "{encoding:?}: record count");
-        let diff = got.iter().zip(&sent).position(|(a, b)| a != b);
-        assert!(
-            diff.is_none(),
-            "{encoding:?}: first difference at {diff:?}: {:?} vs {:?}",
-            diff.map(|i| &got[i]),
-            diff.map(|i| &sent[i])
-        );
+        assert_same_records(encoding, &got, &sent);
 
         let topic = format!("rt-obs-{encoding:?}-{n}").to_lowercase();
         create_topic(&brokers, &topic, 4).await;
@@ -320,14 +313,7 @@ async fn kafka_round_trip_probes_and_observations_in_json_and_protobuf() {
             })
             .collect();
         got.sort_by_key(|o| o.observation_id);
-        assert_eq!(got.len(), sent.len(), "{encoding:?}: record count");
-        let diff = got.iter().zip(&sent).position(|(a, b)| a != b);
-        assert!(
-            diff.is_none(),
-            "{encoding:?}: first difference at {diff:?}: {:?} vs {:?}",
-            diff.map(|i| &got[i]),
-            diff.map(|i| &sent[i])
-        );
+        assert_same_records(encoding, &got, &sent);
         // Keyed by segment: one segment's observations all landed on one partition, so
         // they arrive in the order they were sent.
     }
@@ -746,5 +732,17 @@ async fn kafka_sigterm_under_load_commits_and_a_restart_resumes_without_a_gap() 
         "sigterm and resume: {} records, SIGTERM after {at_sigterm} had reached the sink, \
          {duplicates} duplicates on the output",
         sent.len()
+    );
+}
+
+/// The records received equal those sent, in order, with the first difference shown.
+fn assert_same_records<T: PartialEq + std::fmt::Debug>(encoding: Encoding, got: &[T], sent: &[T]) {
+    assert_eq!(got.len(), sent.len(), "{encoding:?}: record count");
+    let diff = got.iter().zip(sent).position(|(a, b)| a != b);
+    assert!(
+        diff.is_none(),
+        "{encoding:?}: first difference at {diff:?}: {:?} vs {:?}",
+        diff.map(|i| &got[i]),
+        diff.map(|i| &sent[i])
     );
 }
