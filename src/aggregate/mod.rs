@@ -23,8 +23,9 @@ mod table;
 pub mod watermark;
 pub mod window;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 pub use config::{AggregateConfig, EstimatorConfig, EstimatorKind};
 use state::{Sample, Summary, WindowState};
@@ -164,7 +165,7 @@ impl WindowSlot {
 /// An estimator after config defaults.
 #[derive(Debug, Clone)]
 struct Estimator {
-    name: Arc<str>,
+    name: &'static str,
     kind: EstimatorKind,
     trim_fraction: f64,
     min_samples: u32,
@@ -221,7 +222,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
             .estimators
             .iter()
             .map(|e| Estimator {
-                name: Arc::from(e.name()),
+                name: intern_name(e.name()),
                 kind: e.kind,
                 trim_fraction: e.trim_fraction(),
                 min_samples: e.min_samples.unwrap_or(config.min_samples),
@@ -566,7 +567,7 @@ impl<C: SegmentCatalog> Publisher<C> {
                 segment_id,
                 window_start_ms: start_ms,
                 window_end_ms: self.spec.end_ms(start_ms),
-                estimator: e.name.clone(),
+                estimator: Cow::Borrowed(e.name),
                 samples: summary.samples,
                 vehicles: summary.vehicles,
                 speed_mps,
@@ -584,6 +585,22 @@ impl<C: SegmentCatalog> Publisher<C> {
         }
         rows
     }
+}
+
+/// The process-wide copy of an estimator name, so rows can borrow it. Names come from
+/// config, so the set is small and bounded: each distinct name is allocated once and kept
+/// for the life of the process, however many aggregators are built.
+pub fn intern_name(name: &str) -> &'static str {
+    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(&known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
 }
 
 /// An estimator's speed for one state: `None` when it has no positive, finite answer.
