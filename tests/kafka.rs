@@ -747,3 +747,277 @@ fn assert_same_records<T: PartialEq + std::fmt::Debug>(encoding: Encoding, got: 
         diff.map(|i| &sent[i])
     );
 }
+
+/// A 6 × 6 grid graph written to `dir/data/grid.graph`, and generated traffic on it.
+fn grid_traffic(
+    dir: &std::path::Path,
+    vehicles: u32,
+    duration_s: f64,
+) -> (Arc<pipeline::graph::RoadGraph>, Vec<Probe>) {
+    use pipeline::connector::generator::{generate, GeneratorSourceConfig};
+    use pipeline::graph::{osm_writer::synthetic_grid, ImportConfig};
+
+    std::fs::create_dir_all(dir.join("data")).expect("data dir");
+    let graph = Arc::new(
+        synthetic_grid(6, 6, 150.0, 60.17, 24.94)
+            .build_graph(&ImportConfig::default())
+            .expect("grid builds"),
+    );
+    graph
+        .write(dir.join("data/grid.graph"))
+        .expect("graph written");
+    let (probes, _) = generate(
+        &graph,
+        &GeneratorSourceConfig {
+            vehicles,
+            duration_s,
+            interval_s: 2.0,
+            noise_m: 2.0,
+            ..GeneratorSourceConfig::default()
+        },
+    );
+    (graph, probes)
+}
+
+/// The observations of `probes`, matched in this process, in event-time order (the
+/// aggregate's event time, the middle of a traversal).
+fn matched_observations(
+    graph: &Arc<pipeline::graph::RoadGraph>,
+    probes: &[Probe],
+) -> Vec<SegmentObservation> {
+    use pipeline::runtime::Transform;
+    use pipeline::stage::assign::{AssignConfig, AssignStage};
+
+    let metrics = pipeline::telemetry::metrics::metrics().component("reference_assign");
+    let mut stage =
+        AssignStage::new(AssignConfig::default(), graph.clone(), metrics).expect("assign stage");
+    let mut out = Vec::new();
+    for chunk in probes.chunks(500) {
+        stage.process_batch(Batch::new(Records::Probes(chunk.to_vec())), &mut out);
+    }
+    stage.on_close(&mut out);
+    let mut observations: Vec<SegmentObservation> = out
+        .into_iter()
+        .filter_map(|b| match b.records {
+            Records::Observations(o) => Some(o),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    observations.sort_by_key(|o| {
+        (
+            o.enter_ts_ms + (o.exit_ts_ms - o.enter_ts_ms) / 2,
+            o.observation_id,
+        )
+    });
+    observations
+}
+
+impl Stage {
+    /// SIGKILL: no shutdown, no flush, no commit.
+    fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A local address with a port free right now, for a stage's HTTP endpoint.
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let addr = listener.local_addr().expect("local address");
+    addr.to_string()
+}
+
+/// Lines of an NDJSON file (none if it does not exist yet).
+fn ndjson_lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Polls `now` every 2 s until it returns the same value twice and `done` holds for it.
+async fn settle<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    mut now: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut last = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let value = now();
+        if done(&value) && last.as_ref() == Some(&value) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {value:?}");
+        last = Some(value);
+    }
+}
+
+/// An aggregate stage killed with `kill -9` mid-stream and restarted in its group emits every
+/// window of an uninterrupted run (another group on the same topic), each with the same
+/// final values (consumers upsert on segment, window and estimator), because its offsets
+/// are committed only past observations of windows it no longer holds, and it re-reads the
+/// rest. Rows emitted twice across the crash are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_aggregator_restart_emits_every_window() {
+    use pipeline::record::SegmentSpeed;
+
+    let Some(brokers) = brokers() else { return };
+    let n = nonce();
+    let topic = format!("agg-restart-{n}");
+    create_topic(&brokers, &topic, 4).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (graph, probes) = grid_traffic(dir.path(), 40, 1_200.0);
+    let observations = matched_observations(&graph, &probes);
+    assert!(
+        observations.len() > 2_000,
+        "{} observations",
+        observations.len()
+    );
+
+    // 10 s windows, so that the last ones close soon after the data stops: once every
+    // partition has been idle for 10 s (a shorter timeout lets one partition's backlog,
+    // read before another's, make the other's records late).
+    let config = |group: &str, out: &str| {
+        let path = dir.path().join(format!("{out}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "edges = [\"observations -> aggregate -> out\"]\n\
+                 [graph]\npath = \"data/grid.graph\"\n\
+                 [sources.observations]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\n\
+                 topics = [\"{topic}\"]\ngroup_id = \"{group}-{n}\"\n\
+                 record = \"segment_observation\"\nencoding = \"json\"\n\
+                 session_timeout_ms = 6000\ncommit_interval_ms = 200\n\
+                 batch_max_records = 100\nbatch_max_wait_ms = 50\n\
+                 checkpoint_dir = \"checkpoints\"\n\
+                 [stages.aggregate]\ntype = \"aggregate\"\nwindow_ms = 10000\n\
+                 max_out_of_orderness_ms = 5000\nallowed_lateness_ms = 60000\n\
+                 idle_timeout_ms = 10000\n\
+                 [sinks.out]\ntype = \"ndjson\"\npath = \"{out}.ndjson\"\n"
+            ),
+        )
+        .expect("config");
+        path
+    };
+    let (first_half, second_half) = observations.split_at(observations.len() * 2 / 5);
+    let chunks = |o: &[SegmentObservation]| {
+        o.chunks(200)
+            .map(|c| Records::Observations(c.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let r_addr = free_addr();
+    let reference = Stage::start(&config("reference", "r"), dir.path(), &r_addr);
+    let crashing = Stage::start(&config("crashing", "c1"), dir.path(), &free_addr());
+    produce(&brokers, &topic, Encoding::Json, chunks(first_half)).await;
+
+    // Kill the second one once it has emitted windows (and committed past some of them).
+    let c1 = dir.path().join("c1.ndjson");
+    settle(
+        "rows of the first run",
+        || ndjson_lines(&c1).len(),
+        |&rows| rows > 0,
+    )
+    .await;
+    crashing.kill_9();
+    produce(&brokers, &topic, Encoding::Json, chunks(second_half)).await;
+    let restarted = Stage::start(&config("crashing", "c2"), dir.path(), &free_addr());
+
+    // Both have read everything and emitted every window, the last one included (it closes
+    // once the inputs are idle).
+    let (r_out, c2_out) = (dir.path().join("r.ndjson"), dir.path().join("c2.ndjson"));
+    let last_start_ms = observations
+        .iter()
+        .map(|o| (o.enter_ts_ms + (o.exit_ts_ms - o.enter_ts_ms) / 2) / 10_000 * 10_000)
+        .max()
+        .unwrap_or_default();
+    let has_last = |path: &std::path::Path| {
+        let key = format!("\"window_start_ms\":{last_start_ms},");
+        ndjson_lines(path).iter().any(|l| l.contains(&key))
+    };
+    settle(
+        "the last window in the outputs of the reference and the restarted run",
+        || {
+            (
+                has_last(&r_out),
+                has_last(&c2_out),
+                ndjson_lines(&r_out).len(),
+                ndjson_lines(&c2_out).len(),
+            )
+        },
+        |&(r_done, c2_done, _, _)| r_done && c2_done,
+    )
+    .await;
+    reference.stop();
+    restarted.stop();
+
+    // Upsert each run's rows in order: the last row of a key is what a consumer keeps.
+    type Key = (u64, i64, String);
+    let upsert = |files: &[&std::path::Path]| {
+        let mut rows = 0;
+        let mut table: BTreeMap<Key, (u32, u32, u64)> = BTreeMap::new();
+        for file in files {
+            for line in ndjson_lines(file) {
+                let s: SegmentSpeed = serde_json::from_str(&line).expect("a speed row");
+                rows += 1;
+                table.insert(
+                    (s.segment_id, s.window_start_ms, s.estimator.to_string()),
+                    (s.samples, s.vehicles, s.speed_mps.to_bits()),
+                );
+            }
+        }
+        (rows, table)
+    };
+    let (r_rows, want) = upsert(&[&r_out]);
+    let (c_rows, got) = upsert(&[&c1, &c2_out]);
+    let missing: Vec<&Key> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} windows missing after the crash, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let differing: Vec<&Key> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .map(|(k, _)| k)
+        .collect();
+    if let Some((segment, start, _)) = differing.first() {
+        let key = format!("\"segment_id\":{segment},\"window_start_ms\":{start},");
+        for (name, file) in [("r", &r_out), ("c1", &c1), ("c2", &c2_out)] {
+            for line in ndjson_lines(file).iter().filter(|l| l.contains(&key)) {
+                eprintln!("{name}: {line}");
+            }
+        }
+        for o in observations.iter().filter(|o| o.segment_id == *segment) {
+            let mid = o.enter_ts_ms + (o.exit_ts_ms - o.enter_ts_ms) / 2;
+            if (mid - start).abs() < 30_000 {
+                eprintln!("observation: mid {mid} {o:?}");
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "{} of {} windows end with other values after the crash, e.g. {:?}: {:?} vs {:?}",
+        differing.len(),
+        want.len(),
+        differing.first(),
+        differing.first().and_then(|k| want.get(*k)),
+        differing.first().and_then(|k| got.get(*k))
+    );
+    let extra: Vec<&Key> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(
+        extra.is_empty(),
+        "{} windows only the restarted run emitted, e.g. {:?}",
+        extra.len(),
+        &extra[..extra.len().min(5)]
+    );
+    eprintln!(
+        "aggregator restart: {} observations, {} windows; rows: uninterrupted {r_rows}, \
+         killed and restarted {c_rows} ({} more, re-emitted after the restart)",
+        observations.len(),
+        want.len(),
+        c_rows as i64 - r_rows as i64
+    );
+}

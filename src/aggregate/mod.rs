@@ -72,6 +72,9 @@ pub enum Rejection {
     UnknownSegment,
     /// Every window it belongs to is past the allowed lateness.
     Late,
+    /// Re-read after a restart or rebalance: every window it belongs to had been emitted for
+    /// good by the input's previous reader (see [`Aggregator::expect_input`]).
+    AlreadyEmitted,
 }
 
 impl Rejection {
@@ -80,6 +83,7 @@ impl Rejection {
             Rejection::Invalid => "invalid_observation",
             Rejection::UnknownSegment => "unknown_segment",
             Rejection::Late => "late",
+            Rejection::AlreadyEmitted => "already_emitted",
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct AggregateStats {
     pub invalid: u64,
     pub unknown_segment: u64,
     pub late: u64,
+    /// Observations re-read after a restart whose windows were already finalized.
+    pub already_emitted: u64,
     /// Rows emitted when their window closed.
     pub rows_first: u64,
     /// Rows emitted as late-data revisions.
@@ -212,6 +218,9 @@ pub struct Aggregator<C: SegmentCatalog> {
     sort_scratch: table::SortScratch,
     /// `pending` at which `push` folds (tests set 1 to fold each observation at once).
     fold_batch: usize,
+    /// Per input, the window start before which its previous reader finalized everything
+    /// (see [`Aggregator::expect_input`]); empty unless a Kafka source announced one.
+    input_floors: Vec<(u32, i64)>,
     stats: AggregateStats,
 }
 
@@ -255,6 +264,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
             emit_order: Vec::new(),
             sort_scratch: table::SortScratch::default(),
             fold_batch: FOLD_BATCH,
+            input_floors: Vec::new(),
             stats: AggregateStats::default(),
         }
     }
@@ -284,8 +294,30 @@ impl<C: SegmentCatalog> Aggregator<C> {
 
     /// Announces input `input` (a partition assigned to this instance) before its first
     /// observation, so the watermark waits for it (see [`Watermark::expect_input`]).
-    pub fn expect_input(&mut self, input: u32, now_ms: i64) {
+    /// `finalized_before_ms` is what the input's previous reader had emitted for good (see
+    /// [`Aggregator::finalized_before_ms`], kept with its commit): observations of this
+    /// input whose windows all start before it are skipped (counted as already emitted), so
+    /// re-read records cannot publish a finalized window again from a part of its data.
+    pub fn expect_input(&mut self, input: u32, now_ms: i64, finalized_before_ms: Option<i64>) {
         self.watermark.expect_input(input, now_ms);
+        self.input_floors.retain(|&(i, _)| i != input);
+        if let Some(floor_ms) = finalized_before_ms {
+            self.input_floors.push((input, floor_ms));
+        }
+    }
+
+    /// The start before which every window is finalized: closed and past its allowed
+    /// lateness, so no observation can change it again here (`i64::MIN` before any input).
+    pub fn finalized_before_ms(&self) -> i64 {
+        let watermark_ms = self.watermark.value_ms();
+        if watermark_ms == i64::MIN {
+            return i64::MIN;
+        }
+        // A window expires once the watermark reaches start + size + lateness.
+        watermark_ms
+            .saturating_sub(self.spec.size_ms)
+            .saturating_sub(self.allowed_lateness_ms)
+            .saturating_add(1)
     }
 
     /// Forgets input `input` (a partition revoked from this instance) and the state of every
@@ -295,6 +327,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
     pub fn remove_input(&mut self, input: u32, of_input: impl Fn(u64) -> bool) -> usize {
         self.fold_all();
         self.watermark.remove_input(input);
+        self.input_floors.retain(|&(i, _)| i != input);
         let mut dropped = 0;
         for slot in self.windows.values_mut() {
             let before = slot.table.len();
@@ -393,10 +426,20 @@ impl<C: SegmentCatalog> Aggregator<C> {
             Rejection::Invalid => self.stats.invalid += 1,
             Rejection::UnknownSegment => self.stats.unknown_segment += 1,
             Rejection::Late => self.stats.late += 1,
+            Rejection::AlreadyEmitted => self.stats.already_emitted += 1,
         })?;
         let event_ms = Self::event_ms(o);
         let watermark_ms = self.watermark.value_ms();
+        let floor_ms = if self.input_floors.is_empty() {
+            i64::MIN
+        } else {
+            self.input_floors
+                .iter()
+                .find(|&&(i, _)| i == input)
+                .map_or(i64::MIN, |&(_, floor_ms)| floor_ms)
+        };
         let mut folded = false;
+        let mut finalized = false;
         let slide_ms = self.spec.slide_ms.max(1);
         let bucket_ms = match self.last_bucket_ms {
             Some(b)
@@ -422,6 +465,10 @@ impl<C: SegmentCatalog> Aggregator<C> {
             if watermark_ms >= expires_ms {
                 continue;
             }
+            if start_ms < floor_ms {
+                finalized = true;
+                continue;
+            }
             if self.last_start_ms != Some(start_ms) {
                 self.windows.entry(start_ms).or_default();
                 self.last_start_ms = Some(start_ms);
@@ -443,6 +490,9 @@ impl<C: SegmentCatalog> Aggregator<C> {
         if folded {
             self.stats.accepted += 1;
             Ok(())
+        } else if finalized {
+            self.stats.already_emitted += 1;
+            Err(Rejection::AlreadyEmitted)
         } else {
             self.stats.late += 1;
             Err(Rejection::Late)

@@ -19,25 +19,38 @@
 //! tokens, and all of this costs nothing there.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 /// What a source learns when a token is released.
 pub trait AckTarget: Send + Sync + 'static {
     /// `id` is the source's own handle for the batch; `ok` is false when any holder failed.
     fn release(&self, id: u64, ok: bool);
+
+    /// [`AckTarget::release`], with the largest `finalized_before_ms` a holder noted (see
+    /// [`AckToken::note_finalized_before_ms`]); a source that can keep it with its commit
+    /// overrides this.
+    fn release_finalized(&self, id: u64, ok: bool, _finalized_before_ms: Option<i64>) {
+        self.release(id, ok);
+    }
 }
 
 struct TokenInner {
     id: u64,
     failed: AtomicBool,
+    /// `i64::MIN` until a holder notes a value.
+    finalized_before_ms: AtomicI64,
     target: Arc<dyn AckTarget>,
 }
 
 impl Drop for TokenInner {
     fn drop(&mut self) {
-        self.target
-            .release(self.id, !self.failed.load(Ordering::Acquire));
+        let finalized_before_ms = self.finalized_before_ms.load(Ordering::Acquire);
+        self.target.release_finalized(
+            self.id,
+            !self.failed.load(Ordering::Acquire),
+            (finalized_before_ms != i64::MIN).then_some(finalized_before_ms),
+        );
     }
 }
 
@@ -50,6 +63,7 @@ impl AckToken {
         Self(Arc::new(TokenInner {
             id,
             failed: AtomicBool::new(false),
+            finalized_before_ms: AtomicI64::new(i64::MIN),
             target,
         }))
     }
@@ -60,6 +74,15 @@ impl AckToken {
 
     fn fail(&self) {
         self.0.failed.store(true, Ordering::Release);
+    }
+
+    /// Notes that everything derived from this batch's records whose event time is before
+    /// `ms` has been emitted for good by a windowed stage (its windows are closed and past
+    /// their lateness): a consumer restarting from the commit after this batch may skip such
+    /// records instead of emitting their windows again from a part of their data. The
+    /// largest value noted travels to the source with the acknowledgement.
+    pub fn note_finalized_before_ms(&self, ms: i64) {
+        self.0.finalized_before_ms.fetch_max(ms, Ordering::AcqRel);
     }
 }
 

@@ -53,8 +53,17 @@ impl Records {
 /// transforms directly downstream of the source; sinks and later stages never see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LaneEvent {
-    Assigned(Vec<u32>),
+    Assigned(Vec<AssignedLane>),
     Revoked(Vec<u32>),
+}
+
+/// A lane now read here, from where its previous reader committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssignedLane {
+    pub lane: u32,
+    /// What the previous reader's windowed stage had finalized, kept with its commit (see
+    /// [`crate::runtime::Transform::finalized_before_ms`]); `None` when nothing was kept.
+    pub finalized_before_ms: Option<i64>,
 }
 
 /// One message on an edge. Besides its records it carries `input`, the lane it came in on

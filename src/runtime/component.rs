@@ -267,6 +267,15 @@ pub trait Transform: Send + 'static {
     fn retained_since_ms(&self) -> Option<i64> {
         None
     }
+
+    /// For a windowed transform: the event time before which every window is emitted for
+    /// good (closed and past its lateness, so no input can change it again). The runtime
+    /// notes it on the tokens it lets go of ([`crate::runtime::AckToken::note_finalized_before_ms`]),
+    /// and a Kafka source keeps it with its commit, so that after a restart the same
+    /// transform skips re-read records of those windows (see [`LaneEvent::Assigned`]).
+    fn finalized_before_ms(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// A sink consumes its input until it ends, then flushes and closes what it writes.

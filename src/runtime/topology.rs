@@ -363,7 +363,9 @@ impl HeldAcks {
     /// inputs the transform no longer retains (`retained_since_ms`; `None`: all). A token
     /// let go of here lives on in the outputs that carry it, and is acknowledged when they
     /// are.
-    fn settle(&mut self, produced: &mut [Batch], retained_since_ms: impl FnOnce() -> Option<i64>) {
+    /// `retained` is false at the end of a finite input, when the transform has flushed
+    /// everything. Tokens let go of carry the transform's `finalized_before_ms`, if any.
+    fn settle(&mut self, produced: &mut [Batch], transform: &dyn Transform, retained: bool) {
         // Asked only while tokens are held: it may cost a scan of the transform's state.
         if self.held.is_empty() {
             return;
@@ -373,10 +375,20 @@ impl HeldAcks {
                 b.acks.extend_from(acks.tokens());
             }
         }
-        match retained_since_ms() {
-            None => self.held.clear(),
-            Some(since_ms) => self.held.retain(|(newest_ms, _)| *newest_ms >= since_ms),
+        let since_ms = if retained {
+            transform.retained_since_ms()
+        } else {
+            None
+        };
+        let keep = |newest_ms: i64| since_ms.is_some_and(|since_ms| newest_ms >= since_ms);
+        if let Some(finalized_ms) = transform.finalized_before_ms() {
+            for (_, acks) in self.held.iter().filter(|(newest_ms, _)| !keep(*newest_ms)) {
+                for token in acks.tokens() {
+                    token.note_finalized_before_ms(finalized_ms);
+                }
+            }
         }
+        self.held.retain(|(newest_ms, _)| keep(*newest_ms));
     }
 }
 
@@ -410,7 +422,7 @@ fn run_transform(
                         Next::Closed => None,
                         Next::TimedOut => {
                             transform.on_tick(&mut produced);
-                            held.settle(&mut produced, || transform.retained_since_ms());
+                            held.settle(&mut produced, &*transform, true);
                             for b in produced.drain(..) {
                                 out.blocking_send(b)?;
                             }
@@ -423,7 +435,7 @@ fn run_transform(
             let Some(mut batch) = batch else { break };
             if let Some(event) = batch.lanes.take() {
                 transform.on_lanes(&event, &mut produced);
-                held.settle(&mut produced, || transform.retained_since_ms());
+                held.settle(&mut produced, &*transform, true);
                 for b in produced.drain(..) {
                     out.blocking_send(b)?;
                 }
@@ -433,7 +445,7 @@ fn run_transform(
             let timer = metrics.batch_duration.start_timer();
             transform.process_batch(batch, &mut produced);
             timer.observe_duration();
-            held.settle(&mut produced, || transform.retained_since_ms());
+            held.settle(&mut produced, &*transform, true);
             for b in produced.drain(..) {
                 out.blocking_send(b)?;
             }
@@ -443,10 +455,10 @@ fn run_transform(
         // Tokens still retained after this are failed when `held` drops: their records are
         // read again after a restart.
         transform.on_close_replayable(&mut produced);
-        held.settle(&mut produced, || transform.retained_since_ms());
+        held.settle(&mut produced, &*transform, true);
     } else {
         transform.on_close(&mut produced);
-        held.settle(&mut produced, || None);
+        held.settle(&mut produced, &*transform, false);
     }
     for b in produced.drain(..) {
         out.blocking_send(b)?;

@@ -153,6 +153,10 @@ impl AggregateStage {
             Rejection::UnknownSegment.as_str(),
             now.unknown_segment - then.unknown_segment,
         );
+        self.metrics.dropped(
+            Rejection::AlreadyEmitted.as_str(),
+            now.already_emitted - then.already_emitted,
+        );
         f.open_windows
             .with_label_values(&[c])
             .set(self.aggregator.open_windows() as i64);
@@ -189,6 +193,8 @@ impl Transform for AggregateStage {
         for o in observations {
             match self.aggregator.push(&o, input, now_ms) {
                 Err(Rejection::Late) => late.push(o),
+                // Re-read after a restart: emitted before, by the previous reader.
+                Err(Rejection::AlreadyEmitted) => {}
                 Err(reason) => crate::warn_limited!(
                     "aggregate: dropping observation of segment {} ({})",
                     o.segment_id,
@@ -222,6 +228,10 @@ impl Transform for AggregateStage {
         self.aggregator.oldest_window_start_ms()
     }
 
+    fn finalized_before_ms(&self) -> Option<i64> {
+        Some(self.aggregator.finalized_before_ms()).filter(|&ms| ms != i64::MIN)
+    }
+
     /// Assigned lanes hold the watermark back until they deliver (or idle out), so records
     /// read first from other partitions cannot make theirs late. A revoked lane's segments
     /// are dropped from every window, unemitted: the partition's new owner re-reads them
@@ -231,8 +241,9 @@ impl Transform for AggregateStage {
         let now_ms = self.started.elapsed().as_millis() as i64;
         match event {
             LaneEvent::Assigned(assigned) => {
-                for &lane in assigned {
-                    self.aggregator.expect_input(lane, now_ms);
+                for a in assigned {
+                    self.aggregator
+                        .expect_input(a.lane, now_ms, a.finalized_before_ms);
                 }
             }
             LaneEvent::Revoked(revoked) => {

@@ -130,6 +130,12 @@ pub struct KafkaSourceConfig {
     /// Records that cannot be decoded are also written here, as they came, when set.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// A directory (shared by the group's members) where, besides the metadata of its
+    /// committed offsets, the source keeps per partition what a windowed stage downstream
+    /// had finalized, for brokers that do not keep commit metadata (tansu drops it; Apache
+    /// Kafka keeps it). See `Transform::finalized_before_ms`.
+    #[serde(default)]
+    pub checkpoint_dir: Option<std::path::PathBuf>,
     /// Any other librdkafka consumer property, passed through as is.
     #[serde(default)]
     pub librdkafka: BTreeMap<String, String>,

@@ -2,6 +2,7 @@
 //! keyed, idempotent, murmur2-partitioned production; consumer groups with cooperative-sticky
 //! assignment; at-least-once through acknowledgement tokens (see `runtime::ack`).
 
+mod checkpoint;
 mod config;
 mod sink;
 mod source;

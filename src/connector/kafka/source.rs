@@ -22,13 +22,14 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::checkpoint::FinalizedFiles;
 use super::config::KafkaSourceConfig;
 use super::KafkaError as Error;
 use crate::record::{
     Encoding, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed, WireRecord,
 };
 use crate::runtime::{
-    AckTarget, AckToken, Acks, Batch, BoxError, LaneEvent, Output, Records, Source,
+    AckTarget, AckToken, Acks, AssignedLane, Batch, BoxError, LaneEvent, Output, Records, Source,
 };
 use crate::telemetry::metrics::{metrics, register_collector, ComponentMetrics};
 
@@ -50,8 +51,48 @@ fn lag_gauge() -> &'static IntGaugeVec {
 
 /// What the consumer's callbacks tell the source task.
 enum Event {
-    Assigned(Vec<(String, i32)>),
+    /// Partitions, each with what the previous reader's windowed stage had finalized.
+    Assigned(Vec<((String, i32), Option<i64>)>),
     Revoked(Vec<(String, i32)>),
+}
+
+/// The key of `finalized_before_ms` in the metadata of a committed offset.
+const FINALIZED_KEY: &str = "finalized_before_ms=";
+
+fn commit_metadata(finalized_before_ms: Option<i64>) -> String {
+    finalized_before_ms.map_or_else(String::new, |ms| format!("{FINALIZED_KEY}{ms}"))
+}
+
+fn finalized_in_metadata(metadata: &str) -> Option<i64> {
+    metadata.strip_prefix(FINALIZED_KEY)?.parse().ok()
+}
+
+/// Offsets stored for commit, each with its `finalized_before_ms`: the source task writes
+/// them, and explicit commits (on revoke, at shutdown) send them with their metadata.
+type Stored = Arc<std::sync::Mutex<HashMap<(String, i32), (i64, Option<i64>)>>>;
+
+/// Commits the stored offsets of `which` (all when `None`) with their metadata.
+fn commit_stored(
+    consumer: &impl Consumer<SourceContext>,
+    stored: &Stored,
+    which: Option<&[(String, i32)]>,
+) -> rdkafka::error::KafkaResult<()> {
+    let mut list = TopicPartitionList::new();
+    if let Ok(stored) = stored.lock() {
+        for ((topic, partition), (offset, finalized)) in stored.iter() {
+            if which.is_some_and(|w| !w.iter().any(|(t, p)| t == topic && p == partition)) {
+                continue;
+            }
+            list.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            if let Some(mut e) = list.find_partition(topic, *partition) {
+                e.set_metadata(commit_metadata(*finalized));
+            }
+        }
+    }
+    if list.count() == 0 {
+        return Ok(());
+    }
+    consumer.commit(&list, CommitMode::Sync)
 }
 
 fn partitions_of(list: &TopicPartitionList) -> Vec<(String, i32)> {
@@ -64,6 +105,8 @@ fn partitions_of(list: &TopicPartitionList) -> Vec<(String, i32)> {
 struct SourceContext {
     component: String,
     events: mpsc::UnboundedSender<Event>,
+    stored: Stored,
+    finalized_files: Option<Arc<FinalizedFiles>>,
 }
 
 impl ClientContext for SourceContext {
@@ -86,27 +129,60 @@ impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             // Commit what is acknowledged so far, while the partitions are still ours.
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            let revoked = partitions_of(list);
+            if let Err(e) = commit_stored(consumer, &self.stored, Some(&revoked)) {
                 tracing::debug!(component = %self.component, error = %e, "commit on revoke");
             }
-            let _ = self.events.send(Event::Revoked(partitions_of(list)));
+            if let Ok(mut stored) = self.stored.lock() {
+                stored.retain(|k, _| !revoked.contains(k));
+            }
+            let _ = self.events.send(Event::Revoked(revoked));
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
-            let _ = self.events.send(Event::Assigned(partitions_of(list)));
+            // What the previous reader finalized, from the metadata of its commit.
+            let mut query = TopicPartitionList::new();
+            for (topic, partition) in partitions_of(list) {
+                query.add_partition(&topic, partition);
+            }
+            let committed = consumer
+                .committed_offsets(query, Duration::from_secs(10))
+                .inspect_err(|e| {
+                    crate::warn_limited!(component = %self.component, error = %e, "reading the committed offsets of assigned partitions");
+                })
+                .ok();
+            let assigned = partitions_of(list)
+                .into_iter()
+                .map(|(topic, partition)| {
+                    let finalized = committed
+                        .as_ref()
+                        .and_then(|c| c.find_partition(&topic, partition))
+                        .and_then(|e| finalized_in_metadata(e.metadata()))
+                        .or_else(|| {
+                            let files = self.finalized_files.as_ref()?;
+                            files.read(&topic, partition)
+                        });
+                    ((topic, partition), finalized)
+                })
+                .collect();
+            let _ = self.events.send(Event::Assigned(assigned));
         }
     }
 }
 
 /// The acknowledgement side: tokens report (batch id, ok) here from any thread; the source
 /// task turns them into stored offsets.
-struct AckChannel(mpsc::UnboundedSender<(u64, bool)>);
+struct AckChannel(mpsc::UnboundedSender<(u64, bool, Option<i64>)>);
 
 impl AckTarget for AckChannel {
     fn release(&self, id: u64, ok: bool) {
-        let _ = self.0.send((id, ok));
+        let _ = self.0.send((id, ok, None));
+    }
+
+    fn release_finalized(&self, id: u64, ok: bool, finalized_before_ms: Option<i64>) {
+        let _ = self.0.send((id, ok, finalized_before_ms));
     }
 }
 
@@ -117,8 +193,9 @@ enum State {
     Failed,
 }
 
-/// One batch in flight: its id, the offset after its last record, and its state.
-type InFlightBatch = (u64, i64, State);
+/// One batch in flight: its id, the offset after its last record, its state, and the
+/// `finalized_before_ms` its acknowledgement brought.
+type InFlightBatch = (u64, i64, State, Option<i64>);
 
 /// Batches in flight per partition, in offset order; the offset to store is the one after
 /// the last batch of the acknowledged prefix.
@@ -136,27 +213,36 @@ impl Tracker {
         self.partitions
             .entry(key)
             .or_default()
-            .push_back((id, next_offset, State::Pending));
+            .push_back((id, next_offset, State::Pending, None));
     }
 
-    /// Marks a batch; returns the offset now safe to store for its partition, if it moved.
-    fn release(&mut self, id: u64, ok: bool) -> Option<(String, i32, i64)> {
+    /// Marks a batch; returns the offset now safe to store for its partition, if it moved,
+    /// with the largest `finalized_before_ms` of the batches it moved past.
+    fn release(
+        &mut self,
+        id: u64,
+        ok: bool,
+        finalized_before_ms: Option<i64>,
+    ) -> Option<(String, i32, i64, Option<i64>)> {
         let key = self.where_.remove(&id)?;
         let queue = self.partitions.get_mut(&key)?;
         if let Some(entry) = queue.iter_mut().find(|e| e.0 == id) {
             entry.2 = if ok { State::Acked } else { State::Failed };
+            entry.3 = finalized_before_ms;
         }
         let mut store = None;
-        while let Some(&(_, next, State::Acked)) = queue.front() {
+        let mut finalized = None;
+        while let Some(&(_, next, State::Acked, f)) = queue.front() {
             store = Some(next);
+            finalized = finalized.max(f);
             queue.pop_front();
         }
-        store.map(|offset| (key.0, key.1, offset))
+        store.map(|offset| (key.0, key.1, offset, finalized))
     }
 
     fn revoke(&mut self, topic: &str, partition: i32) {
         if let Some(queue) = self.partitions.remove(&(topic.to_string(), partition)) {
-            for (id, _, _) in queue {
+            for (id, ..) in queue {
                 self.where_.remove(&id);
             }
         }
@@ -195,13 +281,7 @@ impl KafkaSourceConfig {
     }
 }
 
-/// The lanes of partitions, as batches carry them (`Batch::input`).
-fn lanes_of(list: &[(String, i32)]) -> Vec<u32> {
-    list.iter()
-        .map(|(_, partition)| lane_of(*partition))
-        .collect()
-}
-
+/// The lane of a partition, as batches carry it (`Batch::input`).
 fn lane_of(partition: i32) -> u32 {
     u32::try_from(partition).unwrap_or(0)
 }
@@ -244,11 +324,18 @@ impl Source for KafkaSource {
         let m = metrics().component(&component);
         m.dropped("undecodable", 0);
         let (events_tx, mut events) = mpsc::unbounded_channel();
+        let stored = Stored::default();
+        let finalized_files = config
+            .checkpoint_dir
+            .as_deref()
+            .map(|dir| Arc::new(FinalizedFiles::new(dir, &config.group_id)));
         let consumer: StreamConsumer<SourceContext> = config
             .client_config()
             .create_with_context(SourceContext {
                 component: component.clone(),
                 events: events_tx,
+                stored: stored.clone(),
+                finalized_files: finalized_files.clone(),
             })
             .map_err(|e| Error::Client {
                 what: "creating the consumer",
@@ -282,6 +369,8 @@ impl Source for KafkaSource {
             consumer,
             dead_letters,
             tracker: Tracker::default(),
+            stored,
+            finalized_files,
             pending: BTreeMap::new(),
             next_id: 0,
             out: Some(out),
@@ -293,7 +382,7 @@ impl Source for KafkaSource {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some((id, ok)) = acks.recv() => run.release(id, ok),
+                Some((id, ok, finalized)) = acks.recv() => run.release(id, ok, finalized),
                 Some(event) = events.recv() => match event {
                     Event::Assigned(list) => run.assigned(&list).await?,
                     Event::Revoked(list) => run.revoke(&list).await?,
@@ -325,12 +414,13 @@ impl Source for KafkaSource {
         tracing::info!(component = %run.component, in_flight = run.tracker.in_flight(), "Kafka source draining acknowledgements");
         while run.tracker.in_flight() > 0 {
             match acks.recv().await {
-                Some((id, ok)) => run.release(id, ok),
+                Some((id, ok, finalized)) => run.release(id, ok, finalized),
                 None => break,
             }
         }
-        if let Err(e) = run.consumer.commit_consumer_state(CommitMode::Sync) {
-            // NoOffset: nothing stored since the last commit.
+        // Explicitly, with each offset's metadata (a commit of "the current state" would
+        // send the offsets without it).
+        if let Err(e) = commit_stored(&run.consumer, &run.stored, None) {
             tracing::debug!(component = %run.component, error = %e, "final commit");
         }
         Ok(())
@@ -344,37 +434,72 @@ struct Run {
     consumer: StreamConsumer<SourceContext>,
     dead_letters: Option<ThreadedProducer<DefaultProducerContext>>,
     tracker: Tracker,
+    stored: Stored,
+    finalized_files: Option<Arc<FinalizedFiles>>,
     pending: BTreeMap<(String, i32), Pending>,
     next_id: u64,
     out: Option<Output>,
 }
 
 impl Run {
-    fn release(&mut self, id: u64, ok: bool) {
+    fn release(&mut self, id: u64, ok: bool, finalized_before_ms: Option<i64>) {
         if !ok {
             tracing::debug!(component = %self.component, id, "a batch failed downstream; its offset stays");
         }
-        if let Some((topic, partition, next_offset)) = self.tracker.release(id, ok) {
+        if let Some((topic, partition, next_offset, finalized)) =
+            self.tracker.release(id, ok, finalized_before_ms)
+        {
             // `store_offsets` stores the offset as given: the next record to read. (The
             // single-partition `store_offset` adds one, as librdkafka's
             // `rd_kafka_offset_store` expects the last record processed; handing it the next
             // offset skipped one record at every restart.)
+            // The metadata goes with the offset into the auto-commit.
             let mut list = TopicPartitionList::new();
             let stored = list
                 .add_partition_offset(&topic, partition, Offset::Offset(next_offset))
-                .and_then(|()| self.consumer.store_offsets(&list));
-            if let Err(e) = stored {
-                // A partition revoked meanwhile: its new owner re-reads from the commit.
-                tracing::debug!(component = %self.component, topic, partition, error = %e, "storing an offset");
+                .and_then(|()| {
+                    if let Some(mut e) = list.find_partition(&topic, partition) {
+                        e.set_metadata(commit_metadata(finalized));
+                    }
+                    self.consumer.store_offsets(&list)
+                });
+            match stored {
+                Ok(()) => {
+                    let mut grew = false;
+                    if let Ok(mut s) = self.stored.lock() {
+                        let before = s.insert((topic.clone(), partition), (next_offset, finalized));
+                        grew = finalized > before.and_then(|(_, f)| f);
+                    }
+                    // Before the auto-commit can send the offset: the file may run ahead of
+                    // the commit, never behind it.
+                    if let (true, Some(files), Some(ms)) = (grew, &self.finalized_files, finalized)
+                    {
+                        if let Err(e) = files.write(&topic, partition, ms) {
+                            self.metrics.error("checkpoint_write");
+                            crate::warn_limited!(component = %self.component, topic, partition, error = %e, "writing the finalized-windows checkpoint");
+                        }
+                    }
+                }
+                Err(e) => {
+                    // A partition revoked meanwhile: its new owner re-reads from the commit.
+                    tracing::debug!(component = %self.component, topic, partition, error = %e, "storing an offset");
+                }
             }
         }
     }
 
     /// Tells the stages downstream which lanes (partitions) are now read here, so a stage
     /// with state per lane can wait for them.
-    async fn assigned(&mut self, list: &[(String, i32)]) -> Result<(), BoxError> {
-        tracing::info!(component = %self.component, assigned = list.len(), "partitions assigned");
-        self.announce(LaneEvent::Assigned(lanes_of(list))).await
+    async fn assigned(&mut self, list: &[((String, i32), Option<i64>)]) -> Result<(), BoxError> {
+        tracing::info!(component = %self.component, assigned = ?list, "partitions assigned");
+        let lanes = list
+            .iter()
+            .map(|&((_, partition), finalized_before_ms)| AssignedLane {
+                lane: lane_of(partition),
+                finalized_before_ms,
+            })
+            .collect();
+        self.announce(LaneEvent::Assigned(lanes)).await
     }
 
     /// Forgets the revoked partitions' unsent records and batches in flight (their new owner
@@ -386,7 +511,8 @@ impl Run {
             self.tracker.revoke(topic, *partition);
         }
         tracing::info!(component = %self.component, revoked = list.len(), "partitions revoked");
-        self.announce(LaneEvent::Revoked(lanes_of(list))).await
+        let lanes = list.iter().map(|&(_, partition)| lane_of(partition));
+        self.announce(LaneEvent::Revoked(lanes.collect())).await
     }
 
     async fn announce(&mut self, event: LaneEvent) -> Result<(), BoxError> {
@@ -485,10 +611,14 @@ mod tests {
         t.open(0, "t", 0, 10);
         t.open(1, "t", 0, 20);
         t.open(2, "t", 1, 5);
-        assert_eq!(t.release(1, true), None, "batch 0 is still out");
-        assert_eq!(t.release(0, true), Some(("t".into(), 0, 20)));
+        assert_eq!(t.release(1, true, Some(5)), None, "batch 0 is still out");
         assert_eq!(
-            t.release(2, false),
+            t.release(0, true, Some(3)),
+            Some(("t".into(), 0, 20, Some(5))),
+            "past both batches, with the larger finalized_before_ms"
+        );
+        assert_eq!(
+            t.release(2, false, None),
             None,
             "a failed batch never moves the offset"
         );
@@ -500,7 +630,7 @@ mod tests {
         let mut t = Tracker::default();
         t.open(0, "t", 3, 10);
         t.revoke("t", 3);
-        assert_eq!(t.release(0, true), None);
+        assert_eq!(t.release(0, true, None), None);
         assert_eq!(t.in_flight(), 0);
     }
 
