@@ -15,15 +15,19 @@ use super::batch::Batch;
 use super::component::{
     BoxError, DownstreamClosed, Edge, Input, Next, Output, Sink, Source, Transform,
 };
+use crate::aggregate::Rejection;
 use crate::config::{
     split_endpoint, PipelineConfig, RuntimeConfig, SinkConfig, SourceConfig, StageConfig,
 };
 use crate::connector::generator::GeneratorSource;
+use crate::connector::parquet;
 use crate::graph::RoadGraph;
 use crate::record::RecordKind;
 use crate::stage::aggregate::AggregateStage;
 use crate::stage::assign::AssignStage;
 use crate::stage::clean::CleanStage;
+use crate::stage::clean::DropReason as CleanDropReason;
+use crate::telemetry::metrics::Series;
 use crate::telemetry::{metrics, ComponentMetrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +116,7 @@ impl Topology {
                 }
                 SourceConfig::Kafka(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
             };
+            metrics().preregister(name, source_series(source));
             components.push((name.clone(), Component::Source(built)));
         }
         for (name, stage) in &config.stages {
@@ -137,6 +142,7 @@ impl Topology {
                     )
                 }
             };
+            preregister_stage(name, stage);
             components.push((name.clone(), Component::Transform(built)));
         }
         for (name, sink) in &config.sinks {
@@ -154,6 +160,7 @@ impl Topology {
                 }
                 SinkConfig::Kafka(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
             };
+            metrics().preregister(name, sink_series(sink));
             components.push((name.clone(), Component::Sink(built)));
         }
         // An edge from `name.port` carries that port's kind; from `name`, the default port's.
@@ -296,6 +303,67 @@ impl Topology {
                 interrupted,
             }),
         }
+    }
+}
+
+/// The drop reasons, error types and file outcomes a source can produce, so that their
+/// series exist at 0 from start-up.
+fn source_series(source: &SourceConfig) -> Series<'static> {
+    match source {
+        SourceConfig::Parquet(_) => Series {
+            drop_reasons: &[
+                parquet::drop_reason::NULL_FIELD,
+                parquet::drop_reason::BAD_TIMESTAMP,
+            ],
+            error_types: &["corrupt_file"],
+            file_outcomes: &["read", "skipped"],
+        },
+        SourceConfig::Generator(_) => Series::default(),
+        SourceConfig::Kafka(_) => Series {
+            drop_reasons: &["undecodable"],
+            error_types: &["consume", "dead_letter"],
+            file_outcomes: &[],
+        },
+    }
+}
+
+/// [`source_series`] for a stage: its drop reasons.
+fn preregister_stage(name: &str, stage: &StageConfig) {
+    let mut drop_reasons = vec!["wrong_record_kind"];
+    match stage {
+        StageConfig::Clean(_) => drop_reasons.extend(CleanDropReason::ALL.map(|r| r.as_str())),
+        StageConfig::Assign(_) => {}
+        StageConfig::Aggregate(_) => drop_reasons.extend([
+            Rejection::Invalid.as_str(),
+            Rejection::UnknownSegment.as_str(),
+        ]),
+    }
+    metrics().preregister(
+        name,
+        Series {
+            drop_reasons: &drop_reasons,
+            ..Series::default()
+        },
+    );
+}
+
+fn sink_series(sink: &SinkConfig) -> Series<'static> {
+    match sink {
+        SinkConfig::Parquet(_) => Series {
+            drop_reasons: &["wrong_record_kind"],
+            error_types: &["wrong_record_kind"],
+            file_outcomes: &["written"],
+        },
+        SinkConfig::Ndjson(_) => Series {
+            drop_reasons: &["wrong_record_kind"],
+            error_types: &["wrong_record_kind"],
+            file_outcomes: &[],
+        },
+        SinkConfig::Kafka(_) => Series {
+            drop_reasons: &["too_large"],
+            error_types: &["delivery_failed"],
+            file_outcomes: &[],
+        },
     }
 }
 
