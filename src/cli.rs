@@ -56,6 +56,32 @@ enum Command {
     /// Replay recorded Parquet probes through clean, assign and aggregate into DIR
     /// (probes.parquet, matched_points.parquet, observations.parquet, speeds.parquet).
     Replay(ReplayArgs),
+    /// Draw a map picture (PNG or SVG, by the extension of --out) of speeds over the graph:
+    /// segments coloured by speed relative to their limit, with a legend.
+    Render(RenderArgs),
+}
+
+#[derive(Args, Debug)]
+struct RenderArgs {
+    /// Road graph (.graph or an OSM extract) the speeds were computed on.
+    #[arg(long)]
+    graph: PathBuf,
+    /// Speeds Parquet file (as `replay` or a Parquet sink writes it).
+    #[arg(long)]
+    speeds: PathBuf,
+    /// Output picture: .png or .svg.
+    #[arg(long)]
+    out: PathBuf,
+    /// Draw the latest window starting at or before this time (epoch ms); default: the
+    /// latest window.
+    #[arg(long = "window-start-ms")]
+    window_start_ms: Option<i64>,
+    /// Estimator to draw (default: the first name in sort order).
+    #[arg(long)]
+    estimator: Option<String>,
+    /// Picture width in pixels; the height follows the map.
+    #[arg(long = "width-px", default_value_t = 1000)]
+    width_px: u32,
 }
 
 #[derive(Args, Debug)]
@@ -146,6 +172,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Graph(g) => graph_command(g),
         Command::Generate(a) => generate(a),
         Command::Replay(a) => replay(a),
+        Command::Render(a) => render(a),
     }
 }
 
@@ -481,6 +508,31 @@ fn replay(a: ReplayArgs) -> Result<()> {
         m.busy_seconds("clean"),
         m.busy_seconds("assign"),
         m.busy_seconds("aggregate")
+    );
+    Ok(())
+}
+
+fn render(a: RenderArgs) -> Result<()> {
+    // A wrong extension is a usage error, reported before any file is read.
+    pipeline::render::Format::from_path(&a.out).map_err(|e| UsageError(e.to_string()))?;
+    let graph = open_graph(&a.graph, &ImportConfig::default())?;
+    let speeds = pipeline::render::read_speeds(&a.speeds)?;
+    let options = pipeline::render::RenderOptions {
+        width_px: a.width_px,
+        window_start_ms: a.window_start_ms,
+        estimator: a.estimator,
+    };
+    let (selection, drawn) = pipeline::render::render_file(&graph, &speeds, &options, &a.out)?;
+    say!(
+        "drew {} of {} segments with a speed ({} estimator, window {} to {}) into {} ({}x{} px)",
+        drawn.with_speed,
+        drawn.segments,
+        selection.estimator,
+        pipeline::render::format_utc(selection.window_start_ms),
+        pipeline::render::format_utc(selection.window_end_ms),
+        a.out.display(),
+        drawn.width_px,
+        drawn.height_px
     );
     Ok(())
 }
