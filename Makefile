@@ -22,7 +22,7 @@ run: build $(HELSINKI)
 	    --out-dir $(OUT)/replay
 	$(BIN) graph export $(DATA)/helsinki.graph --out $(OUT)/replay/segments.parquet
 	$(BIN) render --graph $(DATA)/helsinki.graph --speeds $(OUT)/replay/speeds.parquet \
-	    --out $(OUT)/replay/speeds.png
+	    --out $(OUT)/replay/speeds.png --width-px 600
 
 build:
 	$(CARGO) build --bin pipeline

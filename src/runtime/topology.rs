@@ -28,6 +28,7 @@ use crate::stage::assign::AssignStage;
 use crate::stage::clean::CleanStage;
 use crate::stage::clean::DropReason as CleanDropReason;
 use crate::telemetry::metrics::Series;
+use crate::telemetry::tap::Tap;
 use crate::telemetry::{metrics, ComponentMetrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,7 @@ pub struct Topology {
     links: Vec<Link>,
     channel_capacity: usize,
     shutdown_timeout: Duration,
+    tap: Option<Arc<Tap>>,
 }
 
 impl Topology {
@@ -173,7 +175,15 @@ impl Topology {
                 kind: config.output_kind(from),
             })
             .collect();
-        Ok(Self::new(components, links, &config.runtime))
+        let mut topology = Self::new(components, links, &config.runtime);
+        topology.tap = Tap::for_config(config);
+        Ok(topology)
+    }
+
+    /// The record tap of this topology's edges, when `telemetry.tap` is on; the HTTP
+    /// server serves it as `/tap`.
+    pub fn tap(&self) -> Option<Arc<Tap>> {
+        self.tap.clone()
     }
 
     /// Wires components built elsewhere.
@@ -187,6 +197,7 @@ impl Topology {
             links,
             channel_capacity: runtime.channel_capacity_batches.max(1),
             shutdown_timeout: Duration::from_millis(runtime.shutdown_timeout_ms),
+            tap: None,
         }
     }
 
@@ -216,7 +227,12 @@ impl Topology {
                     })
                 })
                 .collect();
-            Output::new(component.clone(), downstream)
+            let taps = self
+                .tap
+                .as_ref()
+                .map(|t| t.points_of(&component.component))
+                .unwrap_or_default();
+            Output::new(component.clone(), downstream).with_taps(taps)
         };
 
         let sources_stop = shutdown.child_token();
