@@ -381,3 +381,55 @@ impl ComponentMetrics {
         metrics().error(&self.component, error_type);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_a_component_uses_is_in_the_closed_set() {
+        use crate::aggregate::Rejection;
+        use crate::connector::parquet::drop_reason;
+        use crate::stage::clean::DropReason;
+        let used = DropReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain([
+                Rejection::Invalid.as_str(),
+                Rejection::UnknownSegment.as_str(),
+            ])
+            .chain([
+                drop_reason::NULL_FIELD,
+                drop_reason::BAD_TIMESTAMP,
+                drop_reason::WRONG_RECORD_KIND,
+            ]);
+        for reason in used {
+            assert!(DROP_REASONS.contains(&reason), "{reason}");
+        }
+    }
+
+    #[test]
+    fn preregistered_series_exist_at_zero() {
+        let m = metrics();
+        m.preregister(
+            "preregister_test",
+            Series {
+                drop_reasons: &["teleport", "duplicate"],
+                error_types: &["corrupt_file"],
+                file_outcomes: &["read"],
+            },
+        );
+        let text = m.render();
+        for series in [
+            "pipeline_component_dropped_events_total{component=\"preregister_test\",reason=\"teleport\"} 0",
+            "pipeline_component_dropped_events_total{component=\"preregister_test\",reason=\"duplicate\"} 0",
+            "pipeline_component_errors_total{component=\"preregister_test\",error_type=\"corrupt_file\"} 0",
+            "pipeline_component_errors_total{component=\"preregister_test\",error_type=\"component_failed\"} 0",
+            "pipeline_component_files_total{component=\"preregister_test\",outcome=\"read\"} 0",
+            "pipeline_component_received_events_total{component=\"preregister_test\"} 0",
+            "pipeline_channel_depth_batches{component=\"preregister_test\"} 0",
+        ] {
+            assert!(text.contains(series), "missing `{series}`");
+        }
+    }
+}
