@@ -1,12 +1,15 @@
 //! Aggregation throughput (criterion, observations/s on one core, window emission included)
 //! with uniform traffic over 50 k and 5 k segments and with one hot segment taking 10 % of
-//! all observations, plus the heap held per open
+//! all observations, each through a fresh aggregator per pass of 1 M observations, and the
+//! uniform 50 k case once more through one long-lived aggregator (steady state); plus the
+//! heap held per open
 //! segment-window at 1 M and 10 M open windows (counting allocator).
 //!
 //! Run: `cargo bench --bench aggregate` (env `BENCH_MEMORY_WINDOWS`, default "1000000
 //! 10000000"; set it empty to skip the memory report).
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput};
 use pipeline::aggregate::{AggregateConfig, Aggregator, SegmentCatalog};
@@ -83,6 +86,36 @@ fn run(observations: &[SegmentObservation], config: &AggregateConfig) -> usize {
     rows + out.len()
 }
 
+/// Event time one pass of [`stream`] spans: 2 000 observations per second.
+const PASS_MS: i64 = OBSERVATIONS as i64 / 2;
+
+/// One pass through a long-lived aggregator (a stage runs for hours): windows close and are
+/// freed as the watermark moves, and the next pass continues in event time, so the
+/// allocations of its first windows (page faults on fresh memory) are not counted.
+fn run_steady(
+    agg: &mut Aggregator<AnySegment>,
+    observations: &[SegmentObservation],
+    out: &mut Vec<pipeline::record::SegmentSpeed>,
+) -> usize {
+    let mut rows = 0;
+    for batch in observations.chunks(BATCH) {
+        for o in batch {
+            let _ = agg.push(o, 0, 0);
+        }
+        agg.advance(0, out);
+        rows += out.len();
+        out.clear();
+    }
+    rows
+}
+
+fn shift(observations: &mut [SegmentObservation], by_ms: i64) {
+    for o in observations {
+        o.enter_ts_ms += by_ms;
+        o.exit_ts_ms += by_ms;
+    }
+}
+
 fn throughput(c: &mut Criterion) {
     let config = AggregateConfig {
         idle_timeout_ms: 0,
@@ -107,6 +140,27 @@ fn throughput(c: &mut Criterion) {
             )
         });
     }
+    // The uniform 50 k case again, in steady state: warm up over three passes, then time
+    // passes only (each one continues the last in event time; the shift is not timed).
+    let mut observations = stream(50_000, 0.0);
+    let mut agg = Aggregator::new(&config, AnySegment);
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        run_steady(&mut agg, &observations, &mut out);
+        shift(&mut observations, PASS_MS);
+    }
+    group.bench_function("uniform_50k_segments_steady_state", |b| {
+        b.iter_custom(|passes| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..passes {
+                let started = Instant::now();
+                black_box(run_steady(&mut agg, &observations, &mut out));
+                timed += started.elapsed();
+                shift(&mut observations, PASS_MS);
+            }
+            timed
+        })
+    });
     group.finish();
 }
 

@@ -514,7 +514,8 @@ async fn kafka_example_configs_chain_ingest_assign_and_two_aggregate_groups() {
 
     // Both groups read the whole observation stream: wait until their aggregate stages have
     // received the same, no longer growing, number of observations. Then stop everything;
-    // each aggregate flushes its open windows to Parquet on SIGTERM.
+    // each aggregate has written the windows the watermark closed (the open ones are left
+    // for a restart to rebuild, as `kafka_aggregator_restart_emits_every_window` checks).
     let mut last = (0, 0);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {

@@ -23,8 +23,9 @@ mod table;
 pub mod watermark;
 pub mod window;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 pub use config::{AggregateConfig, EstimatorConfig, EstimatorKind};
 use state::{Sample, Summary, WindowState};
@@ -164,7 +165,7 @@ impl WindowSlot {
 /// An estimator after config defaults.
 #[derive(Debug, Clone)]
 struct Estimator {
-    name: Arc<str>,
+    name: &'static str,
     kind: EstimatorKind,
     trim_fraction: f64,
     min_samples: u32,
@@ -221,7 +222,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
             .estimators
             .iter()
             .map(|e| Estimator {
-                name: Arc::from(e.name()),
+                name: intern_name(e.name()),
                 kind: e.kind,
                 trim_fraction: e.trim_fraction(),
                 min_samples: e.min_samples.unwrap_or(config.min_samples),
@@ -270,15 +271,49 @@ impl<C: SegmentCatalog> Aggregator<C> {
         self.watermark.max_event_ms()
     }
 
-    /// The start of the oldest window not emitted yet (epoch ms), `None` when every window
-    /// held has been emitted. An observation whose event time is before it feeds no window
-    /// still to come: this is what an at-least-once source may commit up to (DESIGN §3,
-    /// "Recovery of aggregate state").
-    pub fn oldest_unemitted_ms(&self) -> Option<i64> {
-        self.windows
-            .iter()
-            .find(|(_, slot)| !slot.closed)
-            .map(|(&start, _)| start)
+    /// The start of the oldest window held (epoch ms): open, or closed but still taking
+    /// late data within the allowed lateness; `None` when none is held. An observation whose
+    /// event time is before it feeds no window that can still be emitted or revised: this is
+    /// what an at-least-once source may commit up to (DESIGN §3, "Recovery of aggregate
+    /// state"). Closed windows count, because a revision must hold all of the window's
+    /// data: after a restart from the committed offset, every window held here is rebuilt
+    /// whole (and re-emitted with the same values), never from its tail alone.
+    pub fn oldest_window_start_ms(&self) -> Option<i64> {
+        self.windows.keys().next().copied()
+    }
+
+    /// Announces input `input` (a partition assigned to this instance) before its first
+    /// observation, so the watermark waits for it (see [`Watermark::expect_input`]).
+    pub fn expect_input(&mut self, input: u32, now_ms: i64) {
+        self.watermark.expect_input(input, now_ms);
+    }
+
+    /// Forgets input `input` (a partition revoked from this instance) and the state of every
+    /// segment `of_input` picks, in every window: the partition's new owner rebuilds those
+    /// windows from the stream, and rows from both owners would conflict. Returns the
+    /// segment-windows dropped.
+    pub fn remove_input(&mut self, input: u32, of_input: impl Fn(u64) -> bool) -> usize {
+        self.fold_all();
+        self.watermark.remove_input(input);
+        let mut dropped = 0;
+        for slot in self.windows.values_mut() {
+            let before = slot.table.len();
+            let kept = slot.table.without(&of_input, &mut self.spare);
+            dropped += before - kept.len();
+            self.spare.recycle(std::mem::replace(&mut slot.table, kept));
+        }
+        // Dirty marks point at old slots: keep those of surviving segments, at their new slots.
+        let windows = &self.windows;
+        self.dirty.retain_mut(|(start_ms, segment_id, slot)| {
+            let found = windows
+                .get(start_ms)
+                .and_then(|w| w.table.find(*segment_id, hash_of(*segment_id)));
+            if let Some(new_slot) = found {
+                *slot = new_slot;
+            }
+            found.is_some()
+        });
+        dropped
     }
 
     /// Open segment-windows (states held in memory).
@@ -566,7 +601,7 @@ impl<C: SegmentCatalog> Publisher<C> {
                 segment_id,
                 window_start_ms: start_ms,
                 window_end_ms: self.spec.end_ms(start_ms),
-                estimator: e.name.clone(),
+                estimator: Cow::Borrowed(e.name),
                 samples: summary.samples,
                 vehicles: summary.vehicles,
                 speed_mps,
@@ -584,6 +619,22 @@ impl<C: SegmentCatalog> Publisher<C> {
         }
         rows
     }
+}
+
+/// The process-wide copy of an estimator name, so rows can borrow it. Names come from
+/// config, so the set is small and bounded: each distinct name is allocated once and kept
+/// for the life of the process, however many aggregators are built.
+pub fn intern_name(name: &str) -> &'static str {
+    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(&known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
 }
 
 /// An estimator's speed for one state: `None` when it has no positive, finite answer.
@@ -754,6 +805,52 @@ mod tests {
         agg.flush_all(&mut out);
         checkpoints.push((*agg.stats(), agg.open_windows()));
         (out, results, checkpoints)
+    }
+
+    #[test]
+    fn removing_an_input_drops_its_segments_windows_and_pending_revisions_only() {
+        let obs = |segment_id: u64, mid_ms: i64, vehicle: &str| SegmentObservation {
+            observation_id: 0,
+            segment_id,
+            vehicle_id: vehicle.to_string(),
+            enter_ts_ms: mid_ms - 5_000,
+            exit_ts_ms: mid_ms + 5_000,
+            traversed_m: 100.0,
+            speed_mps: 10.0,
+            next_segment_id: None,
+            flags: 0,
+        };
+        let mut agg = Aggregator::new(&config(None), Known);
+        let mut out = Vec::new();
+        for (segment_id, input) in [(1, 0), (2, 1)] {
+            for v in ["a", "b"] {
+                assert_eq!(agg.push(&obs(segment_id, 10_000, v), input, 0), Ok(()));
+            }
+        }
+        // Close the first window on both inputs; then a late pair for each segment (pending
+        // revisions) and a pair in the next, open window.
+        for input in [0, 1] {
+            assert_eq!(agg.push(&obs(1, 75_000, "c"), input, 0), Ok(()));
+        }
+        agg.advance(0, &mut out);
+        assert_eq!(out.iter().filter(|r| r.window_start_ms == 0).count(), 6);
+        out.clear();
+        for (segment_id, input) in [(1, 0), (2, 1)] {
+            for v in ["d", "e"] {
+                assert_eq!(agg.push(&obs(segment_id, 20_000, v), input, 0), Ok(()));
+                assert_eq!(agg.push(&obs(segment_id, 70_000, v), input, 0), Ok(()));
+            }
+        }
+        let held = agg.open_windows();
+        assert_eq!(agg.remove_input(1, |segment_id| segment_id == 2), 2);
+        assert_eq!(agg.open_windows(), held - 2);
+        agg.flush_all(&mut out);
+        assert!(out.iter().all(|r| r.segment_id == 1), "{out:?}");
+        assert_eq!(
+            out.len(),
+            6,
+            "the revision of window 0 and window 60 s: {out:?}"
+        );
     }
 
     #[test]

@@ -191,6 +191,7 @@ impl WindowState {
 
     pub fn summary(&self) -> Summary {
         let view = self.view();
+        let [p15_mps, p50_mps, p85_mps] = view.summary_quantiles_mps();
         let set_bits = self.vehicles.count_ones();
         let zero_bits = 64 - set_bits;
         let estimate = if zero_bits == 0 {
@@ -208,11 +209,39 @@ impl WindowState {
             } else {
                 f64::NAN
             },
-            p15_mps: view.quantile_mps(0.15).unwrap_or(f64::NAN),
-            p50_mps: view.quantile_mps(0.50).unwrap_or(f64::NAN),
-            p85_mps: view.quantile_mps(0.85).unwrap_or(f64::NAN),
+            p15_mps,
+            p50_mps,
+            p85_mps,
         }
     }
+}
+
+/// The quantiles every row carries.
+const SUMMARY_QUANTILES: [f64; 3] = [0.15, 0.50, 0.85];
+
+/// Where the [`SUMMARY_QUANTILES`] fall among `n` sorted exact speeds (`n` = 1..=32; entry 0
+/// is unused): the ranks below and above and the weight of the one above, exactly as
+/// [`SpeedView::quantile_mps`] computes them, so the table only saves recomputing them for
+/// every row.
+static EXACT_QUANTILE_RANKS: LazyLock<[[(usize, usize, f64); 3]; EXACT_SPEEDS + 1]> =
+    LazyLock::new(|| {
+        let mut ranks = [[(0, 0, 0.0); 3]; EXACT_SPEEDS + 1];
+        for (n, at) in ranks.iter_mut().enumerate().skip(1) {
+            for (rank, q) in at.iter_mut().zip(SUMMARY_QUANTILES) {
+                *rank = interpolation_ranks(q, n);
+            }
+        }
+        ranks
+    });
+
+/// The ranks either side of quantile `q` (clamped to 0..=1) among `n >= 1` sorted values, and
+/// the weight of the upper one.
+fn interpolation_ranks(q: f64, n: usize) -> (usize, usize, f64) {
+    let pos = q.clamp(0.0, 1.0) * (n - 1) as f64;
+    // floor and ceil of 0 <= pos < 32 by truncation (no libm calls).
+    let lo = pos as usize;
+    let hi = if (lo as f64) < pos { lo + 1 } else { lo };
+    (lo, hi, pos - lo as f64)
 }
 
 /// The speed multiset of a state, read-only: exact and sorted, or bucket counts.
@@ -224,19 +253,31 @@ enum SpeedView<'a> {
     Buckets(&'a [u16; BUCKETS]),
 }
 
+/// The value at `(lo, hi, weight of hi)` among sorted speeds, in cm/s.
+fn interpolate(sorted: &[u16; EXACT_SPEEDS], (lo, hi, frac): (usize, usize, f64)) -> f64 {
+    f64::from(sorted[lo]) * (1.0 - frac) + f64::from(sorted[hi]) * frac
+}
+
 impl SpeedView<'_> {
+    /// The [`SUMMARY_QUANTILES`] in m/s (NaN without samples): what `quantile_mps` gives
+    /// for each, with the exact case's ranks from a table.
+    fn summary_quantiles_mps(&self) -> [f64; 3] {
+        match self {
+            SpeedView::Exact { n: 0, .. } => [f64::NAN; 3],
+            SpeedView::Exact { sorted, n } => {
+                EXACT_QUANTILE_RANKS[*n].map(|ranks| interpolate(sorted, ranks) / 100.0)
+            }
+            SpeedView::Buckets(_) => {
+                SUMMARY_QUANTILES.map(|q| self.quantile_mps(q).unwrap_or(f64::NAN))
+            }
+        }
+    }
+
     fn quantile_mps(&self, q: f64) -> Option<f64> {
         let q = q.clamp(0.0, 1.0);
         let cmps = match self {
             SpeedView::Exact { n: 0, .. } => return None,
-            SpeedView::Exact { sorted, n } => {
-                let pos = q * (n - 1) as f64;
-                // floor and ceil of 0 <= pos < 32 by truncation (no libm calls).
-                let lo = pos as usize;
-                let hi = if (lo as f64) < pos { lo + 1 } else { lo };
-                let frac = pos - lo as f64;
-                f64::from(sorted[lo]) * (1.0 - frac) + f64::from(sorted[hi]) * frac
-            }
+            SpeedView::Exact { sorted, n } => interpolate(sorted, interpolation_ranks(q, *n)),
             SpeedView::Buckets(counts) => {
                 let total: f64 = counts.iter().map(|&c| f64::from(c)).sum();
                 let target = q * total;
@@ -329,6 +370,21 @@ mod tests {
         assert_eq!(sum.vehicles, 5);
         // 5 × 100 m over 10 + 5 + 3.333 + 2.5 + 2 s.
         assert!((sum.space_mean_mps - 500.0 / 22.833).abs() < 1e-3);
+    }
+
+    #[test]
+    fn summary_quantiles_equal_quantile_mps_bit_for_bit() {
+        let mut s = WindowState::default();
+        for i in 0..40u64 {
+            let summary = s.summary();
+            let got = [summary.p15_mps, summary.p50_mps, summary.p85_mps];
+            for (got, q) in got.into_iter().zip(SUMMARY_QUANTILES) {
+                let want = s.quantile_mps(q).unwrap_or(f64::NAN);
+                assert_eq!(got.to_bits(), want.to_bits(), "n {i}, q {q}");
+            }
+            // Speeds from 0.3 to 45 m/s in a scrambled order.
+            s.add(sample(0.3 + (i * 37 % 41) as f64 * 1.1, i));
+        }
     }
 
     #[test]

@@ -224,6 +224,16 @@ impl SegmentTable {
         }
     }
 
+    /// A copy without the entries whose segment `forget` picks (slots are renumbered).
+    pub fn without(&self, forget: impl Fn(u64) -> bool, spare: &mut Spare) -> SegmentTable {
+        let mut kept = SegmentTable::default();
+        for (segment_id, slot) in self.iter().filter(|&(s, _)| !forget(s)) {
+            let new_slot = kept.find_or_insert(segment_id, hash_of(segment_id), spare);
+            kept.entry_mut(new_slot).state = self.entry(slot).state.clone();
+        }
+        kept
+    }
+
     pub fn entry(&self, slot: u32) -> &Entry {
         let slot = slot as usize;
         &self.chunks[slot / CHUNK][slot % CHUNK]

@@ -46,7 +46,24 @@ impl Watermark {
 
     /// The largest event time seen on any input.
     pub fn max_event_ms(&self) -> Option<i64> {
-        self.inputs.iter().map(|c| c.max_event_ms).max()
+        self.inputs
+            .iter()
+            .map(|c| c.max_event_ms)
+            .filter(|&ms| ms != i64::MIN)
+            .max()
+    }
+
+    /// Announces an input before its first event (a partition just assigned): it holds the
+    /// watermark back as an input with nothing read yet would, until it delivers or goes
+    /// idle, so data already read from other inputs cannot make its first records late.
+    pub fn expect_input(&mut self, input: u32, now_ms: i64) {
+        if !self.inputs.iter().any(|c| c.input == input) {
+            self.inputs.push(InputClock {
+                input,
+                max_event_ms: i64::MIN,
+                last_seen_ms: now_ms,
+            });
+        }
     }
 
     /// Notes an event of `input` at `event_ms`, received at processing time `now_ms`.
@@ -126,6 +143,23 @@ mod tests {
         // holds the watermark back.
         w.observe(0, 120_000, 12_000);
         assert_eq!(w.advance(12_000), 120_000);
+    }
+
+    #[test]
+    fn an_expected_input_holds_the_watermark_until_it_delivers_or_idles() {
+        let mut w = Watermark::new(0, 10_000);
+        w.observe(0, 100_000, 0);
+        w.expect_input(1, 0);
+        assert_eq!(w.advance(1_000), i64::MIN, "input 1 has read nothing yet");
+        assert_eq!(w.max_event_ms(), Some(100_000));
+        w.observe(1, 90_000, 2_000);
+        assert_eq!(w.advance(2_000), 90_000);
+        // An expected input that never delivers stops holding it after the idle timeout.
+        w.expect_input(2, 3_000);
+        assert_eq!(w.advance(4_000), 90_000);
+        w.observe(0, 120_000, 13_000);
+        w.observe(1, 120_000, 13_000);
+        assert_eq!(w.advance(13_000), 120_000);
     }
 
     #[test]

@@ -381,7 +381,7 @@ impl ArrowRecord for SegmentSpeed {
                 segment_id: segment.value(i),
                 window_start_ms: start.value(i),
                 window_end_ms: end.value(i),
-                estimator: estimator.value(i).into(),
+                estimator: estimator.value(i).to_owned().into(),
                 samples: samples.value(i),
                 vehicles: vehicles.value(i),
                 speed_mps: speed.value(i),

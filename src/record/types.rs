@@ -1,6 +1,6 @@
 //! Plain Rust types of the records; field names carry their units.
 
-use std::sync::Arc;
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
@@ -84,9 +84,10 @@ pub struct SegmentSpeed {
     pub segment_id: u64,
     pub window_start_ms: i64,
     pub window_end_ms: i64,
-    /// Shared, not owned: an aggregator emits one row per segment and window, all with the
-    /// same few names, and a `String` each was a measurable share of emission.
-    pub estimator: Arc<str>,
+    /// Borrowed when an aggregator emits it (the few configured names, interned for the
+    /// process by [`crate::aggregate::intern_name`]), owned when decoded: a `String` per row,
+    /// or even an `Arc` (two atomic operations per row), was a measurable share of emission.
+    pub estimator: Cow<'static, str>,
     pub samples: u32,
     pub vehicles: u32,
     pub speed_mps: f64,

@@ -47,15 +47,27 @@ impl Records {
     }
 }
 
+/// A change in the lanes (Kafka partitions) a source reads, announced downstream in an
+/// otherwise empty batch behind every batch of the lanes it concerns: a stage with state
+/// per lane waits for assigned lanes and drops the state of revoked ones. It reaches the
+/// transforms directly downstream of the source; sinks and later stages never see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaneEvent {
+    Assigned(Vec<u32>),
+    Revoked(Vec<u32>),
+}
+
 /// One message on an edge. Besides its records it carries `input`, the lane it came in on
 /// (a Kafka partition; 0 otherwise), so a stage can keep per-partition state such as the
-/// aggregate's watermark, and `acks`, the acknowledgement tokens of the source batches it
-/// derives from (see [`super::ack`]; empty unless the source can replay).
+/// aggregate's watermark, `acks`, the acknowledgement tokens of the source batches it
+/// derives from (see [`super::ack`]; empty unless the source can replay), and `lanes`, a
+/// lane event (then the records are empty).
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub records: Records,
     pub input: u32,
     pub acks: Acks,
+    pub lanes: Option<LaneEvent>,
 }
 
 /// Two batches are equal when their records and lane are; tokens are bookkeeping.
@@ -67,11 +79,7 @@ impl PartialEq for Batch {
 
 impl Batch {
     pub fn new(records: Records) -> Self {
-        Self {
-            records,
-            input: 0,
-            acks: Acks::none(),
-        }
+        Self::tracked(records, 0, Acks::none())
     }
 
     /// A batch from lane `input`, acknowledged through `acks`.
@@ -80,6 +88,16 @@ impl Batch {
             records,
             input,
             acks,
+            lanes: None,
+        }
+    }
+
+    /// A lane event, with no records (`empty`: the empty records of the source's kind, so
+    /// the batch is routed like the source's data).
+    pub fn lane_event(empty: Records, event: LaneEvent) -> Self {
+        Self {
+            lanes: Some(event),
+            ..Self::new(empty)
         }
     }
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::Batch;
+use super::batch::{Batch, LaneEvent};
 use crate::record::RecordKind;
 use crate::telemetry::metrics::ComponentMetrics;
 use crate::telemetry::tap::TapPoint;
@@ -98,7 +98,7 @@ impl Output {
 
     /// Sends a batch to every downstream of its kind, waiting while a channel is full.
     pub async fn send(&mut self, batch: Batch) -> Result<(), DownstreamClosed> {
-        if batch.is_empty() {
+        if batch.is_empty() && batch.lanes.is_none() {
             return Ok(());
         }
         self.account(&batch);
@@ -116,7 +116,7 @@ impl Output {
 
     /// [`Output::send`] for components that run on their own OS thread, off the runtime.
     pub fn blocking_send(&mut self, batch: Batch) -> Result<(), DownstreamClosed> {
-        if batch.is_empty() {
+        if batch.is_empty() && batch.lanes.is_none() {
             return Ok(());
         }
         self.account(&batch);
@@ -191,9 +191,15 @@ impl Input {
         self.rx.is_empty()
     }
 
+    /// The next batch for a sink: lane events are for stages, and are skipped.
     pub async fn next(&mut self) -> Option<Batch> {
-        let batch = self.rx.recv().await;
-        self.account(batch)
+        loop {
+            let received = self.rx.recv().await;
+            let batch = self.account(received);
+            if batch.as_ref().is_none_or(|b| b.lanes.is_none()) {
+                return batch;
+            }
+        }
     }
 
     /// [`Input::next`] for components that run on their own OS thread.
@@ -249,6 +255,16 @@ pub trait Transform: Send + 'static {
     /// Called once when every upstream has finished: flush buffered state.
     fn on_close(&mut self, _out: &mut Vec<Batch>) {}
 
+    /// Called instead of [`Transform::on_close`] when the input was replayable (its batches
+    /// carried acknowledgement tokens, e.g. a Kafka source that is shutting down): the
+    /// tokens of what [`Transform::retained_since_ms`] still reports afterwards are failed,
+    /// so a restart reads those records again and rebuilds the state from them. A transform
+    /// whose early flush would publish something wrong (a window missing the rest of its
+    /// data) emits nothing here; the default flushes like `on_close`.
+    fn on_close_replayable(&mut self, out: &mut Vec<Batch>) {
+        self.on_close(out)
+    }
+
     /// How often [`Transform::on_tick`] runs while no batch arrives (`None`: never). For
     /// work driven by processing time, such as advancing the watermark of an idle input.
     fn tick_interval(&self) -> Option<std::time::Duration> {
@@ -256,6 +272,10 @@ pub trait Transform: Send + 'static {
     }
 
     fn on_tick(&mut self, _out: &mut Vec<Batch>) {}
+
+    /// A source upstream got or lost lanes (Kafka partitions); see [`LaneEvent`]. Only a
+    /// transform fed by such a source directly sees these; the default ignores them.
+    fn on_lanes(&mut self, _event: &LaneEvent, _out: &mut Vec<Batch>) {}
 
     /// The smallest event time (epoch ms, as [`crate::runtime::Records::max_event_ts_ms`]
     /// measures it) among input records this transform still holds without having emitted

@@ -7,7 +7,7 @@ pub mod component;
 pub mod topology;
 
 pub use ack::{AckTarget, AckToken, Acks};
-pub use batch::{Batch, Records};
+pub use batch::{Batch, LaneEvent, Records};
 pub use component::{
     BoxError, DownstreamClosed, Edge, Input, Next, Output, Sink, Source, Transform,
 };

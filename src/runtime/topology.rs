@@ -428,6 +428,8 @@ fn spawn_stage_thread(
 #[derive(Default)]
 struct HeldAcks {
     held: std::collections::VecDeque<(i64, Acks)>,
+    /// Some input batch carried tokens: the input can be read again after a restart.
+    replayable: bool,
 }
 
 impl HeldAcks {
@@ -435,6 +437,7 @@ impl HeldAcks {
         if batch.acks.is_empty() {
             return;
         }
+        self.replayable = true;
         let newest_ms = batch.records.max_event_ts_ms().unwrap_or(i64::MIN);
         self.held
             .push_back((newest_ms, std::mem::take(&mut batch.acks)));
@@ -502,6 +505,14 @@ fn run_transform(
                 _ => input.blocking_next(),
             };
             let Some(mut batch) = batch else { break };
+            if let Some(event) = batch.lanes.take() {
+                transform.on_lanes(&event, &mut produced);
+                held.settle(&mut produced, || transform.retained_since_ms());
+                for b in produced.drain(..) {
+                    out.blocking_send(b)?;
+                }
+                continue;
+            }
             held.take_from(&mut batch);
             let timer = metrics.batch_duration.start_timer();
             transform.process_batch(batch, &mut produced);
@@ -512,8 +523,15 @@ fn run_transform(
             }
         }
     }
-    transform.on_close(&mut produced);
-    held.settle(&mut produced, || None);
+    if held.replayable {
+        // Tokens still retained after this are failed when `held` drops: their records are
+        // read again after a restart.
+        transform.on_close_replayable(&mut produced);
+        held.settle(&mut produced, || transform.retained_since_ms());
+    } else {
+        transform.on_close(&mut produced);
+        held.settle(&mut produced, || None);
+    }
     for b in produced.drain(..) {
         out.blocking_send(b)?;
     }

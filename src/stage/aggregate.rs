@@ -5,6 +5,7 @@
 //! Processing time, which only the idle rule of the watermark uses, is read here (a
 //! monotonic clock since the stage started) and handed to the pure aggregator.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
 use crate::aggregate::{AggregateConfig, AggregateStats, Aggregator, Rejection};
 use crate::graph::RoadGraph;
 use crate::record::SegmentObservation;
-use crate::runtime::{Batch, Records, Transform};
+use crate::runtime::{Batch, LaneEvent, Records, Transform};
 use crate::telemetry::metrics::register_collector;
 use crate::telemetry::ComponentMetrics;
 
@@ -86,6 +87,10 @@ pub struct AggregateStage {
     idle_timeout: Option<Duration>,
     metrics: Arc<ComponentMetrics>,
     exported: AggregateStats,
+    /// The lane (partition) each segment's observations came in on, kept once the source
+    /// announces lanes (Kafka), so a revoked lane's segments can be dropped. Observations
+    /// are keyed by segment, so a segment has one lane.
+    lane_of_segment: Option<HashMap<u64, u32>>,
 }
 
 impl AggregateStage {
@@ -112,6 +117,7 @@ impl AggregateStage {
                 .then(|| Duration::from_millis(config.idle_timeout_ms as u64)),
             metrics,
             exported: AggregateStats::default(),
+            lane_of_segment: None,
         }
     }
 
@@ -176,6 +182,9 @@ impl Transform for AggregateStage {
             }
         };
         let now_ms = self.now_ms();
+        if let Some(lanes) = &mut self.lane_of_segment {
+            lanes.extend(observations.iter().map(|o| (o.segment_id, input)));
+        }
         let mut late: Vec<SegmentObservation> = Vec::new();
         for o in observations {
             match self.aggregator.push(&o, input, now_ms) {
@@ -210,7 +219,38 @@ impl Transform for AggregateStage {
     }
 
     fn retained_since_ms(&self) -> Option<i64> {
-        self.aggregator.oldest_unemitted_ms()
+        self.aggregator.oldest_window_start_ms()
+    }
+
+    /// Assigned lanes hold the watermark back until they deliver (or idle out), so records
+    /// read first from other partitions cannot make theirs late. A revoked lane's segments
+    /// are dropped from every window, unemitted: the partition's new owner re-reads them
+    /// from the commit and emits those windows whole.
+    fn on_lanes(&mut self, event: &LaneEvent, out: &mut Vec<Batch>) {
+        let lanes = self.lane_of_segment.get_or_insert_with(HashMap::new);
+        let now_ms = self.started.elapsed().as_millis() as i64;
+        match event {
+            LaneEvent::Assigned(assigned) => {
+                for &lane in assigned {
+                    self.aggregator.expect_input(lane, now_ms);
+                }
+            }
+            LaneEvent::Revoked(revoked) => {
+                for &lane in revoked {
+                    let dropped = self
+                        .aggregator
+                        .remove_input(lane, |segment| lanes.get(&segment) == Some(&lane));
+                    lanes.retain(|_, l| *l != lane);
+                    tracing::info!(
+                        component = %self.metrics.component,
+                        lane,
+                        dropped_segment_windows = dropped,
+                        "partition revoked: its windows are left to the new owner"
+                    );
+                }
+            }
+        }
+        self.emit(Vec::new(), out);
     }
 
     fn on_close(&mut self, out: &mut Vec<Batch>) {
@@ -218,4 +258,11 @@ impl Transform for AggregateStage {
         self.aggregator.flush_all(&mut speeds);
         self.emit(speeds, out);
     }
+
+    /// A replayable input (Kafka) that stops: emitting the open windows now would publish
+    /// them without the rest of their data, and the restarted stage (reading again from the
+    /// oldest offset that feeds a window held here) would then publish the rest alone, which
+    /// consumers upserting on (segment, window, estimator) would take as the whole. Nothing is
+    /// emitted; the restart rebuilds every window held here and emits it complete.
+    fn on_close_replayable(&mut self, _out: &mut Vec<Batch>) {}
 }

@@ -27,7 +27,9 @@ use super::KafkaError as Error;
 use crate::record::{
     Encoding, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed, WireRecord,
 };
-use crate::runtime::{AckTarget, AckToken, Acks, Batch, BoxError, Output, Records, Source};
+use crate::runtime::{
+    AckTarget, AckToken, Acks, Batch, BoxError, LaneEvent, Output, Records, Source,
+};
 use crate::telemetry::metrics::{metrics, register_collector, ComponentMetrics};
 
 fn lag_gauge() -> &'static IntGaugeVec {
@@ -48,7 +50,15 @@ fn lag_gauge() -> &'static IntGaugeVec {
 
 /// What the consumer's callbacks tell the source task.
 enum Event {
+    Assigned(Vec<(String, i32)>),
     Revoked(Vec<(String, i32)>),
+}
+
+fn partitions_of(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 struct SourceContext {
@@ -79,12 +89,13 @@ impl ConsumerContext for SourceContext {
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(component = %self.component, error = %e, "commit on revoke");
             }
-            let revoked = list
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_string(), e.partition()))
-                .collect();
-            let _ = self.events.send(Event::Revoked(revoked));
+            let _ = self.events.send(Event::Revoked(partitions_of(list)));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let _ = self.events.send(Event::Assigned(partitions_of(list)));
         }
     }
 }
@@ -184,6 +195,17 @@ impl KafkaSourceConfig {
     }
 }
 
+/// The lanes of partitions, as batches carry them (`Batch::input`).
+fn lanes_of(list: &[(String, i32)]) -> Vec<u32> {
+    list.iter()
+        .map(|(_, partition)| lane_of(*partition))
+        .collect()
+}
+
+fn lane_of(partition: i32) -> u32 {
+    u32::try_from(partition).unwrap_or(0)
+}
+
 fn empty_records(kind: RecordKind) -> Records {
     match kind {
         RecordKind::Probe => Records::Probes(Vec::new()),
@@ -272,7 +294,10 @@ impl Source for KafkaSource {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some((id, ok)) = acks.recv() => run.release(id, ok),
-                Some(Event::Revoked(list)) = events.recv() => run.revoke(&list),
+                Some(event) = events.recv() => match event {
+                    Event::Assigned(list) => run.assigned(&list).await?,
+                    Event::Revoked(list) => run.revoke(&list).await?,
+                },
                 message = run.consumer.recv() => match message {
                     Ok(msg) => {
                         let topic = msg.topic().to_string();
@@ -345,12 +370,32 @@ impl Run {
         }
     }
 
-    fn revoke(&mut self, list: &[(String, i32)]) {
+    /// Tells the stages downstream which lanes (partitions) are now read here, so a stage
+    /// with state per lane can wait for them.
+    async fn assigned(&mut self, list: &[(String, i32)]) -> Result<(), BoxError> {
+        tracing::info!(component = %self.component, assigned = list.len(), "partitions assigned");
+        self.announce(LaneEvent::Assigned(lanes_of(list))).await
+    }
+
+    /// Forgets the revoked partitions' unsent records and batches in flight (their new owner
+    /// reads them again from the last commit) and tells the stages downstream, behind every
+    /// batch already sent from those partitions, to drop what they hold for them.
+    async fn revoke(&mut self, list: &[(String, i32)]) -> Result<(), BoxError> {
         for (topic, partition) in list {
             self.pending.remove(&(topic.clone(), *partition));
             self.tracker.revoke(topic, *partition);
         }
         tracing::info!(component = %self.component, revoked = list.len(), "partitions revoked");
+        self.announce(LaneEvent::Revoked(lanes_of(list))).await
+    }
+
+    async fn announce(&mut self, event: LaneEvent) -> Result<(), BoxError> {
+        let batch = Batch::lane_event(empty_records(self.config.record), event);
+        match &mut self.out {
+            Some(out) => out.send(batch).await?,
+            None => drop(batch),
+        }
+        Ok(())
     }
 
     async fn accept(
@@ -421,11 +466,7 @@ impl Run {
         self.next_id += 1;
         self.tracker.open(id, &topic, partition, p.next_offset);
         let token = AckToken::new(id, target.clone());
-        let batch = Batch::tracked(
-            p.records,
-            u32::try_from(partition).unwrap_or(0),
-            Acks::one(token),
-        );
+        let batch = Batch::tracked(p.records, lane_of(partition), Acks::one(token));
         match &mut self.out {
             Some(out) => out.send(batch).await?,
             None => drop(batch),
