@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use parquet::arrow::ArrowWriter;
 use resvg::tiny_skia::Pixmap;
@@ -33,7 +32,7 @@ fn grid() -> RoadGraph {
 /// earlier one every segment runs at its limit.
 fn speeds(graph: &RoadGraph) -> Vec<SegmentSpeed> {
     let ratios = [1.0, 0.7, 0.5, 0.2];
-    let estimator: Arc<str> = Arc::from("space_mean");
+    let estimator: std::borrow::Cow<'static, str> = "space_mean".into();
     let mut rows = Vec::new();
     for (k, s) in graph.segments().iter().enumerate() {
         let limit_mps = f64::from(s.speed_limit_kmh) / 3.6;
