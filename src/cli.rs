@@ -56,6 +56,52 @@ enum Command {
     /// Replay recorded Parquet probes through clean, assign and aggregate into DIR
     /// (probes.parquet, matched_points.parquet, observations.parquet, speeds.parquet).
     Replay(ReplayArgs),
+    /// Draw a map picture (PNG or SVG, by the extension of --out) of speeds over the graph:
+    /// segments coloured by speed relative to their limit, with a legend.
+    Render(RenderArgs),
+    /// Print a sample of the records flowing through an edge of a running pipeline, one JSON
+    /// object per line (the pipeline's config must set `telemetry.tap = true`).
+    Tap(TapArgs),
+}
+
+#[derive(Args, Debug)]
+struct TapArgs {
+    /// The edge, named by its upstream endpoint as in the config's `edges`: `clean`,
+    /// `assign`, `assign.matched_points`, …
+    #[arg(long)]
+    edge: String,
+    /// How many records to print.
+    #[arg(long, default_value_t = 10)]
+    limit: usize,
+    /// The running pipeline's HTTP address (its `telemetry.listen`).
+    #[arg(long, default_value = "127.0.0.1:9898")]
+    addr: String,
+    /// Give up waiting for records after this long (the records seen so far are printed).
+    #[arg(long = "timeout-ms", default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+#[derive(Args, Debug)]
+struct RenderArgs {
+    /// Road graph (.graph or an OSM extract) the speeds were computed on.
+    #[arg(long)]
+    graph: PathBuf,
+    /// Speeds Parquet file (as `replay` or a Parquet sink writes it).
+    #[arg(long)]
+    speeds: PathBuf,
+    /// Output picture: .png or .svg.
+    #[arg(long)]
+    out: PathBuf,
+    /// Draw the latest window starting at or before this time (epoch ms); default: the
+    /// latest window.
+    #[arg(long = "window-start-ms")]
+    window_start_ms: Option<i64>,
+    /// Estimator to draw (default: the first name in sort order).
+    #[arg(long)]
+    estimator: Option<String>,
+    /// Picture width in pixels; the height follows the map.
+    #[arg(long = "width-px", default_value_t = 1000)]
+    width_px: u32,
 }
 
 #[derive(Args, Debug)]
@@ -146,6 +192,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Graph(g) => graph_command(g),
         Command::Generate(a) => generate(a),
         Command::Replay(a) => replay(a),
+        Command::Render(a) => render(a),
+        Command::Tap(a) => tap(a),
     }
 }
 
@@ -216,12 +264,15 @@ fn execute(
                     .parse()
                     .with_context(|| format!("telemetry.listen `{addr}`"))?;
                 let stop = http_stop.clone();
-                let (bound, serve) = telemetry::http::bind(addr, readiness.clone(), async move {
-                    stop.cancelled().await
-                })
-                .await
-                .with_context(|| format!("binding the HTTP endpoint {addr}"))?;
-                tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+                let tap = topology.tap();
+                let tapping = tap.is_some();
+                let (bound, serve) =
+                    telemetry::http::bind_with_tap(addr, readiness.clone(), tap, async move {
+                        stop.cancelled().await
+                    })
+                    .await
+                    .with_context(|| format!("binding the HTTP endpoint {addr}"))?;
+                tracing::info!(%bound, tap = tapping, "serving /metrics, /healthz, /readyz, /tap");
                 Some(tokio::spawn(serve))
             }
             None => None,
@@ -482,5 +533,67 @@ fn replay(a: ReplayArgs) -> Result<()> {
         m.busy_seconds("assign"),
         m.busy_seconds("aggregate")
     );
+    Ok(())
+}
+
+fn render(a: RenderArgs) -> Result<()> {
+    // A wrong extension is a usage error, reported before any file is read.
+    pipeline::render::Format::from_path(&a.out).map_err(|e| UsageError(e.to_string()))?;
+    let graph = open_graph(&a.graph, &ImportConfig::default())?;
+    let speeds = pipeline::render::read_speeds(&a.speeds)?;
+    let options = pipeline::render::RenderOptions {
+        width_px: a.width_px,
+        window_start_ms: a.window_start_ms,
+        estimator: a.estimator,
+    };
+    let (selection, drawn) = pipeline::render::render_file(&graph, &speeds, &options, &a.out)?;
+    say!(
+        "drew {} of {} segments with a speed ({} estimator, window {} to {}) into {} ({}x{} px)",
+        drawn.with_speed,
+        drawn.segments,
+        selection.estimator,
+        pipeline::render::format_utc(selection.window_start_ms),
+        pipeline::render::format_utc(selection.window_end_ms),
+        a.out.display(),
+        drawn.width_px,
+        drawn.height_px
+    );
+    Ok(())
+}
+
+fn tap(a: TapArgs) -> Result<()> {
+    use std::io::{Read, Write};
+    let edge: String = a
+        .edge
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let path = format!(
+        "/tap?edge={edge}&limit={}&timeout_ms={}",
+        a.limit, a.timeout_ms
+    );
+    let mut stream = std::net::TcpStream::connect(&a.addr)
+        .with_context(|| format!("connecting to the pipeline at {}", a.addr))?;
+    // The server waits up to timeout_ms (at most 60 s) for records; allow for that.
+    stream.set_read_timeout(Some(std::time::Duration::from_millis(
+        a.timeout_ms.min(60_000) + 30_000,
+    )))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", a.addr)?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .with_context(|| format!("reading the answer of {}", a.addr))?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("?");
+    if status != "200" {
+        return Err(UsageError(format!("{}: {}", a.addr, body.trim())).into());
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(body.as_bytes())?;
     Ok(())
 }

@@ -10,7 +10,8 @@
 //! - [`stage`]: synchronous batch transforms: clean, assign, aggregate.
 //! - [`connector`]: sources and sinks (Parquet, NDJSON, generator).
 //! - [`runtime`]: topology from config, bounded batch channels, shutdown.
-//! - [`telemetry`]: Prometheus metrics, HTTP endpoints, logging.
+//! - [`telemetry`]: Prometheus metrics, HTTP endpoints (with the record tap), logging.
+//! - [`render`]: map pictures (SVG, PNG) of segment speeds over the road graph.
 
 pub mod aggregate;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod geo;
 pub mod graph;
 pub mod matching;
 pub mod record;
+pub mod render;
 pub mod runtime;
 pub mod stage;
 pub mod telemetry;

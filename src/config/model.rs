@@ -58,6 +58,10 @@ pub struct RuntimeConfig {
 pub struct TelemetryConfig {
     /// `host:port` for the HTTP endpoints; empty disables them.
     pub listen: String,
+    /// Serve `/tap` (what `pipeline tap` reads): samples of the records on the pipeline's
+    /// edges. Off by default; costs one relaxed atomic load per batch while no one taps.
+    #[serde(default)]
+    pub tap: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

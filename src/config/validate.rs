@@ -22,6 +22,11 @@ pub fn validate(config: &PipelineConfig, problems: &mut Problems) {
         "telemetry.listen",
         format!("`{listen}` is not an address like 127.0.0.1:9898 (or \"\" to disable)"),
     );
+    problems.check(
+        !config.telemetry.tap || !listen.is_empty(),
+        "telemetry.tap",
+        "needs the HTTP server: set telemetry.listen",
+    );
     if config.needs_graph() && config.graph.path.is_none() {
         problems.push(
             "graph.path",

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::batch::{Batch, LaneEvent};
 use crate::record::RecordKind;
 use crate::telemetry::metrics::ComponentMetrics;
+use crate::telemetry::tap::TapPoint;
 
 /// The error a component returns when it stops abnormally.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -36,11 +37,23 @@ pub struct Edge {
 pub struct Output {
     metrics: Arc<ComponentMetrics>,
     edges: Vec<Edge>,
+    /// The record tap's points on this component's edges; empty unless `telemetry.tap`.
+    taps: Vec<Arc<TapPoint>>,
 }
 
 impl Output {
     pub fn new(metrics: Arc<ComponentMetrics>, edges: Vec<Edge>) -> Self {
-        Self { metrics, edges }
+        Self {
+            metrics,
+            edges,
+            taps: Vec::new(),
+        }
+    }
+
+    /// Lets the record tap sample what this output sends (see [`crate::telemetry::tap`]).
+    pub fn with_taps(mut self, taps: Vec<Arc<TapPoint>>) -> Self {
+        self.taps = taps;
+        self
     }
 
     /// An output whose every edge takes any kind.
@@ -75,6 +88,11 @@ impl Output {
         self.metrics.sent_events.inc_by(batch.len() as u64);
         if let Some(ts_ms) = batch.records.max_event_ts_ms() {
             self.metrics.observe_event_time(ts_ms);
+        }
+        for tap in &self.taps {
+            if tap.is_listened() {
+                tap.offer(&batch.records);
+            }
         }
     }
 

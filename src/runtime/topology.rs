@@ -15,15 +15,20 @@ use super::batch::Batch;
 use super::component::{
     BoxError, DownstreamClosed, Edge, Input, Next, Output, Sink, Source, Transform,
 };
+use crate::aggregate::Rejection;
 use crate::config::{
     split_endpoint, PipelineConfig, RuntimeConfig, SinkConfig, SourceConfig, StageConfig,
 };
 use crate::connector::generator::GeneratorSource;
+use crate::connector::parquet;
 use crate::graph::RoadGraph;
 use crate::record::RecordKind;
 use crate::stage::aggregate::AggregateStage;
 use crate::stage::assign::AssignStage;
 use crate::stage::clean::CleanStage;
+use crate::stage::clean::DropReason as CleanDropReason;
+use crate::telemetry::metrics::Series;
+use crate::telemetry::tap::Tap;
 use crate::telemetry::{metrics, ComponentMetrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +93,7 @@ pub struct Topology {
     links: Vec<Link>,
     channel_capacity: usize,
     shutdown_timeout: Duration,
+    tap: Option<Arc<Tap>>,
 }
 
 impl Topology {
@@ -112,6 +118,7 @@ impl Topology {
                 }
                 SourceConfig::Kafka(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
             };
+            metrics().preregister(name, source_series(source));
             components.push((name.clone(), Component::Source(built)));
         }
         for (name, stage) in &config.stages {
@@ -137,6 +144,7 @@ impl Topology {
                     )
                 }
             };
+            preregister_stage(name, stage);
             components.push((name.clone(), Component::Transform(built)));
         }
         for (name, sink) in &config.sinks {
@@ -154,6 +162,7 @@ impl Topology {
                 }
                 SinkConfig::Kafka(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
             };
+            metrics().preregister(name, sink_series(sink));
             components.push((name.clone(), Component::Sink(built)));
         }
         // An edge from `name.port` carries that port's kind; from `name`, the default port's.
@@ -166,7 +175,15 @@ impl Topology {
                 kind: config.output_kind(from),
             })
             .collect();
-        Ok(Self::new(components, links, &config.runtime))
+        let mut topology = Self::new(components, links, &config.runtime);
+        topology.tap = Tap::for_config(config);
+        Ok(topology)
+    }
+
+    /// The record tap of this topology's edges, when `telemetry.tap` is on; the HTTP
+    /// server serves it as `/tap`.
+    pub fn tap(&self) -> Option<Arc<Tap>> {
+        self.tap.clone()
     }
 
     /// Wires components built elsewhere.
@@ -180,6 +197,7 @@ impl Topology {
             links,
             channel_capacity: runtime.channel_capacity_batches.max(1),
             shutdown_timeout: Duration::from_millis(runtime.shutdown_timeout_ms),
+            tap: None,
         }
     }
 
@@ -209,7 +227,12 @@ impl Topology {
                     })
                 })
                 .collect();
-            Output::new(component.clone(), downstream)
+            let taps = self
+                .tap
+                .as_ref()
+                .map(|t| t.points_of(&component.component))
+                .unwrap_or_default();
+            Output::new(component.clone(), downstream).with_taps(taps)
         };
 
         let sources_stop = shutdown.child_token();
@@ -296,6 +319,67 @@ impl Topology {
                 interrupted,
             }),
         }
+    }
+}
+
+/// The drop reasons, error types and file outcomes a source can produce, so that their
+/// series exist at 0 from start-up.
+fn source_series(source: &SourceConfig) -> Series<'static> {
+    match source {
+        SourceConfig::Parquet(_) => Series {
+            drop_reasons: &[
+                parquet::drop_reason::NULL_FIELD,
+                parquet::drop_reason::BAD_TIMESTAMP,
+            ],
+            error_types: &["corrupt_file"],
+            file_outcomes: &["read", "skipped"],
+        },
+        SourceConfig::Generator(_) => Series::default(),
+        SourceConfig::Kafka(_) => Series {
+            drop_reasons: &["undecodable"],
+            error_types: &["consume", "dead_letter"],
+            file_outcomes: &[],
+        },
+    }
+}
+
+/// [`source_series`] for a stage: its drop reasons.
+fn preregister_stage(name: &str, stage: &StageConfig) {
+    let mut drop_reasons = vec!["wrong_record_kind"];
+    match stage {
+        StageConfig::Clean(_) => drop_reasons.extend(CleanDropReason::ALL.map(|r| r.as_str())),
+        StageConfig::Assign(_) => {}
+        StageConfig::Aggregate(_) => drop_reasons.extend([
+            Rejection::Invalid.as_str(),
+            Rejection::UnknownSegment.as_str(),
+        ]),
+    }
+    metrics().preregister(
+        name,
+        Series {
+            drop_reasons: &drop_reasons,
+            ..Series::default()
+        },
+    );
+}
+
+fn sink_series(sink: &SinkConfig) -> Series<'static> {
+    match sink {
+        SinkConfig::Parquet(_) => Series {
+            drop_reasons: &["wrong_record_kind"],
+            error_types: &["wrong_record_kind"],
+            file_outcomes: &["written"],
+        },
+        SinkConfig::Ndjson(_) => Series {
+            drop_reasons: &["wrong_record_kind"],
+            error_types: &["wrong_record_kind"],
+            file_outcomes: &[],
+        },
+        SinkConfig::Kafka(_) => Series {
+            drop_reasons: &["too_large"],
+            error_types: &["delivery_failed"],
+            file_outcomes: &[],
+        },
     }
 }
 

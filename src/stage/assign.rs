@@ -263,6 +263,7 @@ impl AssignStage {
             })
             .build()
             .map_err(|source| AssignBuildError { workers, source })?;
+        preregister_series(metrics.component.as_str());
         // The R-tree is built once here rather than on the first probe of a worker.
         graph.build_spatial_index();
         let shards = (0..workers)
@@ -337,6 +338,29 @@ impl AssignStage {
 /// Adds what one shard counted since its last export to the stage's counters (the
 /// counters are atomic, so shards export concurrently and the sums do not depend on the
 /// worker count).
+/// Creates every series of the stage at 0, so that they exist from start-up.
+fn preregister_series(c: &str) {
+    let f = families();
+    for counter in [
+        &f.matched,
+        &f.speed_cut_relaxed,
+        &f.route_searches,
+        &f.route_cache_hits,
+        &f.route_cache_lookups,
+    ] {
+        counter.with_label_values(&[c]);
+    }
+    for reason in ["invalid_coordinate", "no_candidate", "out_of_order"] {
+        f.unmatched.with_label_values(&[c, reason]);
+    }
+    for reason in ["time_gap", "distance_gap", "no_transition", "off_road"] {
+        f.trace_breaks.with_label_values(&[c, reason]);
+    }
+    f.candidates.with_label_values(&[c]);
+    f.active_vehicles.with_label_values(&[c]).set(0);
+    f.pending_probes.with_label_values(&[c]).set(0);
+}
+
 fn export_shard_metrics(c: &str, shard: &mut Shard) {
     let f = families();
     let stats = shard.matcher.stats();

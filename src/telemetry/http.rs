@@ -1,14 +1,18 @@
-//! The HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz`
-//! (the topology is built and running).
+//! The HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (the
+//! topology is built and running) and `/tap?edge=NAME&limit=N&timeout_ms=T` (samples of
+//! the records on an edge as NDJSON, when `telemetry.tap` is on; see [`super::tap`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use axum::http::header::{HeaderName, CONTENT_TYPE};
+use axum::http::Uri;
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use tokio::net::TcpListener;
 
 use super::metrics::metrics;
+use super::tap::Tap;
 
 /// Shared readiness flag: set once every component has started.
 #[derive(Clone, Default)]
@@ -23,7 +27,66 @@ impl Readiness {
     }
 }
 
-fn router(readiness: Readiness) -> Router {
+/// Default and largest wait of one `/tap` request.
+const TAP_TIMEOUT_MS: (u64, u64) = (10_000, 60_000);
+
+/// `/tap`: waits until `limit` records (default 10) passed the edge or `timeout_ms`
+/// elapsed, then answers with what it got, one JSON object per line.
+async fn tap(
+    tap: Option<Arc<Tap>>,
+    uri: Uri,
+) -> (StatusCode, [(HeaderName, &'static str); 1], String) {
+    let text = |status, body: String| (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], body);
+    let Some(tap) = tap else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "the record tap is off: set `telemetry.tap = true` in the config\n".into(),
+        );
+    };
+    let params: Vec<(&str, &str)> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let Some(edge) = param("edge") else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "missing `edge`; tappable edges: {}\n",
+                tap.edges().collect::<Vec<_>>().join(", ")
+            ),
+        );
+    };
+    let number = |name: &str, default: u64| match param(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| format!("`{name}` must be a whole number, got `{v}`\n")),
+    };
+    let (limit, timeout_ms) = match (number("limit", 10), number("timeout_ms", TAP_TIMEOUT_MS.0)) {
+        (Ok(l), Ok(t)) => (l, t.min(TAP_TIMEOUT_MS.1)),
+        (Err(e), _) | (_, Err(e)) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let mut rx = match tap.listen(edge, usize::try_from(limit).unwrap_or(usize::MAX)) {
+        Ok(rx) => rx,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let mut body = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    while let Ok(Some(line)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        body.push_str(&line);
+        body.push('\n');
+    }
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+}
+
+fn router_with_tap(readiness: Readiness, tap_points: Option<Arc<Tap>>) -> Router {
     Router::new()
         .route(
             "/metrics",
@@ -38,6 +101,7 @@ fn router(readiness: Readiness) -> Router {
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/tap", get(move |uri: Uri| tap(tap_points.clone(), uri)))
         .route(
             "/readyz",
             get(|State(r): State<Readiness>| async move {
@@ -51,8 +115,7 @@ fn router(readiness: Readiness) -> Router {
         .with_state(readiness)
 }
 
-/// Binds `addr` and returns the bound address (useful with port 0) and the serving future,
-/// which ends when `shutdown` completes.
+/// [`bind_with_tap`] without the record tap.
 pub async fn bind(
     addr: SocketAddr,
     readiness: Readiness,
@@ -61,8 +124,23 @@ pub async fn bind(
     SocketAddr,
     impl std::future::Future<Output = std::io::Result<()>>,
 )> {
+    bind_with_tap(addr, readiness, None, shutdown).await
+}
+
+/// Binds `addr` and returns the bound address (useful with port 0) and the serving future,
+/// which ends when `shutdown` completes. `/tap` serves `tap` when given.
+pub async fn bind_with_tap(
+    addr: SocketAddr,
+    readiness: Readiness,
+    tap: Option<Arc<Tap>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(
+    SocketAddr,
+    impl std::future::Future<Output = std::io::Result<()>>,
+)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let serve = axum::serve(listener, router(readiness)).with_graceful_shutdown(shutdown);
+    let serve =
+        axum::serve(listener, router_with_tap(readiness, tap)).with_graceful_shutdown(shutdown);
     Ok((local, async move { serve.await }))
 }

@@ -2,7 +2,10 @@
 //!
 //! Names follow Prometheus conventions: prefix `pipeline_`, base units, `_total` on counters.
 //! Labels are bounded: component names, reasons and error types only, never vehicle or
-//! segment ids.
+//! segment ids. Reasons and error types come from the closed sets [`DROP_REASONS`] and
+//! [`ERROR_TYPES`]; a value outside them is counted as `other`. Every series a component
+//! can produce is created at 0 when the component is built ([`Metrics::preregister`]), so
+//! a rate over it is 0 rather than absent before the first drop or error.
 
 use std::collections::BTreeSet;
 use std::sync::{
@@ -17,6 +20,65 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
+/// Every value the `reason` label of `pipeline_component_dropped_events_total` can take.
+/// `other` stands for a value outside the set (a programming error, asserted in debug).
+pub const DROP_REASONS: &[&str] = &[
+    // clean (stage::clean::DropReason)
+    "missing_vehicle_id",
+    "invalid_coordinate",
+    "future_timestamp",
+    "stale_timestamp",
+    "duplicate",
+    "conflicting_timestamp",
+    "late",
+    "teleport",
+    // aggregate (aggregate::Rejection)
+    "invalid_observation",
+    "unknown_segment",
+    // Parquet source (connector::parquet::drop_reason)
+    "null_field",
+    "bad_timestamp",
+    // any stage or sink handed a batch of a kind it does not take
+    "wrong_record_kind",
+    // Kafka source: a payload that does not decode; Kafka sink: a record over the size limit
+    "undecodable",
+    "too_large",
+    "other",
+];
+
+/// Every value the `error_type` label of `pipeline_component_errors_total` can take.
+pub const ERROR_TYPES: &[&str] = &[
+    "component_failed",
+    "corrupt_file",
+    "wrong_record_kind",
+    "consume",
+    "dead_letter",
+    "delivery_failed",
+    "other",
+];
+
+/// Every value the `outcome` label of `pipeline_component_files_total` can take.
+pub const FILE_OUTCOMES: &[&str] = &["read", "skipped", "written"];
+
+/// A label value from a closed set, or `other`.
+fn closed<'a>(set: &[&'a str], value: &'a str) -> &'a str {
+    if set.contains(&value) {
+        value
+    } else {
+        debug_assert!(false, "label value `{value}` is not in its closed set");
+        "other"
+    }
+}
+
+/// The series a component can produce beyond the per-component basics: which drop
+/// reasons, error types and file outcomes apply to it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Series<'a> {
+    pub drop_reasons: &'a [&'a str],
+    pub error_types: &'a [&'a str],
+    pub file_outcomes: &'a [&'a str],
+}
+
 /// Every metric the binary exports, registered once per process.
 pub struct Metrics {
     pub registry: Registry,
@@ -29,6 +91,7 @@ pub struct Metrics {
     event_time_lag: GaugeVec,
     event_time: GaugeVec,
     pub files: IntCounterVec,
+    kinesis_millis_behind_latest: IntGaugeVec,
     /// (component, reason) pairs seen so far, for run summaries.
     drop_labels: Mutex<BTreeSet<(String, String)>>,
 }
@@ -150,6 +213,20 @@ impl Metrics {
                 "Newest event time a component has emitted, as a Unix timestamp.",
                 &["component"],
             ),
+            // Registered here rather than by the Kinesis source so that the family is
+            // defined once, whichever connectors a build or a run has.
+            kinesis_millis_behind_latest: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "pipeline_kinesis_millis_behind_latest",
+                        "Milliseconds the Kinesis source's last read is behind the tip of a \
+                         shard (MillisBehindLatest of GetRecords).",
+                    ),
+                    &["shard"],
+                )
+                .expect("valid metric definition"),
+            ),
             batch_duration,
             channel_depth,
             registry,
@@ -171,25 +248,53 @@ impl Metrics {
         })
     }
 
-    /// Counts dropped records; `reason` must come from a closed set.
+    /// Creates, at 0, every series `component` can produce: the per-component basics and
+    /// the drop reasons, error types and file outcomes `series` names (each from its closed
+    /// set). Called when the component is built, so every series exists from start-up.
+    pub fn preregister(&self, component: &str, series: Series<'_>) {
+        drop(self.component(component));
+        self.errors
+            .with_label_values(&[component, "component_failed"]);
+        for reason in series.drop_reasons {
+            self.dropped_events
+                .with_label_values(&[component, closed(DROP_REASONS, reason)]);
+        }
+        for error_type in series.error_types {
+            self.errors
+                .with_label_values(&[component, closed(ERROR_TYPES, error_type)]);
+        }
+        for outcome in series.file_outcomes {
+            self.files
+                .with_label_values(&[component, closed(FILE_OUTCOMES, outcome)]);
+        }
+    }
+
+    /// Counts dropped records; `reason` must come from [`DROP_REASONS`] (else: `other`).
+    /// A count of 0 creates the series without counting.
     pub fn dropped(&self, component: &str, reason: &str, count: u64) {
+        let reason = closed(DROP_REASONS, reason);
+        let counter = self.dropped_events.with_label_values(&[component, reason]);
         if count > 0 {
             if let Ok(mut seen) = self.drop_labels.lock() {
                 if !seen.contains(&(component.to_string(), reason.to_string())) {
                     seen.insert((component.to_string(), reason.to_string()));
                 }
             }
-            self.dropped_events
-                .with_label_values(&[component, reason])
-                .inc_by(count);
+            counter.inc_by(count);
         }
     }
 
-    /// Counts an error a component survived; `error_type` must come from a closed set.
+    /// Counts an error a component survived; `error_type` must come from [`ERROR_TYPES`]
+    /// (else: `other`).
     pub fn error(&self, component: &str, error_type: &str) {
         self.errors
-            .with_label_values(&[component, error_type])
+            .with_label_values(&[component, closed(ERROR_TYPES, error_type)])
             .inc();
+    }
+
+    /// The Kinesis source's lag per shard (`pipeline_kinesis_millis_behind_latest`).
+    pub fn kinesis_millis_behind_latest(&self) -> &IntGaugeVec {
+        &self.kinesis_millis_behind_latest
     }
 
     /// Records `component` has sent so far (for run summaries).
@@ -274,5 +379,57 @@ impl ComponentMetrics {
 
     pub fn error(&self, error_type: &str) {
         metrics().error(&self.component, error_type);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_a_component_uses_is_in_the_closed_set() {
+        use crate::aggregate::Rejection;
+        use crate::connector::parquet::drop_reason;
+        use crate::stage::clean::DropReason;
+        let used = DropReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain([
+                Rejection::Invalid.as_str(),
+                Rejection::UnknownSegment.as_str(),
+            ])
+            .chain([
+                drop_reason::NULL_FIELD,
+                drop_reason::BAD_TIMESTAMP,
+                drop_reason::WRONG_RECORD_KIND,
+            ]);
+        for reason in used {
+            assert!(DROP_REASONS.contains(&reason), "{reason}");
+        }
+    }
+
+    #[test]
+    fn preregistered_series_exist_at_zero() {
+        let m = metrics();
+        m.preregister(
+            "preregister_test",
+            Series {
+                drop_reasons: &["teleport", "duplicate"],
+                error_types: &["corrupt_file"],
+                file_outcomes: &["read"],
+            },
+        );
+        let text = m.render();
+        for series in [
+            "pipeline_component_dropped_events_total{component=\"preregister_test\",reason=\"teleport\"} 0",
+            "pipeline_component_dropped_events_total{component=\"preregister_test\",reason=\"duplicate\"} 0",
+            "pipeline_component_errors_total{component=\"preregister_test\",error_type=\"corrupt_file\"} 0",
+            "pipeline_component_errors_total{component=\"preregister_test\",error_type=\"component_failed\"} 0",
+            "pipeline_component_files_total{component=\"preregister_test\",outcome=\"read\"} 0",
+            "pipeline_component_received_events_total{component=\"preregister_test\"} 0",
+            "pipeline_channel_depth_batches{component=\"preregister_test\"} 0",
+        ] {
+            assert!(text.contains(series), "missing `{series}`");
+        }
     }
 }

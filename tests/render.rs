@@ -1,0 +1,260 @@
+//! `pipeline render` end to end on a generated city grid and generated speeds: a golden PNG
+//! compared by pixel statistics (share of each legend colour, mean brightness), not bytes,
+//! so a font or anti-aliasing change does not break it; the SVG's structure (one path per
+//! segment, coloured by its speed against its limit, a legend); window selection; and a
+//! usage error for an unknown extension.
+//!
+//! The golden picture is `testdata/render/grid.png`; `UPDATE_GOLDEN=1 cargo test --test
+//! render` rewrites it after an intended change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use parquet::arrow::ArrowWriter;
+use resvg::tiny_skia::Pixmap;
+
+use pipeline::graph::{osm_writer::synthetic_grid, ImportConfig, RoadGraph};
+use pipeline::record::{ArrowRecord, SegmentSpeed};
+use pipeline::render::{colour, CLASSES, NO_DATA};
+
+const W1: i64 = 1_700_000_000_000;
+const W2: i64 = W1 + 60_000;
+
+fn grid() -> RoadGraph {
+    synthetic_grid(5, 5, 200.0, 60.17, 24.94)
+        .build_graph(&ImportConfig::default())
+        .expect("grid builds")
+}
+
+/// Speeds for two windows: in the later one, segment k (in index order) runs at a ratio of
+/// its limit that cycles through every legend class, and every seventh has no row; in the
+/// earlier one every segment runs at its limit.
+fn speeds(graph: &RoadGraph) -> Vec<SegmentSpeed> {
+    let ratios = [1.0, 0.7, 0.5, 0.2];
+    let estimator: std::borrow::Cow<'static, str> = "space_mean".into();
+    let mut rows = Vec::new();
+    for (k, s) in graph.segments().iter().enumerate() {
+        let limit_mps = f64::from(s.speed_limit_kmh) / 3.6;
+        let row = |start: i64, speed_mps: f64| SegmentSpeed {
+            segment_id: s.segment_id,
+            window_start_ms: start,
+            window_end_ms: start + 60_000,
+            estimator: estimator.clone(),
+            samples: 3,
+            vehicles: 2,
+            speed_mps,
+            p15_speed_mps: None,
+            p50_speed_mps: None,
+            p85_speed_mps: None,
+            travel_time_s: s.length_m / speed_mps,
+            graph_version: graph.version(),
+            revision: 0,
+        };
+        rows.push(row(W1, limit_mps));
+        if k % 7 != 6 {
+            rows.push(row(W2, limit_mps * ratios[k % 4]));
+        }
+    }
+    rows
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    graph: RoadGraph,
+    rows: Vec<SegmentSpeed>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let graph = grid();
+        graph.write(root.join("grid.graph")).expect("graph written");
+        let rows = speeds(&graph);
+        let batch = SegmentSpeed::to_record_batch(&rows).expect("batch");
+        let file = std::fs::File::create(root.join("speeds.parquet")).expect("create");
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        Self {
+            _dir: dir,
+            root,
+            graph,
+            rows,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn render(&self, out: &str, extra: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_pipeline"))
+            .arg("render")
+            .arg("--graph")
+            .arg(self.path("grid.graph"))
+            .arg("--speeds")
+            .arg(self.path("speeds.parquet"))
+            .arg("--out")
+            .arg(self.path(out))
+            .args(extra)
+            .env("PIPELINE_LOG", "warn")
+            .output()
+            .expect("run pipeline render")
+    }
+}
+
+fn hex(c: &str) -> [u8; 3] {
+    let v = u32::from_str_radix(c.trim_start_matches('#'), 16).unwrap_or(0);
+    [(v >> 16) as u8, (v >> 8) as u8, v as u8]
+}
+
+/// Share of pixels of each legend colour (the four classes, then no-data), and the mean
+/// brightness of the picture.
+fn pixel_stats(png: &Path) -> (Vec<f64>, f64, (u32, u32)) {
+    let pixmap = Pixmap::load_png(png).expect("a PNG");
+    let palette: Vec<[u8; 3]> = CLASSES
+        .iter()
+        .map(|c| hex(c.1))
+        .chain(std::iter::once(hex(NO_DATA)))
+        .collect();
+    let mut counts = vec![0usize; palette.len()];
+    let mut brightness = 0.0;
+    for p in pixmap.pixels() {
+        let rgb = [p.red(), p.green(), p.blue()];
+        brightness += rgb.iter().map(|v| f64::from(*v)).sum::<f64>() / 3.0;
+        if let Some(k) = palette.iter().position(|c| {
+            c.iter()
+                .zip(rgb)
+                .all(|(a, b)| (i16::from(*a) - i16::from(b)).abs() <= 6)
+        }) {
+            counts[k] += 1;
+        }
+    }
+    let n = pixmap.pixels().len() as f64;
+    (
+        counts.iter().map(|c| *c as f64 / n).collect(),
+        brightness / n,
+        (pixmap.width(), pixmap.height()),
+    )
+}
+
+#[test]
+fn png_matches_the_golden_picture_by_pixel_statistics() {
+    let f = Fixture::new();
+    let out = f.render("map.png", &["--width-px", "400"]);
+    assert!(out.status.success(), "{out:?}");
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/render/grid.png");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(golden.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(f.path("map.png"), &golden).expect("update golden");
+    }
+    let (got, got_brightness, got_size) = pixel_stats(&f.path("map.png"));
+    let (want, want_brightness, want_size) = pixel_stats(&golden);
+    assert_eq!(got_size, want_size, "picture size");
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= 0.002 + 0.1 * w,
+            "colour {k}: {g:.4} of the pixels, golden {w:.4}"
+        );
+        // Every class is on the map: the fixture cycles through all of them.
+        assert!(*g > 0.001, "colour {k} missing: {got:?}");
+    }
+    // Loose enough for a machine without the legend's fonts (text is a few % of pixels).
+    assert!(
+        (got_brightness - want_brightness).abs() < 8.0,
+        "brightness {got_brightness:.1}, golden {want_brightness:.1}"
+    );
+}
+
+/// Every `<path class="segment" …>` of an SVG: segment id → stroke colour.
+fn segment_strokes(svg: &str) -> BTreeMap<u64, String> {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        let len = tag[start..].find('"')?;
+        Some(tag[start..start + len].to_string())
+    };
+    svg.split("<path ")
+        .skip(1)
+        .filter(|tag| tag.starts_with("class=\"segment\""))
+        .map(|tag| {
+            let tag = &tag[..tag.find("/>").unwrap_or(tag.len())];
+            let id = attr(tag, "data-segment-id")
+                .and_then(|v| v.parse().ok())
+                .expect("segment id");
+            (id, attr(tag, "stroke").expect("stroke"))
+        })
+        .collect()
+}
+
+#[test]
+fn svg_has_one_coloured_path_per_segment_and_a_legend() {
+    let f = Fixture::new();
+    let out = f.render("map.svg", &["--width-px", "400"]);
+    assert!(out.status.success(), "{out:?}");
+    let svg = std::fs::read_to_string(f.path("map.svg")).expect("svg");
+    // Well-formed: usvg parses it.
+    resvg::usvg::Tree::from_str(&svg, &resvg::usvg::Options::default()).expect("valid SVG");
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"400\""));
+
+    let strokes = segment_strokes(&svg);
+    assert_eq!(strokes.len(), f.graph.len(), "one path per segment");
+    let latest: BTreeMap<u64, f64> = f
+        .rows
+        .iter()
+        .filter(|r| r.window_start_ms == W2)
+        .map(|r| (r.segment_id, r.speed_mps))
+        .collect();
+    for s in f.graph.segments() {
+        let want = latest
+            .get(&s.segment_id)
+            .map_or(NO_DATA, |v| colour(*v, f64::from(s.speed_limit_kmh)));
+        assert_eq!(strokes[&s.segment_id], want, "segment {}", s.segment_id);
+    }
+
+    let legend = &svg[svg.find("<g id=\"legend\"").expect("a legend")..];
+    assert_eq!(
+        legend.matches("class=\"swatch\"").count(),
+        CLASSES.len() + 1
+    );
+    for (_, c, _) in CLASSES {
+        assert!(legend.contains(&format!("fill=\"{c}\"")), "swatch {c}");
+    }
+    assert!(
+        legend.contains("2023-11-14 22:14:20 UTC"),
+        "the latest window is named"
+    );
+    assert!(legend.contains("space_mean"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("of {} segments", f.graph.len())),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn window_start_picks_an_earlier_window() {
+    let f = Fixture::new();
+    let t = (W1 + 30_000).to_string();
+    let out = f.render("early.svg", &["--width-px", "400", "--window-start-ms", &t]);
+    assert!(out.status.success(), "{out:?}");
+    let svg = std::fs::read_to_string(f.path("early.svg")).expect("svg");
+    // In the first window every segment runs at its limit.
+    let strokes = segment_strokes(&svg);
+    assert!(strokes.values().all(|c| c == CLASSES[0].1), "{strokes:?}");
+    assert!(svg.contains("2023-11-14 22:13:20 UTC"));
+
+    let before = f.render("none.svg", &["--window-start-ms", &(W1 - 1).to_string()]);
+    assert_eq!(before.status.code(), Some(1), "{before:?}");
+    assert!(String::from_utf8_lossy(&before.stderr).contains("no window starts at or before"));
+}
+
+#[test]
+fn an_unknown_extension_is_a_usage_error() {
+    let f = Fixture::new();
+    let out = f.render("map.jpg", &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".png or .svg"));
+}
