@@ -111,6 +111,7 @@ impl Topology {
                     Box::new(GeneratorSource::new(c.clone(), graph))
                 }
                 SourceConfig::Kafka(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
+                SourceConfig::Kinesis(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
             };
             components.push((name.clone(), Component::Source(built)));
         }
@@ -153,6 +154,7 @@ impl Topology {
                     c.build(name, kind).map_err(|e| build_err(name)(e.into()))?
                 }
                 SinkConfig::Kafka(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
+                SinkConfig::Kinesis(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
             };
             components.push((name.clone(), Component::Sink(built)));
         }
