@@ -1078,3 +1078,198 @@ mod faults {
         assert_eq!(get.num_calls(), 5);
     }
 }
+
+/// A `pipeline run --config CONFIG` process in `dir`, killed on drop; `stop` ends it with
+/// SIGTERM.
+struct Stage {
+    name: String,
+    child: std::process::Child,
+}
+
+impl Stage {
+    fn start(config: &std::path::Path, dir: &std::path::Path, listen: &str) -> Self {
+        let name = config.display().to_string();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
+            .current_dir(dir)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("PIPELINE__TELEMETRY__LISTEN", listen)
+            .env("PIPELINE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start pipeline");
+        Self { name, child }
+    }
+
+    /// SIGTERM, then waits: the run must end cleanly (outputs flushed, checkpoints written).
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let status = self.child.wait().expect("wait for pipeline");
+        assert!(status.success(), "{} ended with {status}", self.name);
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `pipeline_component_received_events_total` of `component`, scraped from `/metrics`.
+fn received(addr: &str, component: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    let series = format!("pipeline_component_received_events_total{{component=\"{component}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// The example configs, unchanged, as separate processes against the emulator: probes into
+/// `probes-clean` → kinesis-assign → `observations`, read under two application names:
+/// kinesis-aggregate (prod, speeds to the `speeds` stream and Parquet) and
+/// kinesis-experiment (its own estimators, Parquet). Matching runs once; both read the whole
+/// observation stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_example_configs_chain_assign_and_two_aggregates() {
+    use pipeline::connector::generator::{generate, GeneratorSourceConfig};
+    use pipeline::graph::{osm_writer::synthetic_grid, ImportConfig};
+
+    let Some(endpoint) = emulator() else { return };
+    if endpoint.trim_end_matches('/') != "http://127.0.0.1:4567" {
+        eprintln!("skipping the example-config chain: the configs name http://127.0.0.1:4567");
+        return;
+    }
+    let client = admin(&endpoint);
+    for stream in ["probes-clean", "observations", "speeds"] {
+        // Already there when the service script made it.
+        let _ = client
+            .create_stream()
+            .stream_name(stream)
+            .shard_count(4)
+            .send()
+            .await;
+        wait_active(&client, stream).await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("data")).expect("data dir");
+    let graph = Arc::new(
+        synthetic_grid(6, 6, 150.0, 60.17, 24.94)
+            .build_graph(&ImportConfig::default())
+            .expect("grid builds"),
+    );
+    graph
+        .write(dir.path().join("data/helsinki.graph"))
+        .expect("graph written");
+    // Ten minutes of traffic: several 60 s windows close while the stream runs.
+    let (sent, _) = generate(
+        &graph,
+        &GeneratorSourceConfig {
+            vehicles: 30,
+            duration_s: 600.0,
+            interval_s: 2.0,
+            ..GeneratorSourceConfig::default()
+        },
+    );
+    let example = |name: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("pipelines")
+            .join(name)
+    };
+    let (prod, experiment) = ("127.0.0.1:19895", "127.0.0.1:19896");
+    let stages = [
+        Stage::start(&example("kinesis-assign.toml"), dir.path(), ""),
+        Stage::start(&example("kinesis-aggregate.toml"), dir.path(), prod),
+        Stage::start(&example("kinesis-experiment.toml"), dir.path(), experiment),
+    ];
+    let batches = sent
+        .chunks(500)
+        .map(|c| Records::Probes(c.to_vec()))
+        .collect();
+    produce(&endpoint, "probes-clean", Encoding::Json, batches).await;
+
+    // Speeds reach the `speeds` stream while every stage keeps running.
+    let readers = tempfile::tempdir().expect("tempdir");
+    let speeds = source_config(
+        &endpoint,
+        "speeds",
+        &format!("speeds-reader-{}", nonce()),
+        RecordKind::SegmentSpeed,
+        Encoding::Json,
+        readers.path(),
+    );
+    let (got, result) = consume(speeds, 1, None).await;
+    assert!(result.is_ok(), "no speeds on the stream: {result:?}");
+    assert!(got
+        .iter()
+        .any(|(_, r)| matches!(r, Records::Speeds(s) if !s.is_empty())));
+
+    // Both aggregates read the whole observation stream: wait until they have received the
+    // same, no longer growing, number of observations; then stop everything (each
+    // aggregate flushes its open windows to Parquet on SIGTERM).
+    let mut last = (0, 0);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = (
+            received(prod, "aggregate").unwrap_or(0),
+            received(experiment, "aggregate").unwrap_or(0),
+        );
+        if now.0 > 0 && now.0 == now.1 && now == last {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "observations received by prod / experiment: {now:?}"
+        );
+        last = now;
+    }
+    for stage in stages.into_iter().rev() {
+        stage.stop();
+    }
+    for out in ["out/kinesis-aggregate", "out/kinesis-experiment"] {
+        let rows: i64 = std::fs::read_dir(dir.path().join(out))
+            .expect("output directory")
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+            .map(|e| {
+                parquet::file::reader::SerializedFileReader::new(
+                    std::fs::File::open(e.path()).expect("open parquet"),
+                )
+                .map(|r| {
+                    use parquet::file::reader::FileReader;
+                    r.metadata().file_metadata().num_rows()
+                })
+                .unwrap_or(0)
+            })
+            .sum();
+        assert!(rows > 0, "{out} wrote no speeds");
+    }
+    // Each source left checkpoints for the shards it read.
+    for app in ["assign", "aggregate-prod", "aggregate-experiment-a"] {
+        let stream = if app == "assign" {
+            "probes-clean"
+        } else {
+            "observations"
+        };
+        let files = std::fs::read_dir(
+            dir.path()
+                .join("checkpoints/kinesis")
+                .join(app)
+                .join(stream),
+        )
+        .map(|d| d.count())
+        .unwrap_or(0);
+        assert!(files > 0, "{app} wrote no checkpoints");
+    }
+}
