@@ -3,7 +3,9 @@
 //! the mean record size, for probes and observations in JSON and protobuf over a 4-shard
 //! stream. The sink writes `BENCH_KINESIS_RECORDS` records (default 20 000) through the
 //! runtime from an in-memory source; the source then reads them all back from TRIM_HORIZON
-//! into a counting sink (its time includes ListShards and the first iterators).
+//! into a counting sink (its time includes ListShards and the first iterators). Reference,
+//! same run: the same records, pre-encoded, as sequential PutRecords calls of 500 straight
+//! through the SDK.
 //!
 //! Run: `scripts/services/kinesis.sh start; cargo bench --bench kinesis`. Without an
 //! emulator it says so and exits. The emulator (Node, one thread) is part of what is
@@ -145,23 +147,29 @@ fn observations(n: usize) -> Vec<SegmentObservation> {
         .collect()
 }
 
-/// Mean encoded size (payload plus partition key) of `rows`.
-fn mean_bytes<T: WireRecord + Clone>(rows: &[T], encoding: Encoding) -> f64 {
-    let total: usize = rows
-        .iter()
+/// Each record as (payload, partition key), encoded as the sink does.
+fn entries<T: WireRecord + Clone>(rows: &[T], encoding: Encoding) -> Vec<(Vec<u8>, String)> {
+    rows.iter()
         .map(|r| {
             let payload = match encoding {
-                Encoding::Json => serde_json::to_vec(r).map(|v| v.len()).unwrap_or(0),
-                Encoding::Protobuf => r.encode(Encoding::Protobuf).len(),
+                Encoding::Json => serde_json::to_vec(r).unwrap_or_default(),
+                Encoding::Protobuf => r.encode(Encoding::Protobuf),
             };
-            payload + r.key().len()
+            (payload, String::from_utf8_lossy(&r.key()).into_owned())
         })
-        .sum();
-    total as f64 / rows.len().max(1) as f64
+        .collect()
+}
+
+/// Mean size (payload plus partition key) of `entries`.
+fn mean_bytes(entries: &[(Vec<u8>, String)]) -> f64 {
+    let total: usize = entries.iter().map(|(d, k)| d.len() + k.len()).sum();
+    total as f64 / entries.len().max(1) as f64
 }
 
 struct Case {
     name: &'static str,
+    /// The records as PutRecords entries (payload, partition key), for the reference.
+    entries: Vec<(Vec<u8>, String)>,
     kind: RecordKind,
     encoding: Encoding,
     batches: Vec<Records>,
@@ -178,6 +186,41 @@ async fn run_case(
     let stream = format!("bench-{}-{}", case.name, std::process::id());
     create_stream(&client, &stream).await?;
     let mib = n as f64 * case.mean_bytes / (1024.0 * 1024.0);
+
+    // Reference: the same records, encoded beforehand, as sequential PutRecords calls of 500
+    // straight through the SDK, to a stream of their own: what the emulator takes from one
+    // writer that waits for each answer, with no pipeline around it.
+    let reference_stream = format!("{stream}-ref");
+    create_stream(&client, &reference_stream).await?;
+    let started = Instant::now();
+    for chunk in case.entries.chunks(500) {
+        let entries = chunk
+            .iter()
+            .map(|(data, key)| {
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .data(aws_sdk_kinesis::primitives::Blob::new(data.clone()))
+                    .partition_key(key)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let out = client
+            .put_records()
+            .stream_name(&reference_stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        if out.failed_record_count().unwrap_or(0) > 0 {
+            return Err("the reference writer saw failed entries".into());
+        }
+    }
+    let reference_s = started.elapsed().as_secs_f64();
+    let _ = client
+        .delete_stream()
+        .stream_name(&reference_stream)
+        .send()
+        .await;
 
     let mut sink: KinesisSinkConfig =
         toml::from_str(&format!("stream = \"{stream}\"\nendpoint = \"{endpoint}\""))
@@ -241,12 +284,14 @@ async fn run_case(
     let got = seen.lock().map(|s| *s).unwrap_or(0);
     let _ = client.delete_stream().stream_name(&stream).send().await;
     println!(
-        "{:<18} {:>7} records of {:>6.1} B | sink {:>8.0} rec/s {:>6.2} MiB/s | source {:>8.0} rec/s {:>6.2} MiB/s ({} read)",
+        "{:<18} {:>7} records of {:>6.1} B | reference {:>8.0} rec/s | sink {:>8.0} rec/s {:>6.2} MiB/s ({:.2}x ref.) | source {:>8.0} rec/s {:>6.2} MiB/s ({} read)",
         case.name,
         n,
         case.mean_bytes,
+        n as f64 / reference_s,
         n as f64 / sink_s,
         mib / sink_s,
+        reference_s / sink_s,
         n as f64 / source_s,
         mib / source_s,
         got
@@ -293,7 +338,8 @@ fn main() {
             name: "probe-json",
             kind: RecordKind::Probe,
             encoding: Encoding::Json,
-            mean_bytes: mean_bytes(&p, Encoding::Json),
+            mean_bytes: mean_bytes(&entries(&p, Encoding::Json)),
+            entries: entries(&p, Encoding::Json),
             batches: p
                 .chunks(chunk)
                 .map(|c| Records::Probes(c.to_vec()))
@@ -303,7 +349,8 @@ fn main() {
             name: "probe-protobuf",
             kind: RecordKind::Probe,
             encoding: Encoding::Protobuf,
-            mean_bytes: mean_bytes(&p, Encoding::Protobuf),
+            mean_bytes: mean_bytes(&entries(&p, Encoding::Protobuf)),
+            entries: entries(&p, Encoding::Protobuf),
             batches: p
                 .chunks(chunk)
                 .map(|c| Records::Probes(c.to_vec()))
@@ -313,7 +360,8 @@ fn main() {
             name: "observation-json",
             kind: RecordKind::SegmentObservation,
             encoding: Encoding::Json,
-            mean_bytes: mean_bytes(&o, Encoding::Json),
+            mean_bytes: mean_bytes(&entries(&o, Encoding::Json)),
+            entries: entries(&o, Encoding::Json),
             batches: o
                 .chunks(chunk)
                 .map(|c| Records::Observations(c.to_vec()))
