@@ -466,6 +466,9 @@ async fn kinesis_round_trip_every_record_type_over_four_shards() {
 
 type Key = (String, i64);
 
+/// The type and starting sequence number of a GetShardIterator or SubscribeToShard request.
+type IteratorRequest = (aws_sdk_kinesis::types::ShardIteratorType, Option<String>);
+
 fn key(p: &Probe) -> Key {
     (p.vehicle_id.clone(), p.ts_ms)
 }
@@ -716,9 +719,6 @@ mod faults {
     };
     use aws_smithy_mocks::{mock, mock_client, MockResponse, Rule, RuleMode};
     use pipeline::connector::kinesis::{Checkpoint, FileCheckpointStore};
-
-    /// The type and starting sequence number of a GetShardIterator request.
-    type IteratorRequest = (ShardIteratorType, Option<String>);
 
     const THROTTLED: &str = "ProvisionedThroughputExceededException";
 
@@ -1271,5 +1271,262 @@ async fn kinesis_example_configs_chain_assign_and_two_aggregates() {
         .map(|d| d.count())
         .unwrap_or(0);
         assert!(files > 0, "{app} wrote no checkpoints");
+    }
+}
+
+// ---- Enhanced fan-out, against a mocked SDK only (the emulator does not implement it) ----
+
+mod fan_out {
+    use super::*;
+    use aws_sdk_kinesis::config::retry::RetryConfig;
+    use aws_sdk_kinesis::error::ErrorMetadata;
+    use aws_sdk_kinesis::operation::describe_stream_consumer::DescribeStreamConsumerOutput;
+    use aws_sdk_kinesis::operation::describe_stream_summary::DescribeStreamSummaryOutput;
+    use aws_sdk_kinesis::operation::list_shards::ListShardsOutput;
+    use aws_sdk_kinesis::operation::register_stream_consumer::RegisterStreamConsumerError;
+    use aws_sdk_kinesis::primitives::DateTime;
+    use aws_sdk_kinesis::types::error::ResourceInUseException;
+    use aws_sdk_kinesis::types::{
+        ConsumerDescription, ConsumerStatus, EnhancedMetrics, HashKeyRange, SequenceNumberRange,
+        Shard, ShardIteratorType, StreamDescriptionSummary,
+    };
+    use aws_smithy_eventstream::frame::write_message_to;
+    use aws_smithy_mocks::{mock, mock_client, MockResponse, RuleMode};
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    use pipeline::connector::kinesis::{Checkpoint, FileCheckpointStore};
+
+    const SHARD: &str = "shardId-000000000000";
+    const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:000000000000:stream/s";
+    const CONSUMER_ARN: &str = "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/app:1";
+
+    fn base64(bytes: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    /// One `SubscribeToShardEvent` frame of the event stream, as the service sends it.
+    fn event(records: &[(&str, &Probe)], continuation: Option<&str>, children: bool) -> Vec<u8> {
+        let records: Vec<serde_json::Value> = records
+            .iter()
+            .map(|(seq, p)| {
+                serde_json::json!({
+                    "SequenceNumber": seq,
+                    "PartitionKey": p.vehicle_id,
+                    "Data": base64(&serde_json::to_vec(p).expect("json")),
+                    "ApproximateArrivalTimestamp": 1.7e9,
+                })
+            })
+            .collect();
+        let mut body = serde_json::json!({ "Records": records, "MillisBehindLatest": 0 });
+        if let Some(c) = continuation {
+            body["ContinuationSequenceNumber"] = c.into();
+        }
+        if children {
+            body["ChildShards"] = serde_json::json!([{
+                "ShardId": "shardId-000000000001",
+                "ParentShards": [SHARD],
+                "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": "1"},
+            }]);
+        }
+        let message = Message::new(serde_json::to_vec(&body).expect("json"))
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String("event".into()),
+            ))
+            .add_header(Header::new(
+                ":event-type",
+                HeaderValue::String("SubscribeToShardEvent".into()),
+            ))
+            .add_header(Header::new(
+                ":content-type",
+                HeaderValue::String("application/json".into()),
+            ));
+        let mut frame = Vec::new();
+        write_message_to(&message, &mut frame).expect("frame");
+        frame
+    }
+
+    /// The source registers its consumer (already there: ResourceInUse, then
+    /// DescribeStreamConsumer), subscribes from TRIM_HORIZON, subscribes again after the
+    /// continuation sequence number when a subscription ends, and checkpoints the shard's
+    /// end when an event carries its children.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kinesis_fan_out_subscribes_resubscribes_and_ends_with_the_shard() {
+        let rows = probes(3);
+        let summary = mock!(KinesisClient::describe_stream_summary).then_output(|| {
+            DescribeStreamSummaryOutput::builder()
+                .stream_description_summary(
+                    StreamDescriptionSummary::builder()
+                        .stream_name("s")
+                        .stream_arn(STREAM_ARN)
+                        .stream_status(aws_sdk_kinesis::types::StreamStatus::Active)
+                        .retention_period_hours(24)
+                        .stream_creation_timestamp(DateTime::from_secs(0))
+                        .enhanced_monitoring(EnhancedMetrics::builder().build())
+                        .open_shard_count(1)
+                        .build()
+                        .expect("summary"),
+                )
+                .build()
+        });
+        let register = mock!(KinesisClient::register_stream_consumer).then_error(|| {
+            RegisterStreamConsumerError::ResourceInUseException(
+                ResourceInUseException::builder()
+                    .message("exists")
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("ResourceInUseException")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        let describe = mock!(KinesisClient::describe_stream_consumer).then_output(|| {
+            DescribeStreamConsumerOutput::builder()
+                .consumer_description(
+                    ConsumerDescription::builder()
+                        .consumer_name("app")
+                        .consumer_arn(CONSUMER_ARN)
+                        .consumer_status(ConsumerStatus::Active)
+                        .consumer_creation_timestamp(DateTime::from_secs(0))
+                        .stream_arn(STREAM_ARN)
+                        .build()
+                        .expect("consumer"),
+                )
+                .build()
+        });
+        let list = mock!(KinesisClient::list_shards).then_output(|| {
+            ListShardsOutput::builder()
+                .shards(
+                    Shard::builder()
+                        .shard_id(SHARD)
+                        .hash_key_range(
+                            HashKeyRange::builder()
+                                .starting_hash_key("0")
+                                .ending_hash_key("1")
+                                .build()
+                                .expect("range"),
+                        )
+                        .sequence_number_range(
+                            SequenceNumberRange::builder()
+                                .starting_sequence_number("1")
+                                .build()
+                                .expect("range"),
+                        )
+                        .build()
+                        .expect("shard"),
+                )
+                .build()
+        });
+        let positions: Arc<Mutex<Vec<IteratorRequest>>> = Arc::default();
+        let log = positions.clone();
+        let (first, second) = (
+            event(&[("100", &rows[0]), ("200", &rows[1])], Some("200"), false),
+            event(&[("300", &rows[2])], None, true),
+        );
+        let subscribe =
+            mock!(KinesisClient::subscribe_to_shard).then_compute_response(move |req| {
+                assert_eq!(req.consumer_arn(), Some(CONSUMER_ARN));
+                let n = log.lock().map(|mut l| {
+                    if let Some(p) = req.starting_position() {
+                        l.push((p.r#type().clone(), p.sequence_number().map(str::to_string)));
+                    }
+                    l.len()
+                });
+                // The first subscription delivers one event and ends (as after five minutes);
+                // the second delivers the shard's last records and its children.
+                let body = if n.unwrap_or(0) == 1 {
+                    first.clone()
+                } else {
+                    second.clone()
+                };
+                MockResponse::Http(Response::new(
+                    StatusCode::try_from(200).expect("status"),
+                    SdkBody::from(body),
+                ))
+            });
+        let client = mock_client!(
+            aws_sdk_kinesis,
+            RuleMode::MatchAny,
+            [&summary, &register, &describe, &list, &subscribe],
+            |c| c.retry_config(RetryConfig::disabled())
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = source_config(
+            "http://unused:1",
+            "s",
+            "app",
+            RecordKind::Probe,
+            Encoding::Json,
+            dir.path(),
+        );
+        config.endpoint = None;
+        config.enhanced_fan_out = true;
+        let got: Seen = Arc::default();
+        let stop = CancellationToken::new();
+        let sink = CollectSink {
+            got: got.clone(),
+            ack_batches: None,
+            total: Arc::default(),
+            want: usize::MAX,
+            stop: stop.clone(),
+        };
+        let topology = Topology::new(
+            vec![
+                (
+                    "fan_out_in".to_string(),
+                    Component::Source(
+                        config
+                            .build_with_client("fan_out_in", client)
+                            .expect("source"),
+                    ),
+                ),
+                ("collect".to_string(), Component::Sink(Box::new(sink))),
+            ],
+            vec![Link::any("fan_out_in", "collect")],
+            &runtime_config(),
+        );
+        let run = tokio::spawn(topology.run(stop.clone()));
+        let store = FileCheckpointStore::new(dir.path(), "app", "s");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while store.load(SHARD).ok().flatten() != Some(Checkpoint::ShardEnd) {
+            assert!(
+                tokio::time::Instant::now() < deadline && !run.is_finished(),
+                "the shard's end was never checkpointed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        run.await.expect("task").expect("the fan-out source runs");
+        assert_eq!(all_probes(&got.lock().expect("got")), rows);
+        assert_eq!(
+            positions.lock().expect("positions").clone(),
+            vec![
+                (ShardIteratorType::TrimHorizon, None),
+                (
+                    ShardIteratorType::AfterSequenceNumber,
+                    Some("200".to_string())
+                ),
+            ]
+        );
+        assert_eq!(register.num_calls(), 1);
     }
 }

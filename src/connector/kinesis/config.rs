@@ -156,6 +156,12 @@ pub struct KinesisSourceConfig {
     pub retry_base_ms: u64,
     #[serde(default = "default_retry_max_ms")]
     pub retry_max_ms: u64,
+    /// Read through enhanced fan-out (a stream consumer named `application`, registered
+    /// when missing; SubscribeToShard) instead of polling with GetRecords. Covered by tests
+    /// against a mocked SDK only: the emulator does not implement it, and it has not been
+    /// run against the live service.
+    #[serde(default)]
+    pub enhanced_fan_out: bool,
 }
 
 fn check_stream(prefix: &str, stream: &str, problems: &mut Problems) {

@@ -1,11 +1,13 @@
 //! Kinesis Data Streams source and sink (`aws-sdk-kinesis`): PutRecords batches that retry
 //! exactly their failed entries; a polling consumer with one task per owned shard, parents
 //! read before children, and file checkpoints that move only past acknowledged records
-//! (see `runtime::ack`).
+//! (see `runtime::ack`). Enhanced fan-out (SubscribeToShard) is an
+//! option of the source, tested against a mocked SDK only.
 
 mod checkpoint;
 mod client;
 mod config;
+mod fanout;
 mod shards;
 mod sink;
 mod source;

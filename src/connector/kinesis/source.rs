@@ -224,25 +224,27 @@ pub(super) struct ReaderCtx {
     pub metrics: Arc<ComponentMetrics>,
     pub tx: mpsc::Sender<ReaderMsg>,
     pub cancel: CancellationToken,
+    /// With enhanced fan-out: the registered consumer's ARN.
+    pub consumer_arn: Option<String>,
 }
 
 impl ReaderCtx {
     /// Sleeps unless cancelled first; false when cancelled.
-    async fn pause(&self, d: Duration) -> bool {
+    pub(super) async fn pause(&self, d: Duration) -> bool {
         tokio::select! {
             _ = self.cancel.cancelled() => false,
             _ = tokio::time::sleep(d) => true,
         }
     }
 
-    async fn send(&self, msg: ReaderMsg) -> bool {
+    pub(super) async fn send(&self, msg: ReaderMsg) -> bool {
         tokio::select! {
             _ = self.cancel.cancelled() => false,
             r = self.tx.send(msg) => r.is_ok(),
         }
     }
 
-    fn retry_wait(&self, failures: u32) -> Duration {
+    pub(super) fn retry_wait(&self, failures: u32) -> Duration {
         backoff(
             failures,
             self.config.retry_base_ms,
@@ -425,15 +427,17 @@ async fn list_shards(
     }
 }
 
-/// How a source reads an owned, ready shard: polling or enhanced fan-out.
-pub(super) type StartReader = fn(ReaderCtx, String, Option<String>) -> tokio::task::JoinHandle<()>;
-
-fn start_polling(
+/// Starts the reader of an owned, ready shard: enhanced fan-out when the source registered
+/// a consumer, polling otherwise.
+fn start_reader(
     ctx: ReaderCtx,
     shard: String,
     after: Option<String>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(read_shard(ctx, shard, after))
+    match ctx.consumer_arn.clone() {
+        Some(arn) => tokio::spawn(super::fanout::read_shard_fan_out(ctx, arn, shard, after)),
+        None => tokio::spawn(read_shard(ctx, shard, after)),
+    }
 }
 
 #[async_trait]
@@ -454,7 +458,6 @@ impl Source for KinesisSource {
         };
         let m = metrics().component(&component);
         m.dropped("undecodable", 0);
-        let start: StartReader = start_polling;
         let config = Arc::new(config);
         let store =
             FileCheckpointStore::new(&config.checkpoint_dir, &config.application, &config.stream);
@@ -467,10 +470,10 @@ impl Source for KinesisSource {
                 metrics: m,
                 tx,
                 cancel: CancellationToken::new(),
+                consumer_arn: None,
             },
             component,
             store,
-            start,
             tracker: Tracker::default(),
             dirty: BTreeMap::new(),
             started: BTreeSet::new(),
@@ -479,6 +482,11 @@ impl Source for KinesisSource {
             target: Arc::new(AckChannel(ack_tx)),
             out: Some(out),
         };
+        if config.enhanced_fan_out {
+            let arn = super::fanout::register_consumer(&run.ctx).await?;
+            tracing::info!(component = %run.component, consumer_arn = %arn, "reading through enhanced fan-out");
+            run.ctx.consumer_arn = Some(arn);
+        }
         run.consume(rx, acks, shutdown).await
     }
 }
@@ -487,7 +495,6 @@ struct Run {
     ctx: ReaderCtx,
     component: String,
     store: FileCheckpointStore,
-    start: StartReader,
     tracker: Tracker,
     /// Checkpoints that moved since they were last written.
     dirty: BTreeMap<String, Checkpoint>,
@@ -664,7 +671,7 @@ impl Run {
             tracing::info!(component = %self.component, shard = %id, resume_after = ?after, "reading shard");
             self.started.insert(id.clone());
             self.readers
-                .push((self.start)(self.ctx.clone(), id.clone(), after));
+                .push(start_reader(self.ctx.clone(), id.clone(), after));
         }
         Ok(())
     }
