@@ -142,6 +142,15 @@ struct Writer {
     scratch: Vec<u8>,
 }
 
+/// A sink stopped before its gathered request was written (cancelled at the shutdown time
+/// limit, or failed): the batches waiting in it were not written, so their tokens fail and
+/// the source does not move past them.
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.acks.fail();
+    }
+}
+
 /// A partition key Kinesis accepts: the record key as text, cut to 256 characters, or "-"
 /// for an empty key.
 fn partition_key(key: &[u8]) -> String {
