@@ -883,6 +883,93 @@ mod faults {
         assert_eq!(rule.num_calls(), 4);
     }
 
+    /// Records what each acknowledgement token reported.
+    #[derive(Default)]
+    struct AckLog(Mutex<Vec<(u64, bool)>>);
+
+    impl pipeline::runtime::AckTarget for AckLog {
+        fn release(&self, id: u64, ok: bool) {
+            if let Ok(mut l) = self.0.lock() {
+                l.push((id, ok));
+            }
+        }
+    }
+
+    /// Emits one tracked batch (token 7) and ends.
+    struct TrackedSource(Vec<Probe>, Arc<AckLog>);
+
+    #[async_trait]
+    impl Source for TrackedSource {
+        async fn run(
+            self: Box<Self>,
+            mut out: Output,
+            _: CancellationToken,
+        ) -> Result<(), BoxError> {
+            let target: Arc<dyn pipeline::runtime::AckTarget> = self.1.clone();
+            let token = pipeline::runtime::AckToken::new(7, target);
+            out.send(Batch::tracked(
+                Records::Probes(self.0),
+                0,
+                pipeline::runtime::Acks::one(token),
+            ))
+            .await?;
+            Ok(())
+        }
+    }
+
+    /// The sink acknowledges a batch once PutRecords has written all of it, and fails its
+    /// token when it gives up, so a source never checkpoints past unwritten records.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kinesis_sink_acknowledges_only_written_batches() {
+        for (always_fail, want) in [(false, true), (true, false)] {
+            let rule = mock!(KinesisClient::put_records).then_compute_response(move |req| {
+                let mut out = PutRecordsOutput::builder().failed_record_count(if always_fail {
+                    req.records().len() as i32
+                } else {
+                    0
+                });
+                for i in 0..req.records().len() {
+                    let entry = if always_fail {
+                        PutRecordsResultEntry::builder()
+                            .error_code("InternalFailure")
+                            .build()
+                    } else {
+                        PutRecordsResultEntry::builder()
+                            .sequence_number(format!("{i}"))
+                            .build()
+                    };
+                    out = out.records(entry);
+                }
+                MockResponse::Output(out.build().expect("output"))
+            });
+            let log = Arc::new(AckLog::default());
+            let name = format!("ack_sink_{always_fail}");
+            let topology = Topology::new(
+                vec![
+                    (
+                        "src".to_string(),
+                        Component::Source(Box::new(TrackedSource(probes(5), log.clone()))),
+                    ),
+                    (
+                        name.clone(),
+                        Component::Sink(
+                            fast_sink()
+                                .build_with_client(&name, mocked(&[&rule]))
+                                .expect("sink"),
+                        ),
+                    ),
+                ],
+                vec![Link::any("src", name.as_str())],
+                &runtime_config(),
+            );
+            let result = tokio::time::timeout(PATIENCE, topology.run(CancellationToken::new()))
+                .await
+                .expect("within the limit");
+            assert_eq!(result.is_ok(), want, "{result:?}");
+            assert_eq!(*log.0.lock().expect("log"), vec![(7, want)]);
+        }
+    }
+
     /// A record over 1 MiB is rejected, counted, and the others are written.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn kinesis_sink_rejects_a_record_over_one_mebibyte() {
