@@ -39,15 +39,47 @@ wait_port() { # timeout_s
 }
 
 install() {
-  if [ -f "$DIR/node_modules/kinesalite/package.json" ]; then return 0; fi
-  command -v npm >/dev/null || { echo "kinesis: npm is needed (apt-get install nodejs npm)" >&2; return 1; }
-  echo "kinesis: installing $KINESALITE into $DIR" >&2
-  mkdir -p "$DIR"
-  (cd "$DIR" && npm install --silent --no-audit --no-fund --prefix "$DIR" "$KINESALITE")
-  # Short stream state transitions, so tests and scripts need not wait half a second each.
+  if [ ! -f "$DIR/node_modules/kinesalite/package.json" ]; then
+    command -v npm >/dev/null || { echo "kinesis: npm is needed (apt-get install nodejs npm)" >&2; return 1; }
+    echo "kinesis: installing $KINESALITE into $DIR" >&2
+    mkdir -p "$DIR"
+    (cd "$DIR" && npm install --silent --no-audit --no-fund --prefix "$DIR" "$KINESALITE")
+  fi
+  # Written on every install so an older install gets the current scripts.
+  # serve.js HOST PORT: short stream state transitions, so tests need not wait half a
+  # second per stream.
   cat >"$DIR/serve.js" <<'JS'
 var s = require('kinesalite')({createStreamMs: 50, deleteStreamMs: 50, updateStreamMs: 50, shardLimit: 1000})
 s.listen(+process.argv[3], process.argv[2], function () { console.log('kinesalite ready') })
+JS
+  # create-streams.js HOST PORT NAME:SHARDS...: CreateStream for each (awsJson 1.1 with a
+  # dummy SigV4 header; kinesalite checks its shape only). An existing stream is fine.
+  cat >"$DIR/create-streams.js" <<'JS'
+var http = require('http')
+var host = process.argv[2], port = +process.argv[3], specs = process.argv.slice(4), failed = 0
+function next() {
+  var spec = specs.shift()
+  if (!spec) process.exit(failed ? 1 : 0)
+  var parts = spec.split(':'), body = JSON.stringify({StreamName: parts[0], ShardCount: +parts[1]})
+  var req = http.request({host: host, port: port, method: 'POST', path: '/', headers: {
+    'Content-Type': 'application/x-amz-json-1.1',
+    'X-Amz-Target': 'Kinesis_20131202.CreateStream',
+    'X-Amz-Date': '20200101T000000Z',
+    'Authorization': 'AWS4-HMAC-SHA256 Credential=test/20200101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=0',
+    'Content-Length': Buffer.byteLength(body)}}, function (res) {
+    var text = ''
+    res.on('data', function (d) { text += d })
+    res.on('end', function () {
+      if (res.statusCode != 200 && text.indexOf('ResourceInUseException') < 0) {
+        console.error('CreateStream ' + parts[0] + ': ' + res.statusCode + ' ' + text); failed++
+      }
+      next()
+    })
+  })
+  req.on('error', function (e) { console.error('CreateStream ' + parts[0] + ': ' + e.message); failed++; next() })
+  req.end(body)
+}
+next()
 JS
 }
 
@@ -57,23 +89,9 @@ running_pid() { # prints the pid of the emulator this script started, if it stil
   kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
-# One JSON call to the emulator (awsJson1.1, dummy SigV4 header: kinesalite checks its shape only).
-call() { # target json
-  curl -s -X POST "http://$KINESIS_HOST:$KINESIS_PORT/" \
-    -H 'Content-Type: application/x-amz-json-1.1' \
-    -H "X-Amz-Target: Kinesis_20131202.$1" \
-    -H 'Authorization: AWS4-HMAC-SHA256 Credential=test/20200101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=0' \
-    -H 'X-Amz-Date: 20200101T000000Z' \
-    -d "$2"
-}
-
 create_streams() {
-  for spec in "${STREAMS[@]}"; do
-    local name=${spec%%:*} shards=${spec##*:}
-    # An existing stream is fine (a reused emulator).
-    call CreateStream "{\"StreamName\":\"$name\",\"ShardCount\":$shards}" >>"$LOG" 2>&1 || true
-    echo >>"$LOG"
-  done
+  node "$DIR/create-streams.js" "$KINESIS_HOST" "$KINESIS_PORT" "${STREAMS[@]}" >>"$LOG" 2>&1 \
+    || echo "kinesis: creating streams failed; see $LOG" >&2
 }
 
 start() {
@@ -83,7 +101,9 @@ start() {
     create_streams
     return 0
   fi
-  (cd "$DIR" && nohup node "$DIR/serve.js" "$KINESIS_HOST" "$KINESIS_PORT" >"$LOG" 2>&1 </dev/null &
+  # cd first, separately, so that `$!` is node itself (nohup execs it), not a subshell.
+  (cd "$DIR" || exit 1
+   nohup node "$DIR/serve.js" "$KINESIS_HOST" "$KINESIS_PORT" >"$LOG" 2>&1 </dev/null &
    echo $! >"$PIDFILE")
   wait_port 30
   create_streams
