@@ -155,7 +155,13 @@ fn entries<T: WireRecord + Clone>(rows: &[T], encoding: Encoding) -> Vec<(Vec<u8
                 Encoding::Json => serde_json::to_vec(r).unwrap_or_default(),
                 Encoding::Protobuf => r.encode(Encoding::Protobuf),
             };
-            (payload, String::from_utf8_lossy(&r.key()).into_owned())
+            (
+                payload,
+                String::from_utf8_lossy(&r.key())
+                    .chars()
+                    .take(256)
+                    .collect(),
+            )
         })
         .collect()
 }
@@ -176,12 +182,14 @@ struct Case {
     mean_bytes: f64,
 }
 
-async fn run_case(
-    endpoint: &str,
-    case: Case,
-    n: usize,
-    checkpoints: &std::path::Path,
-) -> Result<(), String> {
+impl Case {
+    fn count(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+async fn run_case(endpoint: &str, case: Case, checkpoints: &std::path::Path) -> Result<(), String> {
+    let n = case.count();
     let client = admin(endpoint);
     let stream = format!("bench-{}-{}", case.name, std::process::id());
     create_stream(&client, &stream).await?;
@@ -332,6 +340,15 @@ fn main() {
     };
     let p = probes(n);
     let o = observations(n);
+    // Large records: probes whose vehicle id is padded to 4 KiB (the partition key is cut
+    // to 256 characters), a quarter as many.
+    let big: Vec<Probe> = probes(n / 4)
+        .into_iter()
+        .map(|mut p| {
+            p.vehicle_id = format!("{:-<4096}", p.vehicle_id);
+            p
+        })
+        .collect();
     let chunk = 1_000;
     let cases = vec![
         Case {
@@ -367,6 +384,17 @@ fn main() {
                 .map(|c| Records::Observations(c.to_vec()))
                 .collect(),
         },
+        Case {
+            name: "probe-json-4k",
+            kind: RecordKind::Probe,
+            encoding: Encoding::Json,
+            mean_bytes: mean_bytes(&entries(&big, Encoding::Json)),
+            entries: entries(&big, Encoding::Json),
+            batches: big
+                .chunks(chunk)
+                .map(|c| Records::Probes(c.to_vec()))
+                .collect(),
+        },
     ];
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -379,10 +407,10 @@ fn main() {
             std::process::exit(1);
         }
     };
-    println!("Kinesis connector vs kinesalite at {endpoint}, 4 shards, {n} records per case");
+    println!("Kinesis connector vs kinesalite at {endpoint}, 4 shards");
     for case in cases {
         let name = case.name;
-        if let Err(e) = rt.block_on(run_case(&endpoint, case, n, dir.path())) {
+        if let Err(e) = rt.block_on(run_case(&endpoint, case, dir.path())) {
             eprintln!("kinesis bench {name}: {e}");
             std::process::exit(1);
         }
