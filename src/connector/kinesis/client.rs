@@ -6,6 +6,13 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_kinesis::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
+/// Connecting to the endpoint gives up after this long…
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// …and a response that sends nothing for this long is abandoned (the call fails and is
+/// retried with backoff), so a hung connection cannot stall a shard or the sink. Fan-out
+/// event streams send an event at least every 5 s, well within it.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A Kinesis client for `region`, talking to `endpoint` when set (an emulator).
 pub(super) async fn build_client(region: &str, endpoint: Option<&str>) -> Client {
     let http = aws_smithy_http_client::Builder::new()
@@ -13,6 +20,12 @@ pub(super) async fn build_client(region: &str, endpoint: Option<&str>) -> Client
         .build_https();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(READ_TIMEOUT)
+                .build(),
+        )
         .http_client(http);
     if let Some(url) = endpoint {
         loader = loader.endpoint_url(url);

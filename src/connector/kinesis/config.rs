@@ -79,7 +79,9 @@ pub enum StartPosition {
     /// The oldest record still in the stream.
     #[default]
     TrimHorizon,
-    /// Only records written after the reader starts.
+    /// Only records written after the reader starts. A shard gets its first checkpoint
+    /// with its first acknowledged record, so a restart before that starts at LATEST again
+    /// (what was written in between is not read).
     Latest,
     /// The first record at or after `start_timestamp_ms`.
     AtTimestamp,
