@@ -1206,6 +1206,15 @@ impl Drop for Stage {
     }
 }
 
+/// A loopback address with a port free right now (other test suites on this machine bind
+/// fixed ports, so none is hard-coded here).
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .expect("a free port")
+}
+
 /// `pipeline_component_received_events_total` of `component`, scraped from `/metrics`.
 fn received(addr: &str, component: &str) -> Option<u64> {
     use std::io::{Read, Write};
@@ -1273,7 +1282,8 @@ async fn kinesis_example_configs_chain_assign_and_two_aggregates() {
             .join("pipelines")
             .join(name)
     };
-    let (prod, experiment) = ("127.0.0.1:19895", "127.0.0.1:19896");
+    let (prod, experiment) = (free_addr(), free_addr());
+    let (prod, experiment) = (prod.as_str(), experiment.as_str());
     let stages = [
         Stage::start(&example("kinesis-assign.toml"), dir.path(), ""),
         Stage::start(&example("kinesis-aggregate.toml"), dir.path(), prod),
