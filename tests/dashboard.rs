@@ -84,7 +84,7 @@ path = "{dir}/speeds.parquet"
         .observe(0.001);
     metrics()
         .kinesis_millis_behind_latest()
-        .with_label_values(&["shardId-000000000000"])
+        .with_label_values(&["kinesis_check", "shardId-000000000000"])
         .set(0);
 
     let exposition = metrics().render();

@@ -451,7 +451,7 @@ fn promtool_accepts_the_exposition_of_every_preregistered_series() {
     );
     metrics()
         .kinesis_millis_behind_latest()
-        .with_label_values(&["shardId-000000000000"])
+        .with_label_values(&["kinesis_check", "shardId-000000000000"])
         .set(0);
     let exposition = metrics().render();
     assert!(exposition.contains(

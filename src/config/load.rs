@@ -239,6 +239,7 @@ fn decode(value: serde_json::Value, problems: &mut Problems) -> Option<PipelineC
             "parquet" => decode_at(rest, prefix, p).map(SourceConfig::Parquet),
             "generator" => decode_at(rest, prefix, p).map(SourceConfig::Generator),
             "kafka" => decode_at(rest, prefix, p).map(SourceConfig::Kafka),
+            "kinesis" => decode_at(rest, prefix, p).map(SourceConfig::Kinesis),
             other => unhandled_type(prefix, other, p),
         },
     );
@@ -263,6 +264,7 @@ fn decode(value: serde_json::Value, problems: &mut Problems) -> Option<PipelineC
             "parquet" => decode_at(rest, prefix, p).map(SinkConfig::Parquet),
             "ndjson" => decode_at(rest, prefix, p).map(SinkConfig::Ndjson),
             "kafka" => decode_at(rest, prefix, p).map(SinkConfig::Kafka),
+            "kinesis" => decode_at(rest, prefix, p).map(SinkConfig::Kinesis),
             other => unhandled_type(prefix, other, p),
         },
     );

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use crate::aggregate::AggregateConfig;
 use crate::connector::generator::GeneratorSourceConfig;
 use crate::connector::kafka::{KafkaSinkConfig, KafkaSourceConfig};
+use crate::connector::kinesis::{KinesisSinkConfig, KinesisSourceConfig};
 use crate::connector::ndjson::NdjsonSinkConfig;
 use crate::connector::parquet::{ParquetSinkConfig, ParquetSourceConfig};
 use crate::graph::ImportConfig;
@@ -81,6 +82,7 @@ pub enum SourceConfig {
     Parquet(ParquetSourceConfig),
     Generator(GeneratorSourceConfig),
     Kafka(KafkaSourceConfig),
+    Kinesis(KinesisSourceConfig),
 }
 
 /// Synchronous transforms between sources and sinks.
@@ -97,6 +99,7 @@ pub enum SinkConfig {
     Parquet(ParquetSinkConfig),
     Ndjson(NdjsonSinkConfig),
     Kafka(KafkaSinkConfig),
+    Kinesis(KinesisSinkConfig),
 }
 
 /// One output of a component: its port name (`None` for the default output) and the
@@ -113,7 +116,7 @@ pub fn split_endpoint(endpoint: &str) -> (&str, Option<&str>) {
 }
 
 impl SourceConfig {
-    pub const TYPES: &'static [&'static str] = &["parquet", "generator", "kafka"];
+    pub const TYPES: &'static [&'static str] = &["parquet", "generator", "kafka", "kinesis"];
 
     pub fn ports(&self) -> Vec<Port> {
         match self {
@@ -121,6 +124,7 @@ impl SourceConfig {
                 vec![(None, RecordKind::Probe)]
             }
             SourceConfig::Kafka(c) => vec![(None, c.record)],
+            SourceConfig::Kinesis(c) => vec![(None, c.record)],
         }
     }
 
@@ -162,7 +166,7 @@ impl StageConfig {
 }
 
 impl SinkConfig {
-    pub const TYPES: &'static [&'static str] = &["parquet", "ndjson", "kafka"];
+    pub const TYPES: &'static [&'static str] = &["parquet", "ndjson", "kafka", "kinesis"];
 }
 
 impl PipelineConfig {

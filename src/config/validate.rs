@@ -40,6 +40,7 @@ pub fn validate(config: &PipelineConfig, problems: &mut Problems) {
             SourceConfig::Parquet(c) => c.validate(&prefix, problems),
             SourceConfig::Generator(c) => c.validate(&prefix, problems),
             SourceConfig::Kafka(c) => c.validate(&prefix, problems),
+            SourceConfig::Kinesis(c) => c.validate(&prefix, problems),
         }
     }
     for (name, stage) in &config.stages {
@@ -56,6 +57,7 @@ pub fn validate(config: &PipelineConfig, problems: &mut Problems) {
             SinkConfig::Parquet(c) => c.validate(&prefix, problems),
             SinkConfig::Ndjson(c) => c.validate(&prefix, problems),
             SinkConfig::Kafka(c) => c.validate(&prefix, problems),
+            SinkConfig::Kinesis(c) => c.validate(&prefix, problems),
         }
     }
     validate_topology(config, problems);

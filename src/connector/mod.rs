@@ -3,5 +3,6 @@
 
 pub mod generator;
 pub mod kafka;
+pub mod kinesis;
 pub mod ndjson;
 pub mod parquet;

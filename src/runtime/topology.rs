@@ -117,6 +117,7 @@ impl Topology {
                     Box::new(GeneratorSource::new(c.clone(), graph))
                 }
                 SourceConfig::Kafka(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
+                SourceConfig::Kinesis(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
             };
             metrics().preregister(name, source_series(source));
             components.push((name.clone(), Component::Source(built)));
@@ -161,6 +162,7 @@ impl Topology {
                     c.build(name, kind).map_err(|e| build_err(name)(e.into()))?
                 }
                 SinkConfig::Kafka(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
+                SinkConfig::Kinesis(c) => c.build(name).map_err(|e| build_err(name)(e.into()))?,
             };
             metrics().preregister(name, sink_series(sink));
             components.push((name.clone(), Component::Sink(built)));
@@ -337,7 +339,22 @@ fn source_series(source: &SourceConfig) -> Series<'static> {
         SourceConfig::Generator(_) => Series::default(),
         SourceConfig::Kafka(_) => Series {
             drop_reasons: &["undecodable"],
-            error_types: &["consume", "dead_letter"],
+            error_types: &["consume", "dead_letter", "checkpoint_write"],
+            file_outcomes: &[],
+        },
+        SourceConfig::Kinesis(_) => Series {
+            drop_reasons: &["undecodable"],
+            error_types: &[
+                "list_shards",
+                "get_shard_iterator",
+                "get_shard_iterator_throttled",
+                "get_records",
+                "get_records_throttled",
+                "iterator_expired",
+                "subscribe_to_shard",
+                "subscribe_to_shard_throttled",
+                "subscribe_to_shard_stream",
+            ],
             file_outcomes: &[],
         },
     }
@@ -352,6 +369,7 @@ fn preregister_stage(name: &str, stage: &StageConfig) {
         StageConfig::Aggregate(_) => drop_reasons.extend([
             Rejection::Invalid.as_str(),
             Rejection::UnknownSegment.as_str(),
+            Rejection::AlreadyEmitted.as_str(),
         ]),
     }
     metrics().preregister(
@@ -378,6 +396,15 @@ fn sink_series(sink: &SinkConfig) -> Series<'static> {
         SinkConfig::Kafka(_) => Series {
             drop_reasons: &["too_large"],
             error_types: &["delivery_failed"],
+            file_outcomes: &[],
+        },
+        SinkConfig::Kinesis(_) => Series {
+            drop_reasons: &["too_large"],
+            error_types: &[
+                "put_records",
+                "put_records_partial_failure",
+                "record_too_large",
+            ],
             file_outcomes: &[],
         },
     }

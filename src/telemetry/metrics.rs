@@ -35,12 +35,15 @@ pub const DROP_REASONS: &[&str] = &[
     // aggregate (aggregate::Rejection)
     "invalid_observation",
     "unknown_segment",
+    // re-read after a restart: the previous reader had emitted its windows for good
+    "already_emitted",
     // Parquet source (connector::parquet::drop_reason)
     "null_field",
     "bad_timestamp",
     // any stage or sink handed a batch of a kind it does not take
     "wrong_record_kind",
-    // Kafka source: a payload that does not decode; Kafka sink: a record over the size limit
+    // Kafka and Kinesis sources: a payload that does not decode; sinks: a record over the
+    // size limit
     "undecodable",
     "too_large",
     "other",
@@ -54,6 +57,21 @@ pub const ERROR_TYPES: &[&str] = &[
     "consume",
     "dead_letter",
     "delivery_failed",
+    // Kafka source: the per-partition checkpoint file of finalized windows
+    "checkpoint_write",
+    // Kinesis source and sink
+    "list_shards",
+    "get_shard_iterator",
+    "get_shard_iterator_throttled",
+    "get_records",
+    "get_records_throttled",
+    "iterator_expired",
+    "subscribe_to_shard",
+    "subscribe_to_shard_throttled",
+    "subscribe_to_shard_stream",
+    "put_records",
+    "put_records_partial_failure",
+    "record_too_large",
     "other",
 ];
 
@@ -223,7 +241,7 @@ impl Metrics {
                         "Milliseconds the Kinesis source's last read is behind the tip of a \
                          shard (MillisBehindLatest of GetRecords).",
                     ),
-                    &["shard"],
+                    &["component", "shard"],
                 )
                 .expect("valid metric definition"),
             ),
