@@ -443,6 +443,30 @@ fn received(addr: &str, component: &str) -> Option<u64> {
         .map(|v| v as u64)
 }
 
+/// `pipeline_kafka_consumer_lag_records` of a source, by partition.
+fn consumer_lag(addr: &str, component: &str) -> BTreeMap<String, i64> {
+    use std::io::{Read, Write};
+    let mut body = String::new();
+    let scraped = std::net::TcpStream::connect(addr).and_then(|mut stream| {
+        stream.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+        stream.read_to_string(&mut body)
+    });
+    if scraped.is_err() {
+        return BTreeMap::new();
+    }
+    let prefix = "pipeline_kafka_consumer_lag_records{";
+    let component = format!("component=\"{component}\"");
+    body.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter(|l| l.contains(&component))
+        .filter_map(|l| {
+            let partition = l.split("partition=\"").nth(1)?.split('"').next()?;
+            let value = l.rsplit(' ').next()?.parse::<f64>().ok()?;
+            Some((partition.to_string(), value as i64))
+        })
+        .collect()
+}
+
 impl Drop for Stage {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -1019,5 +1043,298 @@ async fn kafka_aggregator_restart_emits_every_window() {
         observations.len(),
         want.len(),
         c_rows as i64 - r_rows as i64
+    );
+}
+
+/// Reads `topic` with a fresh group until every key of `want` has arrived (or patience runs
+/// out); returns how many times each key arrived.
+async fn read_until_all<K: Ord + Clone + std::fmt::Debug>(
+    brokers: &str,
+    topic: &str,
+    kind: RecordKind,
+    want: &BTreeSet<K>,
+    keys_of: impl Fn(&Records) -> Vec<K>,
+) -> BTreeMap<K, usize> {
+    let group = format!("reader-{}", nonce());
+    let mut seen: BTreeMap<K, usize> = BTreeMap::new();
+    let mut missing = want.len();
+    while missing > 0 {
+        let source = source_config(brokers, topic, &group, kind, Encoding::Json);
+        let (got, result) = consume(source, missing, None).await;
+        for records in &got {
+            for key in keys_of(records) {
+                *seen.entry(key).or_default() += 1;
+            }
+        }
+        let still: Vec<&K> = want.iter().filter(|k| !seen.contains_key(*k)).collect();
+        assert!(
+            result.is_ok() || still.is_empty(),
+            "{topic}: {} of {} never arrived, e.g. {:?}: {result:?}",
+            still.len(),
+            want.len(),
+            still.first()
+        );
+        missing = still.len();
+    }
+    seen
+}
+
+/// Two assign instances in one group over a 4-partition topic both get work; one is killed
+/// with `kill -9` mid-stream and the other takes its partitions over, re-reading from the
+/// killed one's commit. Every probe the matcher matches (as a reference run in this process
+/// does) comes out as a matched point at least once, every (vehicle, segment) of the
+/// reference's observations as an observation; duplicates are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_two_assign_instances_share_the_work_and_survive_a_kill_9() {
+    let Some(brokers) = brokers() else { return };
+    let n = nonce();
+    let (probes_topic, observations_topic, points_topic) = (
+        format!("assign-in-{n}"),
+        format!("assign-obs-{n}"),
+        format!("assign-points-{n}"),
+    );
+    for topic in [&probes_topic, &observations_topic, &points_topic] {
+        create_topic(&brokers, topic, 4).await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (graph, probes) = grid_traffic(dir.path(), 40, 900.0);
+
+    // The reference: the same matcher over every probe, uninterrupted, in this process.
+    let want_points: BTreeSet<(String, i64)>;
+    let want_observations: BTreeSet<(String, u64)>;
+    {
+        use pipeline::runtime::Transform;
+        use pipeline::stage::assign::{AssignConfig, AssignStage};
+        let metrics = pipeline::telemetry::metrics::metrics().component("reference_assign");
+        let mut stage =
+            AssignStage::new(AssignConfig::default(), graph.clone(), metrics).expect("assign");
+        let mut out = Vec::new();
+        for chunk in probes.chunks(500) {
+            stage.process_batch(Batch::new(Records::Probes(chunk.to_vec())), &mut out);
+        }
+        stage.on_close(&mut out);
+        let mut points = BTreeSet::new();
+        let mut observations = BTreeSet::new();
+        for b in out {
+            match b.records {
+                Records::MatchedPoints(m) => {
+                    points.extend(m.into_iter().map(|m| (m.probe.vehicle_id, m.probe.ts_ms)))
+                }
+                Records::Observations(o) => {
+                    observations.extend(o.into_iter().map(|o| (o.vehicle_id, o.segment_id)))
+                }
+                _ => {}
+            }
+        }
+        want_points = points;
+        want_observations = observations;
+    }
+    assert!(
+        want_points.len() * 10 > probes.len() * 9,
+        "the reference matches most probes"
+    );
+
+    let config = dir.path().join("assign.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "edges = [\"probes -> assign -> observations\", \"assign.matched_points -> points\"]\n\
+             [graph]\npath = \"data/grid.graph\"\n\
+             [sources.probes]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\n\
+             topics = [\"{probes_topic}\"]\ngroup_id = \"assign-{n}\"\nrecord = \"probe\"\n\
+             encoding = \"json\"\nsession_timeout_ms = 6000\ncommit_interval_ms = 200\n\
+             batch_max_records = 100\nbatch_max_wait_ms = 50\nlag_interval_ms = 500\n\
+             [stages.assign]\ntype = \"assign\"\nworkers = 1\n\
+             [sinks.observations]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\n\
+             topic = \"{observations_topic}\"\nencoding = \"json\"\n\
+             [sinks.points]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\n\
+             topic = \"{points_topic}\"\nencoding = \"json\"\n"
+        ),
+    )
+    .expect("config");
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let a = Stage::start(&config, dir.path(), &a_addr);
+    let b = Stage::start(&config, dir.path(), &b_addr);
+
+    // Feed the stream a chunk at a time until both instances have had work.
+    let mut chunks = probes.chunks(probes.len() / 30 + 1);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let chunk = chunks
+            .next()
+            .expect("both instances got work before the stream ended");
+        produce_probes(&brokers, &probes_topic, Encoding::Json, chunk, 500).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let got = (
+            received(&a_addr, "assign").unwrap_or(0),
+            received(&b_addr, "assign").unwrap_or(0),
+        );
+        if got.0 > 0 && got.1 > 0 {
+            eprintln!("both assign instances have work: {got:?} probes received");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "received {got:?}");
+    }
+    a.kill_9();
+    let rest: Vec<Probe> = chunks.flatten().cloned().collect();
+    produce_probes(&brokers, &probes_topic, Encoding::Json, &rest, 500).await;
+
+    // The survivor takes the killed one's partitions over and reads everything; SIGTERM
+    // then flushes the traces it still holds.
+    settle(
+        "the survivor's received probes and consumer lag per partition",
+        || {
+            (
+                received(&b_addr, "assign").unwrap_or(0),
+                consumer_lag(&b_addr, "probes"),
+            )
+        },
+        // All four partitions are the survivor's (the lag is against the commit, which
+        // stays behind the probes the matcher still holds, so it does not reach 0).
+        |(_, lag)| lag.len() == 4,
+    )
+    .await;
+    b.stop();
+
+    let points = read_until_all(
+        &brokers,
+        &points_topic,
+        RecordKind::MatchedPoint,
+        &want_points,
+        |r| match r {
+            Records::MatchedPoints(m) => m
+                .iter()
+                .map(|m| (m.probe.vehicle_id.clone(), m.probe.ts_ms))
+                .collect(),
+            _ => Vec::new(),
+        },
+    )
+    .await;
+    let observations = read_until_all(
+        &brokers,
+        &observations_topic,
+        RecordKind::SegmentObservation,
+        &want_observations,
+        |r| match r {
+            Records::Observations(o) => o
+                .iter()
+                .map(|o| (o.vehicle_id.clone(), o.segment_id))
+                .collect(),
+            _ => Vec::new(),
+        },
+    )
+    .await;
+    let duplicate_points: usize = points.values().map(|&c| c - 1).sum();
+    eprintln!(
+        "two assign instances, one killed: {} probes, {} matched points expected, {} \
+         duplicated; {} (vehicle, segment) pairs expected, all present",
+        probes.len(),
+        want_points.len(),
+        duplicate_points,
+        want_observations.len(),
+    );
+    let _ = observations;
+}
+
+/// The pid of the broker `scripts/services/kafka.sh` started (its pid file under
+/// `$SVC_DIR`, default `~/.cache/pipeline-services`); `None` for a broker started otherwise.
+fn broker_pid() -> Option<String> {
+    let dir = std::env::var_os("SVC_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::Path::new(&h).join(".cache/pipeline-services"))
+        })?;
+    let pid = std::fs::read_to_string(dir.join("tansu.pid")).ok()?;
+    let pid = pid.trim().to_string();
+    std::path::Path::new("/proc")
+        .join(&pid)
+        .exists()
+        .then_some(pid)
+}
+
+/// The broker is frozen (SIGSTOP) for 15 s while a Kafka → Kafka pipeline is busy, then
+/// thawed (SIGCONT): nothing is lost, and the pipeline catches up on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_broker_frozen_for_15_s_under_load_loses_nothing() {
+    let Some(brokers) = brokers() else { return };
+    let Some(pid) = broker_pid() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI is set but the broker's pid file is missing: start it with scripts/test-services.sh");
+        }
+        eprintln!("\n*** SKIPPED: the broker was not started by scripts/test-services.sh (no pid file) ***\n");
+        return;
+    };
+    let n = nonce();
+    let (topic_in, topic_out) = (format!("freeze-in-{n}"), format!("freeze-out-{n}"));
+    create_topic(&brokers, &topic_in, 4).await;
+    create_topic(&brokers, &topic_out, 4).await;
+    let sent = probes(80_000);
+    let (first, second) = sent.split_at(20_000);
+    produce_probes(&brokers, &topic_in, Encoding::Json, first, 5_000).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("freeze.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "edges = [\"input -> output\"]\n\
+             [sources.input]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"{topic_in}\"]\n\
+             group_id = \"freeze-{n}\"\nrecord = \"probe\"\nencoding = \"json\"\n\
+             session_timeout_ms = 6000\n\
+             [sinks.output]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{topic_out}\"\n\
+             encoding = \"json\"\n"
+        ),
+    )
+    .expect("config");
+    let addr = free_addr();
+    let stage = Stage::start(&path, dir.path(), &addr);
+    // Load: the rest of the input is produced in the background while the broker freezes.
+    let producer = {
+        let (brokers, topic, rest) = (brokers.clone(), topic_in.clone(), second.to_vec());
+        tokio::spawn(
+            async move { produce_probes(&brokers, &topic, Encoding::Json, &rest, 2_000).await },
+        )
+    };
+    settle(
+        "records through the pipeline",
+        || received(&addr, "output").unwrap_or(0),
+        |&r| r > 0,
+    )
+    .await;
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    signal("-CONT");
+    producer
+        .await
+        .expect("the producer recovers once the broker thaws");
+    let sent_count = sent.len() as u64;
+    settle(
+        "records through the pipeline after the freeze",
+        || received(&addr, "output").unwrap_or(0),
+        |&r| r >= sent_count,
+    )
+    .await;
+    stage.stop();
+    let want: BTreeSet<(String, i64)> = sent
+        .iter()
+        .map(|p| (p.vehicle_id.clone(), p.ts_ms))
+        .collect();
+    let seen = read_until_all(&brokers, &topic_out, RecordKind::Probe, &want, |r| {
+        all_probes(std::slice::from_ref(r))
+            .into_iter()
+            .map(|p| (p.vehicle_id, p.ts_ms))
+            .collect()
+    })
+    .await;
+    let duplicates: usize = seen.values().map(|&c| c - 1).sum();
+    eprintln!(
+        "broker frozen 15 s under load: {} records, all on the output, {duplicates} duplicates",
+        sent.len()
     );
 }
