@@ -1,13 +1,14 @@
 //! The Grafana dashboard against a real Prometheus: a running `pipeline` replays generated
-//! probes (generator → clean → assign → aggregate, plus a Kafka round trip when a broker
-//! answers), a `prometheus` started by the test scrapes it, and every PromQL expression of
+//! probes (generator → clean → assign → aggregate, plus a Kafka and a Kinesis round trip
+//! when a broker and an emulator answer), a `prometheus` started by the test scrapes it, and every PromQL expression of
 //! `dashboards/pipeline.json` (template variables filled in) must parse and return at least
 //! one series. `promtool check metrics` must accept the pipeline's `/metrics` output.
 //!
 //! `prometheus` and `promtool` come from the Debian package (`scripts/services/prometheus.sh
 //! install`, which `make test` runs). When they are missing the tests fail if `CI` is set
 //! and are skipped (loudly) otherwise. The Kafka leg follows `tests/kafka.rs`: broker from
-//! `PIPELINE_KAFKA_BROKERS`, required in CI. Ports are free ports picked at start; every
+//! `PIPELINE_KAFKA_BROKERS`, required in CI; the Kinesis leg `tests/kinesis.rs`: emulator
+//! from `PIPELINE_KINESIS_ENDPOINT`, required in CI. Ports are free ports picked at start; every
 //! wait polls with a generous limit, nothing asserts on timing.
 
 use std::io::{Read, Write};
@@ -70,6 +71,9 @@ fn kafka_brokers() -> Option<String> {
     );
     None
 }
+
+#[path = "common/kinesis_emulator.rs"]
+mod kinesis_emulator;
 
 /// Creates `topic` (2 partitions) so the pipeline's Kafka source and sink find it.
 fn create_topic(brokers: &str, topic: &str) {
@@ -201,7 +205,12 @@ fn dashboard_expressions() -> Vec<(String, String)> {
 
 /// The pipeline config: a paced generator through every stage, and, with a broker, clean
 /// probes through a Kafka topic and back (so consumer lag is exported).
-fn pipeline_config(dir: &Path, listen: &str, kafka: Option<(&str, &str)>) -> String {
+fn pipeline_config(
+    dir: &Path,
+    listen: &str,
+    kafka: Option<(&str, &str)>,
+    kinesis: Option<(&str, &str)>,
+) -> String {
     let mut edges = vec![
         "\"fleet -> clean -> assign -> aggregate -> speeds\"".to_string(),
         "\"aggregate -> speeds_parquet\"".to_string(),
@@ -230,6 +239,36 @@ type = "ndjson"
 path = "{}"
 "#,
             dir.join("probes_back.ndjson").display()
+        );
+    }
+    let mut kinesis_part = String::new();
+    if let Some((endpoint, stream)) = kinesis {
+        edges.push("\"clean -> to_kinesis\"".into());
+        edges.push("\"from_kinesis -> probes_back_kinesis\"".into());
+        kinesis_part = format!(
+            r#"
+[sinks.to_kinesis]
+type = "kinesis"
+stream = "{stream}"
+region = "us-east-1"
+endpoint = "{endpoint}"
+
+[sources.from_kinesis]
+type = "kinesis"
+stream = "{stream}"
+region = "us-east-1"
+endpoint = "{endpoint}"
+application = "{stream}"
+record = "probe"
+start_position = "trim_horizon"
+checkpoint_dir = "{checkpoints}"
+
+[sinks.probes_back_kinesis]
+type = "ndjson"
+path = "{back}"
+"#,
+            checkpoints = dir.join("kinesis-checkpoints").display(),
+            back = dir.join("probes_back_kinesis.ndjson").display()
         );
     }
     format!(
@@ -268,7 +307,7 @@ path = "{speeds}"
 [sinks.speeds_parquet]
 type = "parquet"
 path = "{speeds_parquet}"
-{kafka_part}"#,
+{kafka_part}{kinesis_part}"#,
         edges = edges.join(", "),
         graph = dir.join("grid.graph").display(),
         speeds = dir.join("speeds.ndjson").display(),
@@ -299,10 +338,18 @@ fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     if let Some(b) = &brokers {
         create_topic(b, &topic);
     }
+    // The Kinesis leg, so the millis-behind-latest panel has a series: required in CI.
+    let kinesis = kinesis_emulator::emulator();
+    if let Some(endpoint) = &kinesis {
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(kinesis_emulator::create_stream(endpoint, &topic, 1));
+    }
     let config = pipeline_config(
         dir.path(),
         &pipeline_addr,
         brokers.as_deref().map(|b| (b, topic.as_str())),
+        kinesis.as_deref().map(|e| (e, topic.as_str())),
     );
     let config_path = dir.path().join("pipeline.toml");
     std::fs::write(&config_path, config).expect("config written");
@@ -365,6 +412,9 @@ fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     if brokers.is_some() {
         wanted.push("pipeline_kafka_consumer_lag_records".into());
     }
+    if kinesis.is_some() {
+        wanted.push("pipeline_kinesis_millis_behind_latest".into());
+    }
     for expr in &wanted {
         wait_for(expr, || query(&prom_addr, expr).ok().filter(|n| *n > 0));
     }
@@ -378,9 +428,9 @@ fn every_dashboard_query_returns_series_from_a_real_prometheus() {
             !filled.contains('$'),
             "unfilled template variable in `{expr}` (panel {title})"
         );
-        // Only a series the test topology cannot produce may be absent: Kinesis (no
-        // Kinesis source runs here) and Kafka lag without a broker. They must still parse.
-        let exempt = filled.contains("pipeline_kinesis_")
+        // Only a series the test topology cannot produce may be absent: Kafka or Kinesis lag
+        // without a broker or emulator (outside CI). They must still parse.
+        let exempt = (kinesis.is_none() && filled.contains("pipeline_kinesis_"))
             || (brokers.is_none() && filled.contains("pipeline_kafka_"));
         let result = if exempt {
             query(&prom_addr, &filled).map(|_| 1)
