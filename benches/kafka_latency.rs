@@ -211,6 +211,7 @@ fn main() {
         Topology::build(&chain(&brokers, &run, &graph_path), Some(graph.clone())).expect("chain");
     let cancel = CancellationToken::new();
     let handle = runtime.spawn(topology.run(cancel.clone()));
+    let _context = runtime.enter();
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("group.id", format!("{run}-reader"))
