@@ -525,6 +525,36 @@ fn replay(a: ReplayArgs) -> Result<()> {
         report.elapsed.as_secs_f64(),
         read as f64 / report.elapsed.as_secs_f64().max(1e-9)
     );
+    // Every probe read is accounted for: dropped (by the reader or clean, by reason),
+    // matched, or not matched (by reason).
+    let reasons = |component: &str| m.dropped_totals(component);
+    let dropped: Vec<(String, u64)> = reasons("replay")
+        .into_iter()
+        .chain(reasons("clean"))
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    let (matched, unmatched) = pipeline::stage::assign::probe_totals("assign");
+    let unmatched: Vec<(&str, u64)> = unmatched.into_iter().filter(|&(_, n)| n > 0).collect();
+    let probes_in = read + reasons("replay").iter().map(|(_, n)| n).sum::<u64>();
+    let dropped_total: u64 = dropped.iter().map(|(_, n)| n).sum();
+    let unmatched_total: u64 = unmatched.iter().map(|(_, n)| n).sum();
+    let list = |v: Vec<String>| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(" ")
+        }
+    };
+    say!(
+        "dropped: {}; unmatched: {}",
+        list(dropped.iter().map(|(r, n)| format!("{r}={n}")).collect()),
+        list(unmatched.iter().map(|(r, n)| format!("{r}={n}")).collect())
+    );
+    say!(
+        "accounting: in={probes_in} dropped={dropped_total} matched={matched} \
+         unmatched={unmatched_total} balanced={}",
+        probes_in == dropped_total + matched + unmatched_total
+    );
     // Where the time went: each stage runs on its own thread, so these overlap.
     say!(
         "stage time: clean {:.3} s, assign {:.3} s, aggregate {:.3} s (busy time of each \

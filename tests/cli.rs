@@ -121,6 +121,34 @@ fn parquet_rows(path: &Path) -> i64 {
         .num_rows()
 }
 
+/// The replay's `accounting:` line, checked to add up; returns (in, dropped, matched,
+/// unmatched).
+fn assert_balanced(stdout: &str) -> (u64, u64, u64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("accounting: "))
+        .unwrap_or_else(|| panic!("no accounting line in:\n{stdout}"));
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in `{line}`"))
+    };
+    let counts = (
+        field("in"),
+        field("dropped"),
+        field("matched"),
+        field("unmatched"),
+    );
+    assert_eq!(
+        counts.0,
+        counts.1 + counts.2 + counts.3,
+        "`{line}` does not add up"
+    );
+    assert!(line.ends_with("balanced=true"), "{line}");
+    counts
+}
+
 #[test]
 fn generate_then_replay_writes_every_clean_probe() {
     let city = City::new();
@@ -136,6 +164,8 @@ fn generate_then_replay_writes_every_clean_probe() {
     let out_dir = city.path("out");
     let stdout = run_ok(&mut city.replay(&probes, &out_dir));
     assert!(stdout.contains("probes/s"), "{stdout}");
+    let (probes_in, dropped, _, _) = assert_balanced(&stdout);
+    assert_eq!((probes_in, dropped), (generated.len() as u64, 0));
     let cleaned = read_probes(&out_dir.join("probes.parquet"));
     assert_eq!(
         cleaned.len(),
@@ -200,6 +230,9 @@ fn replay_is_deterministic_and_counts_dirty_probes() {
         )
     };
     let stdout = replay("a", 1);
+    let (probes_in, dropped, _, _) = assert_balanced(&stdout);
+    assert_eq!(probes_in, probes.len() as u64);
+    assert!(dropped >= 5, "{stdout}");
     for reason in [
         "duplicate=1",
         "invalid_coordinate=2",

@@ -338,6 +338,21 @@ impl AssignStage {
 /// Adds what one shard counted since its last export to the stage's counters (the
 /// counters are atomic, so shards export concurrently and the sums do not depend on the
 /// worker count).
+/// Why a probe that reached assign was not matched: the label values of
+/// `pipeline_assign_unmatched_probes_total`.
+pub const UNMATCHED_REASONS: [&str; 3] = ["invalid_coordinate", "no_candidate", "out_of_order"];
+
+/// Probes assign component `c` has matched, and not matched by reason, so far (what its
+/// metrics say; exact once the stage has flushed), for run reports.
+pub fn probe_totals(c: &str) -> (u64, Vec<(&'static str, u64)>) {
+    let f = families();
+    let unmatched = UNMATCHED_REASONS
+        .iter()
+        .map(|&reason| (reason, f.unmatched.with_label_values(&[c, reason]).get()))
+        .collect();
+    (f.matched.with_label_values(&[c]).get(), unmatched)
+}
+
 /// Creates every series of the stage at 0, so that they exist from start-up.
 fn preregister_series(c: &str) {
     let f = families();
@@ -350,7 +365,7 @@ fn preregister_series(c: &str) {
     ] {
         counter.with_label_values(&[c]);
     }
-    for reason in ["invalid_coordinate", "no_candidate", "out_of_order"] {
+    for reason in UNMATCHED_REASONS {
         f.unmatched.with_label_values(&[c, reason]);
     }
     for reason in ["time_gap", "distance_gap", "no_transition", "off_road"] {
