@@ -1160,7 +1160,30 @@ async fn kinesis_example_configs_chain_assign_and_two_aggregates() {
     }
     let client = admin(&endpoint);
     for stream in ["probes-clean", "observations", "speeds"] {
-        // Already there when the service script made it.
+        // The configs name these streams, so they outlive a run: start them empty (what
+        // earlier runs left would be read again from TRIM_HORIZON, all of it late).
+        if client
+            .delete_stream()
+            .stream_name(stream)
+            .send()
+            .await
+            .is_ok()
+        {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while client
+                .describe_stream_summary()
+                .stream_name(stream)
+                .send()
+                .await
+                .is_ok()
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{stream} never went away"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         let _ = client
             .create_stream()
             .stream_name(stream)

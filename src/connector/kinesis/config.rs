@@ -93,6 +93,9 @@ fn default_poll_interval_ms() -> u64 {
 fn default_get_records_limit() -> i32 {
     MAX_GET_RECORDS
 }
+fn default_source_batch_max_records() -> usize {
+    500
+}
 fn default_checkpoint_interval_ms() -> u64 {
     1_000
 }
@@ -141,9 +144,15 @@ pub struct KinesisSourceConfig {
     /// allows 5 calls per second per shard).
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
-    /// Records per GetRecords call (at most 10 000); each response becomes one batch.
+    /// Records per GetRecords call (at most 10 000).
     #[serde(default = "default_get_records_limit")]
     pub get_records_limit: i32,
+    /// A response is split into batches of at most this many records, each acknowledged
+    /// and checkpointed on its own, so a stage that holds some records for a while (an
+    /// aggregate holds what feeds its open windows) does not hold back the checkpoint of a
+    /// whole response.
+    #[serde(default = "default_source_batch_max_records")]
+    pub batch_max_records: usize,
     /// How often ListShards runs to find new shards (after a reshard) and to start children
     /// whose parents have ended.
     #[serde(default = "default_shard_refresh_interval_ms")]
@@ -280,6 +289,11 @@ impl KinesisSourceConfig {
             ),
             (_, None) => {}
         }
+        problems.check(
+            (1..=MAX_GET_RECORDS as usize).contains(&self.batch_max_records),
+            format!("{prefix}.batch_max_records"),
+            format!("must be between 1 and {MAX_GET_RECORDS}"),
+        );
         problems.check(
             (1..=MAX_GET_RECORDS).contains(&self.get_records_limit),
             format!("{prefix}.get_records_limit"),

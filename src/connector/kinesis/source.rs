@@ -340,10 +340,11 @@ async fn read_shard(ctx: ReaderCtx, shard: String, mut after: Option<String>) {
         }
         let records = out.records();
         let full = records.len() >= usize::try_from(ctx.config.get_records_limit).unwrap_or(0);
-        if let Some(last) = records.last() {
+        for chunk in records.chunks(ctx.config.batch_max_records.max(1)) {
+            let Some(last) = chunk.last() else { continue };
             let last_sequence = last.sequence_number().to_string();
             let decoded = decode_all(
-                records,
+                chunk,
                 ctx.config.record,
                 ctx.config.encoding,
                 &ctx.metrics,
