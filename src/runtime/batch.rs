@@ -1,7 +1,9 @@
 //! What travels on an in-process edge: a batch of records of one kind, never single events.
 
 use super::ack::Acks;
-use crate::record::{MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed};
+use crate::record::{
+    Encoding, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed, WireRecord,
+};
 
 /// The rows of one batch. A closed enum: every edge carries exactly one record kind, which
 /// config validation checks before anything runs.
@@ -14,6 +16,35 @@ pub enum Records {
 }
 
 impl Records {
+    /// No records, of `kind`.
+    pub fn empty(kind: RecordKind) -> Self {
+        match kind {
+            RecordKind::Probe => Records::Probes(Vec::new()),
+            RecordKind::MatchedPoint => Records::MatchedPoints(Vec::new()),
+            RecordKind::SegmentObservation => Records::Observations(Vec::new()),
+            RecordKind::SegmentSpeed => Records::Speeds(Vec::new()),
+        }
+    }
+
+    /// Decodes one message payload (a Kafka or Kinesis record) onto the end; the error
+    /// says why it does not decode.
+    pub fn push_decoded(&mut self, payload: &[u8], encoding: Encoding) -> Result<(), String> {
+        fn push<T: WireRecord>(
+            v: &mut Vec<T>,
+            payload: &[u8],
+            encoding: Encoding,
+        ) -> Result<(), String> {
+            v.push(T::decode(payload, encoding).map_err(|e| e.to_string())?);
+            Ok(())
+        }
+        match self {
+            Records::Probes(v) => push(v, payload, encoding),
+            Records::MatchedPoints(v) => push(v, payload, encoding),
+            Records::Observations(v) => push(v, payload, encoding),
+            Records::Speeds(v) => push(v, payload, encoding),
+        }
+    }
+
     pub fn kind(&self) -> RecordKind {
         match self {
             Records::Probes(_) => RecordKind::Probe,

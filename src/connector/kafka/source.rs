@@ -25,9 +25,6 @@ use tokio_util::sync::CancellationToken;
 use super::checkpoint::FinalizedFiles;
 use super::config::KafkaSourceConfig;
 use super::KafkaError as Error;
-use crate::record::{
-    Encoding, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed, WireRecord,
-};
 use crate::runtime::{
     AckTarget, AckToken, Acks, AssignedLane, Batch, BoxError, LaneEvent, Output, Records, Source,
 };
@@ -286,33 +283,6 @@ fn lane_of(partition: i32) -> u32 {
     u32::try_from(partition).unwrap_or(0)
 }
 
-fn empty_records(kind: RecordKind) -> Records {
-    match kind {
-        RecordKind::Probe => Records::Probes(Vec::new()),
-        RecordKind::MatchedPoint => Records::MatchedPoints(Vec::new()),
-        RecordKind::SegmentObservation => Records::Observations(Vec::new()),
-        RecordKind::SegmentSpeed => Records::Speeds(Vec::new()),
-    }
-}
-
-/// Decodes one payload onto `records`.
-fn decode_onto(records: &mut Records, payload: &[u8], encoding: Encoding) -> Result<(), String> {
-    fn push<T: WireRecord>(
-        v: &mut Vec<T>,
-        payload: &[u8],
-        encoding: Encoding,
-    ) -> Result<(), String> {
-        v.push(T::decode(payload, encoding).map_err(|e| e.to_string())?);
-        Ok(())
-    }
-    match records {
-        Records::Probes(v) => push::<Probe>(v, payload, encoding),
-        Records::MatchedPoints(v) => push::<MatchedPoint>(v, payload, encoding),
-        Records::Observations(v) => push::<SegmentObservation>(v, payload, encoding),
-        Records::Speeds(v) => push::<SegmentSpeed>(v, payload, encoding),
-    }
-}
-
 #[async_trait]
 impl Source for KafkaSource {
     async fn run(
@@ -516,7 +486,7 @@ impl Run {
     }
 
     async fn announce(&mut self, event: LaneEvent) -> Result<(), BoxError> {
-        let batch = Batch::lane_event(empty_records(self.config.record), event);
+        let batch = Batch::lane_event(Records::empty(self.config.record), event);
         match &mut self.out {
             Some(out) => out.send(batch).await?,
             None => drop(batch),
@@ -538,12 +508,12 @@ impl Run {
             .pending
             .entry((topic.to_string(), partition))
             .or_insert_with(|| Pending {
-                records: empty_records(kind),
+                records: Records::empty(kind),
                 next_offset: offset + 1,
                 since: tokio::time::Instant::now(),
             });
         entry.next_offset = offset + 1;
-        if let Err(e) = decode_onto(&mut entry.records, payload, self.config.encoding) {
+        if let Err(e) = entry.records.push_decoded(payload, self.config.encoding) {
             self.metrics.dropped("undecodable", 1);
             crate::warn_limited!(component = %self.component, topic, partition, offset, error = %e, "dropped an undecodable record");
             if let (Some(p), Some(dlq)) = (&self.dead_letters, &self.config.dead_letter_topic) {
@@ -604,6 +574,7 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{Encoding, RecordKind};
 
     #[test]
     fn offsets_move_only_past_an_acknowledged_prefix() {
@@ -636,11 +607,12 @@ mod tests {
 
     #[test]
     fn a_poison_record_is_an_error_not_a_panic() {
-        let mut r = empty_records(RecordKind::Probe);
-        assert!(decode_onto(&mut r, b"{not json", Encoding::Json).is_err());
-        assert!(decode_onto(&mut r, b"\xff\xff", Encoding::Protobuf).is_err());
+        let mut r = Records::empty(RecordKind::Probe);
+        assert!(r.push_decoded(b"{not json", Encoding::Json).is_err());
+        assert!(r.push_decoded(b"\xff\xff", Encoding::Protobuf).is_err());
         let ok = br#"{"vehicle_id":"v","ts_ms":1,"lat":60.1,"lon":24.9}"#;
-        decode_onto(&mut r, ok, Encoding::Json).expect("a JSON probe decodes");
+        r.push_decoded(ok, Encoding::Json)
+            .expect("a JSON probe decodes");
         assert_eq!(r.len(), 1);
     }
 }

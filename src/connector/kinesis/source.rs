@@ -23,9 +23,7 @@ use super::client::{backoff, build_client, error_code, is_throttling};
 use super::config::{validated, KinesisSourceConfig, StartPosition};
 use super::shards::{owns_shard, parents_done, shard_number, ShardInfo};
 use super::KinesisError;
-use crate::record::{
-    Encoding, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed, WireRecord,
-};
+use crate::record::{Encoding, RecordKind};
 use crate::runtime::{AckTarget, AckToken, Acks, Batch, BoxError, Output, Records, Source};
 use crate::telemetry::metrics::{metrics, ComponentMetrics};
 
@@ -153,37 +151,6 @@ impl KinesisSourceConfig {
     }
 }
 
-pub(super) fn empty_records(kind: RecordKind) -> Records {
-    match kind {
-        RecordKind::Probe => Records::Probes(Vec::new()),
-        RecordKind::MatchedPoint => Records::MatchedPoints(Vec::new()),
-        RecordKind::SegmentObservation => Records::Observations(Vec::new()),
-        RecordKind::SegmentSpeed => Records::Speeds(Vec::new()),
-    }
-}
-
-/// Decodes one payload onto `records`.
-pub(super) fn decode_onto(
-    records: &mut Records,
-    payload: &[u8],
-    encoding: Encoding,
-) -> Result<(), String> {
-    fn push<T: WireRecord>(
-        v: &mut Vec<T>,
-        payload: &[u8],
-        encoding: Encoding,
-    ) -> Result<(), String> {
-        v.push(T::decode(payload, encoding).map_err(|e| e.to_string())?);
-        Ok(())
-    }
-    match records {
-        Records::Probes(v) => push::<Probe>(v, payload, encoding),
-        Records::MatchedPoints(v) => push::<MatchedPoint>(v, payload, encoding),
-        Records::Observations(v) => push::<SegmentObservation>(v, payload, encoding),
-        Records::Speeds(v) => push::<SegmentSpeed>(v, payload, encoding),
-    }
-}
-
 /// Decodes a response's records; undecodable ones are counted and logged, never fatal.
 pub(super) fn decode_all(
     records: &[aws_sdk_kinesis::types::Record],
@@ -192,10 +159,10 @@ pub(super) fn decode_all(
     m: &ComponentMetrics,
     shard: &str,
 ) -> Records {
-    let mut out = empty_records(kind);
+    let mut out = Records::empty(kind);
     let mut bad = 0;
     for r in records {
-        if let Err(e) = decode_onto(&mut out, r.data().as_ref(), encoding) {
+        if let Err(e) = out.push_decoded(r.data().as_ref(), encoding) {
             bad += 1;
             crate::warn_limited!(component = %m.component, shard, sequence_number = r.sequence_number(), error = %e, "dropped an undecodable record");
         }
