@@ -427,8 +427,8 @@ impl Stage {
     }
 }
 
-/// `pipeline_component_received_events_total` of `component`, scraped from `/metrics`.
-fn received(addr: &str, component: &str) -> Option<u64> {
+/// The `/metrics` page of a running stage (None while it does not answer).
+fn scrape(addr: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream
@@ -436,8 +436,14 @@ fn received(addr: &str, component: &str) -> Option<u64> {
         .ok()?;
     let mut body = String::new();
     stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// `pipeline_component_received_events_total` of `component`, scraped from `/metrics`.
+fn received(addr: &str, component: &str) -> Option<u64> {
     let series = format!("pipeline_component_received_events_total{{component=\"{component}\"}} ");
-    body.lines()
+    scrape(addr)?
+        .lines()
         .find_map(|l| l.strip_prefix(&series))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
@@ -445,15 +451,7 @@ fn received(addr: &str, component: &str) -> Option<u64> {
 
 /// `pipeline_kafka_consumer_lag_records` of a source, by partition.
 fn consumer_lag(addr: &str, component: &str) -> BTreeMap<String, i64> {
-    use std::io::{Read, Write};
-    let mut body = String::new();
-    let scraped = std::net::TcpStream::connect(addr).and_then(|mut stream| {
-        stream.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
-        stream.read_to_string(&mut body)
-    });
-    if scraped.is_err() {
-        return BTreeMap::new();
-    }
+    let body = scrape(addr).unwrap_or_default();
     let prefix = "pipeline_kafka_consumer_lag_records{";
     let component = format!("component=\"{component}\"");
     body.lines()

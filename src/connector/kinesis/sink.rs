@@ -50,12 +50,7 @@ pub(super) struct KinesisSink {
 impl KinesisSinkConfig {
     /// Builds the sink; the client (and its credentials) is created when the sink runs.
     pub fn build(&self, component: &str) -> Result<Box<dyn Sink>, KinesisError> {
-        validated(|p| self.validate("sink", p))?;
-        Ok(Box::new(KinesisSink {
-            component: component.to_string(),
-            config: self.clone(),
-            client: None,
-        }))
+        self.build_around(component, None)
     }
 
     /// Builds the sink around a given client (a mocked one in tests; `region` and
@@ -65,11 +60,19 @@ impl KinesisSinkConfig {
         component: &str,
         client: Client,
     ) -> Result<Box<dyn Sink>, KinesisError> {
+        self.build_around(component, Some(client))
+    }
+
+    fn build_around(
+        &self,
+        component: &str,
+        client: Option<Client>,
+    ) -> Result<Box<dyn Sink>, KinesisError> {
         validated(|p| self.validate("sink", p))?;
         Ok(Box::new(KinesisSink {
             component: component.to_string(),
             config: self.clone(),
-            client: Some(client),
+            client,
         }))
     }
 }

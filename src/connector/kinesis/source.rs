@@ -128,12 +128,7 @@ pub(super) struct KinesisSource {
 impl KinesisSourceConfig {
     /// Builds the source; the client is created and the shards listed when it runs.
     pub fn build(&self, component: &str) -> Result<Box<dyn Source>, KinesisError> {
-        validated(|p| self.validate("source", p))?;
-        Ok(Box::new(KinesisSource {
-            component: component.to_string(),
-            config: self.clone(),
-            client: None,
-        }))
+        self.build_around(component, None)
     }
 
     /// Builds the source around a given client (a mocked one in tests).
@@ -142,11 +137,19 @@ impl KinesisSourceConfig {
         component: &str,
         client: Client,
     ) -> Result<Box<dyn Source>, KinesisError> {
+        self.build_around(component, Some(client))
+    }
+
+    fn build_around(
+        &self,
+        component: &str,
+        client: Option<Client>,
+    ) -> Result<Box<dyn Source>, KinesisError> {
         validated(|p| self.validate("source", p))?;
         Ok(Box::new(KinesisSource {
             component: component.to_string(),
             config: self.clone(),
-            client: Some(client),
+            client,
         }))
     }
 }
