@@ -19,7 +19,7 @@ run: build $(HELSINKI)
 	    --interval-s 5 --noise-m 5 --seed 7 --fault-rate 0.02 \
 	    --out $(DATA)/probes.parquet --truth $(DATA)/truth.parquet
 	$(BIN) replay --graph $(DATA)/helsinki.graph --input '$(DATA)/probes.parquet' \
-	    --out-dir $(OUT)/replay
+	    --out-dir $(OUT)/replay --report
 	$(BIN) graph export $(DATA)/helsinki.graph --out $(OUT)/replay/segments.parquet
 	$(BIN) render --graph $(DATA)/helsinki.graph --speeds $(OUT)/replay/speeds.parquet \
 	    --out $(OUT)/replay/speeds.png --width-px 600

@@ -183,6 +183,10 @@ struct ReplayArgs {
     /// Map-matching threads (default: the config's, else the available cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// Print the full balance (drop and unmatched reasons, the aggregate's observations)
+    /// before the closing `accounting:` line, which is always printed.
+    #[arg(long)]
+    report: bool,
 }
 
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -525,36 +529,6 @@ fn replay(a: ReplayArgs) -> Result<()> {
         report.elapsed.as_secs_f64(),
         read as f64 / report.elapsed.as_secs_f64().max(1e-9)
     );
-    // Every probe read is accounted for: dropped (by the reader or clean, by reason),
-    // matched, or not matched (by reason).
-    let reasons = |component: &str| m.dropped_totals(component);
-    let dropped: Vec<(String, u64)> = reasons("replay")
-        .into_iter()
-        .chain(reasons("clean"))
-        .filter(|&(_, n)| n > 0)
-        .collect();
-    let (matched, unmatched) = pipeline::stage::assign::probe_totals("assign");
-    let unmatched: Vec<(&str, u64)> = unmatched.into_iter().filter(|&(_, n)| n > 0).collect();
-    let probes_in = read + reasons("replay").iter().map(|(_, n)| n).sum::<u64>();
-    let dropped_total: u64 = dropped.iter().map(|(_, n)| n).sum();
-    let unmatched_total: u64 = unmatched.iter().map(|(_, n)| n).sum();
-    let list = |v: Vec<String>| {
-        if v.is_empty() {
-            "none".to_string()
-        } else {
-            v.join(" ")
-        }
-    };
-    say!(
-        "dropped: {}; unmatched: {}",
-        list(dropped.iter().map(|(r, n)| format!("{r}={n}")).collect()),
-        list(unmatched.iter().map(|(r, n)| format!("{r}={n}")).collect())
-    );
-    say!(
-        "accounting: in={probes_in} dropped={dropped_total} matched={matched} \
-         unmatched={unmatched_total} balanced={}",
-        probes_in == dropped_total + matched + unmatched_total
-    );
     // Where the time went: each stage runs on its own thread, so these overlap.
     say!(
         "stage time: clean {:.3} s, assign {:.3} s, aggregate {:.3} s (busy time of each \
@@ -563,7 +537,113 @@ fn replay(a: ReplayArgs) -> Result<()> {
         m.busy_seconds("assign"),
         m.busy_seconds("aggregate")
     );
+    let balance = Balance::of_replay(m);
+    if a.report {
+        balance.print_details()?;
+    }
+    say!("{}", balance.accounting_line());
+    if !balance.balanced() && !report.interrupted {
+        anyhow::bail!("the counters do not balance: some records are not accounted for");
+    }
     Ok(())
+}
+
+/// Where every record of a replay went, read from the metrics once the run has ended: each
+/// probe read is dropped (by the reader or clean, by reason), matched, or not matched (by
+/// reason); each observation the aggregate received is accepted, late, or dropped (by
+/// reason).
+struct Balance {
+    probes_in: u64,
+    probes_dropped: Vec<(String, u64)>,
+    matched: u64,
+    unmatched: Vec<(&'static str, u64)>,
+    observations_in: u64,
+    observations_dropped: Vec<(String, u64)>,
+    accepted: u64,
+    late: u64,
+}
+
+impl Balance {
+    fn of_replay(m: &telemetry::Metrics) -> Self {
+        let nonzero = |v: Vec<(String, u64)>| -> Vec<(String, u64)> {
+            v.into_iter().filter(|&(_, n)| n > 0).collect()
+        };
+        let reader_dropped = nonzero(m.dropped_totals("replay"));
+        let probes_in = m.sent_total("replay") + sum(&reader_dropped);
+        let mut probes_dropped = reader_dropped;
+        probes_dropped.extend(nonzero(m.dropped_totals("clean")));
+        let (matched, unmatched) = pipeline::stage::assign::probe_totals("assign");
+        let (accepted, late) = pipeline::stage::aggregate::observation_totals("aggregate");
+        Self {
+            probes_in,
+            probes_dropped,
+            matched,
+            unmatched: unmatched.into_iter().filter(|&(_, n)| n > 0).collect(),
+            observations_in: m.received_total("aggregate"),
+            observations_dropped: nonzero(m.dropped_totals("aggregate")),
+            accepted,
+            late,
+        }
+    }
+
+    fn probes_balance(&self) -> bool {
+        self.probes_in == sum(&self.probes_dropped) + self.matched + sum(&self.unmatched)
+    }
+
+    fn observations_balance(&self) -> bool {
+        self.observations_in == sum(&self.observations_dropped) + self.accepted + self.late
+    }
+
+    fn balanced(&self) -> bool {
+        self.probes_balance() && self.observations_balance()
+    }
+
+    fn print_details(&self) -> Result<()> {
+        let list = |v: &[(String, u64)]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                let parts: Vec<String> = v.iter().map(|(r, n)| format!("{r}={n}")).collect();
+                parts.join(" ")
+            }
+        };
+        let unmatched: Vec<(String, u64)> = self
+            .unmatched
+            .iter()
+            .map(|&(r, n)| (r.to_string(), n))
+            .collect();
+        say!(
+            "probes dropped: {}; unmatched: {}",
+            list(&self.probes_dropped),
+            list(&unmatched)
+        );
+        say!(
+            "observations: in={} dropped={} accepted={} late={} balanced={} (dropped: {})",
+            self.observations_in,
+            sum(&self.observations_dropped),
+            self.accepted,
+            self.late,
+            self.observations_balance(),
+            list(&self.observations_dropped)
+        );
+        Ok(())
+    }
+
+    /// The closing line: probes, and `balanced` over probes and observations both.
+    fn accounting_line(&self) -> String {
+        format!(
+            "accounting: in={} dropped={} matched={} unmatched={} balanced={}",
+            self.probes_in,
+            sum(&self.probes_dropped),
+            self.matched,
+            sum(&self.unmatched),
+            self.balanced()
+        )
+    }
+}
+
+fn sum<S>(counts: &[(S, u64)]) -> u64 {
+    counts.iter().map(|(_, n)| n).sum()
 }
 
 fn render(a: RenderArgs) -> Result<()> {

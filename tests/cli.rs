@@ -60,7 +60,8 @@ impl City {
             .arg("--input")
             .arg(input)
             .arg("--out-dir")
-            .arg(out_dir);
+            .arg(out_dir)
+            .arg("--report");
         cmd
     }
 
@@ -121,19 +122,35 @@ fn parquet_rows(path: &Path) -> i64 {
         .num_rows()
 }
 
-/// The replay's `accounting:` line, checked to add up; returns (in, dropped, matched,
-/// unmatched).
+/// The value of `name=` in one line of a report.
+fn report_field(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= in `{line}`"))
+}
+
+/// The replay report (`--report`): its `observations:` line (the aggregate's input) and its
+/// closing `accounting:` line (probes), each checked to add up; returns the probes' (in,
+/// dropped, matched, unmatched).
 fn assert_balanced(stdout: &str) -> (u64, u64, u64, u64) {
+    let observations = stdout
+        .lines()
+        .find(|l| l.starts_with("observations: "))
+        .unwrap_or_else(|| panic!("no observations line in:\n{stdout}"));
+    let field = |name: &str| report_field(observations, name);
+    assert!(field("accepted") > 0, "{observations}");
+    assert_eq!(
+        field("in"),
+        field("dropped") + field("accepted") + field("late"),
+        "`{observations}` does not add up"
+    );
     let line = stdout
         .lines()
-        .find(|l| l.starts_with("accounting: "))
-        .unwrap_or_else(|| panic!("no accounting line in:\n{stdout}"));
-    let field = |name: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name}= in `{line}`"))
-    };
+        .last()
+        .filter(|l| l.starts_with("accounting: "))
+        .unwrap_or_else(|| panic!("the report does not end in an accounting line:\n{stdout}"));
+    let field = |name: &str| report_field(line, name);
     let counts = (
         field("in"),
         field("dropped"),

@@ -23,6 +23,7 @@ struct AggregateMetricFamilies {
     open_windows: IntGaugeVec,
     state_bytes: IntGaugeVec,
     rows: IntCounterVec,
+    accepted: IntCounterVec,
     windows_closed: IntCounterVec,
     late: IntCounterVec,
     watermark: GaugeVec,
@@ -56,6 +57,12 @@ fn families() -> &'static AggregateMetricFamilies {
                 "Segment speed rows emitted, as first emissions or late-data revisions.",
                 &["component", "emission"],
             ),
+            accepted: counter(
+                "pipeline_aggregate_observations_accepted_total",
+                "Observations folded into at least one window (the rest are late or dropped by \
+                 reason).",
+                &["component"],
+            ),
             windows_closed: counter(
                 "pipeline_aggregate_windows_closed_total",
                 "Segment-windows closed by the watermark or the final flush.",
@@ -78,6 +85,16 @@ fn families() -> &'static AggregateMetricFamilies {
             ),
         }
     })
+}
+
+/// Observations aggregate component `c` has accepted and found late so far (what its
+/// metrics say), for run reports; the rest of what it received is in its drop counters.
+pub fn observation_totals(c: &str) -> (u64, u64) {
+    let f = families();
+    (
+        f.accepted.with_label_values(&[c]).get(),
+        f.late.with_label_values(&[c]).get(),
+    )
 }
 
 /// The aggregate stage as a runtime [`Transform`].
@@ -107,6 +124,7 @@ impl AggregateStage {
         for emission in ["first", "revision"] {
             f.rows.with_label_values(&[c, emission]);
         }
+        f.accepted.with_label_values(&[c]);
         f.windows_closed.with_label_values(&[c]);
         f.late.with_label_values(&[c]);
         f.watermark.with_label_values(&[c]).set(0.0);
@@ -143,6 +161,9 @@ impl AggregateStage {
         f.rows
             .with_label_values(&[c, "revision"])
             .inc_by(now.rows_revised - then.rows_revised);
+        f.accepted
+            .with_label_values(&[c])
+            .inc_by(now.accepted - then.accepted);
         f.windows_closed
             .with_label_values(&[c])
             .inc_by(now.windows_closed - then.windows_closed);
