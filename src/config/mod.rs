@@ -5,6 +5,7 @@
 mod load;
 mod model;
 mod problems;
+mod secret;
 mod validate;
 
 pub use load::{check, load, load_unvalidated, process_env, ConfigError};
@@ -13,3 +14,4 @@ pub use model::{
     StageConfig, TelemetryConfig,
 };
 pub use problems::{Problem, Problems};
+pub use secret::{is_secret_key, Secret};

@@ -1,13 +1,13 @@
 //! Kafka source and sink settings: the typed, validated side of the TOML, and the
 //! librdkafka properties they turn into. Validation is pure (no network).
 
-use std::collections::BTreeMap;
-
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
 use crate::config::Problems;
 use crate::record::{Encoding, RecordKind};
+
+use super::security::{KafkaSecurity, Properties, OWNED_SECURITY_KEYS};
 
 /// librdkafka properties that the typed settings own; setting them through the
 /// pass-through table would silently undo a guarantee, so validation rejects them.
@@ -73,9 +73,12 @@ pub struct KafkaSinkConfig {
     /// How long the end of input waits for outstanding deliveries.
     #[serde(default = "default_flush_timeout_ms")]
     pub flush_timeout_ms: u64,
+    /// TLS and SASL (plaintext unless set).
+    #[serde(default)]
+    pub security: KafkaSecurity,
     /// Any other librdkafka producer property, passed through as is.
     #[serde(default)]
-    pub librdkafka: BTreeMap<String, String>,
+    pub librdkafka: Properties,
 }
 
 fn default_batch_max_records() -> usize {
@@ -136,18 +139,23 @@ pub struct KafkaSourceConfig {
     /// Kafka keeps it). See `Transform::finalized_before_ms`.
     #[serde(default)]
     pub checkpoint_dir: Option<std::path::PathBuf>,
+    /// TLS and SASL (plaintext unless set); also used by the dead-letter producer.
+    #[serde(default)]
+    pub security: KafkaSecurity,
     /// Any other librdkafka consumer property, passed through as is.
     #[serde(default)]
-    pub librdkafka: BTreeMap<String, String>,
+    pub librdkafka: Properties,
 }
 
 fn check_common(
     prefix: &str,
     brokers: &str,
-    librdkafka: &BTreeMap<String, String>,
+    security: &KafkaSecurity,
+    librdkafka: &Properties,
     owned: &[&str],
     problems: &mut Problems,
 ) {
+    security.validate(prefix, problems);
     problems.check(
         !brokers.trim().is_empty()
             && brokers.split(',').all(|b| {
@@ -160,9 +168,10 @@ fn check_common(
     );
     for key in librdkafka.keys() {
         problems.check(
-            !owned.contains(&key.as_str()),
+            !owned.contains(&key.as_str()) && !OWNED_SECURITY_KEYS.contains(&key.as_str()),
             format!("{prefix}.librdkafka.{key}"),
-            "is set by the typed settings of this connector; remove it here",
+            "is set by the typed settings of this connector (or its `security` table); \
+             remove it here",
         );
     }
 }
@@ -185,6 +194,7 @@ impl KafkaSinkConfig {
         check_common(
             prefix,
             &self.brokers,
+            &self.security,
             &self.librdkafka,
             OWNED_SINK_KEYS,
             problems,
@@ -219,9 +229,8 @@ impl KafkaSinkConfig {
             .set("batch.num.messages", self.batch_num_messages.to_string())
             .set("compression.type", &self.compression)
             .set("message.timeout.ms", self.message_timeout_ms.to_string());
-        for (k, v) in &self.librdkafka {
-            c.set(k, v);
-        }
+        self.security.apply(&mut c);
+        self.librdkafka.apply(&mut c);
         c
     }
 }
@@ -231,6 +240,7 @@ impl KafkaSourceConfig {
         check_common(
             prefix,
             &self.brokers,
+            &self.security,
             &self.librdkafka,
             OWNED_SOURCE_KEYS,
             problems,
@@ -287,9 +297,8 @@ impl KafkaSourceConfig {
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
             .set("auto.offset.reset", &self.auto_offset_reset)
             .set("statistics.interval.ms", self.lag_interval_ms.to_string());
-        for (k, v) in &self.librdkafka {
-            c.set(k, v);
-        }
+        self.security.apply(&mut c);
+        self.librdkafka.apply(&mut c);
         c
     }
 }
@@ -316,8 +325,7 @@ mod tests {
     #[test]
     fn owned_keys_cannot_be_passed_through_and_bad_values_are_reported_together() {
         let mut c = sink();
-        c.librdkafka
-            .insert("enable.idempotence".into(), "false".into());
+        c.librdkafka.insert("enable.idempotence", "false");
         c.brokers = "nohost".into();
         c.topic = "bad topic".into();
         let mut p = Problems::new();

@@ -4,10 +4,12 @@
 
 mod checkpoint;
 mod config;
+mod security;
 mod sink;
 mod source;
 
 pub use config::{KafkaSinkConfig, KafkaSourceConfig};
+pub use security::{KafkaSecurity, Properties, SaslMechanism, SecurityProtocol};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {

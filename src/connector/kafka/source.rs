@@ -319,14 +319,18 @@ impl Source for KafkaSource {
         let dead_letters: Option<ThreadedProducer<DefaultProducerContext>> =
             match &config.dead_letter_topic {
                 Some(_) => Some(
-                    rdkafka::ClientConfig::new()
-                        .set("bootstrap.servers", &config.brokers)
-                        .set("enable.idempotence", "true")
-                        .create()
-                        .map_err(|e| Error::Client {
-                            what: "creating the dead-letter producer",
-                            source: e,
-                        })?,
+                    {
+                        let mut c = rdkafka::ClientConfig::new();
+                        c.set("bootstrap.servers", &config.brokers)
+                            .set("enable.idempotence", "true");
+                        config.security.apply(&mut c);
+                        c
+                    }
+                    .create()
+                    .map_err(|e| Error::Client {
+                        what: "creating the dead-letter producer",
+                        source: e,
+                    })?,
                 ),
                 None => None,
             };
