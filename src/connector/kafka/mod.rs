@@ -21,6 +21,10 @@ pub enum KafkaError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// Creating a client failed; librdkafka's message, with the values of secret
+    /// properties masked (it can quote the value of a property it refuses).
+    #[error("Kafka client: {what}: {message}")]
+    Create { what: &'static str, message: String },
     #[error("delivery to topic `{topic}` failed: {message}")]
     Delivery { topic: String, message: String },
     #[error("the Kafka connector thread: {0}")]

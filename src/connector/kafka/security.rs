@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use crate::config::{is_secret_key, Problems, Secret};
 
+use super::KafkaError;
+
 /// librdkafka `security.protocol`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -195,6 +197,25 @@ impl KafkaSecurity {
             }
         }
     }
+}
+
+/// Creates a librdkafka client from `config`. A failure's message can quote the value of
+/// the property librdkafka refused, so the values of secret properties are masked in it.
+pub fn create_client<T>(
+    config: &ClientConfig,
+    what: &'static str,
+    create: impl FnOnce(&ClientConfig) -> rdkafka::error::KafkaResult<T>,
+) -> Result<T, KafkaError> {
+    create(config).map_err(|e| {
+        let mut message = e.to_string();
+        // (`config_map` masks only the keys rdkafka knows to be sensitive; read the rest.)
+        for key in config.config_map().into_keys().filter(|k| is_secret_key(k)) {
+            if let Some(value) = config.get(key).filter(|v| !v.is_empty()) {
+                message = message.replace(value, "***");
+            }
+        }
+        KafkaError::Create { what, message }
+    })
 }
 
 /// The pass-through table of librdkafka properties. Its `Debug` masks the values of

@@ -13,6 +13,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::ClientContext;
 
 use super::config::KafkaSinkConfig;
+use super::security::create_client;
 use super::KafkaError as Error;
 use crate::record::{Encoding, WireRecord};
 use crate::runtime::{Acks, BoxError, Input, Records, Sink};
@@ -112,12 +113,9 @@ fn produce_all(mut input: Input, component: &str, config: &KafkaSinkConfig) -> R
         failed: AtomicU64::new(0),
         first_error: std::sync::Mutex::new(None),
     };
-    let producer: ThreadedProducer<SinkContext> = config
-        .client_config()
-        .create_with_context(context)
-        .map_err(|e| Error::Client {
-            what: "creating the producer",
-            source: e,
+    let producer: ThreadedProducer<SinkContext> =
+        create_client(&config.client_config(), "creating the producer", |c| {
+            c.create_with_context(context)
         })?;
     let mut scratch = Vec::new();
     while let Some(batch) = input.blocking_next() {

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::FinalizedFiles;
 use super::config::KafkaSourceConfig;
+use super::security::create_client;
 use super::KafkaError as Error;
 use crate::runtime::{
     AckTarget, AckToken, Acks, AssignedLane, Batch, BoxError, LaneEvent, Output, Records, Source,
@@ -299,17 +300,15 @@ impl Source for KafkaSource {
             .checkpoint_dir
             .as_deref()
             .map(|dir| Arc::new(FinalizedFiles::new(dir, &config.group_id)));
-        let consumer: StreamConsumer<SourceContext> = config
-            .client_config()
-            .create_with_context(SourceContext {
-                component: component.clone(),
-                events: events_tx,
-                stored: stored.clone(),
-                finalized_files: finalized_files.clone(),
-            })
-            .map_err(|e| Error::Client {
-                what: "creating the consumer",
-                source: e,
+        let context = SourceContext {
+            component: component.clone(),
+            events: events_tx,
+            stored: stored.clone(),
+            finalized_files: finalized_files.clone(),
+        };
+        let consumer: StreamConsumer<SourceContext> =
+            create_client(&config.client_config(), "creating the consumer", |c| {
+                c.create_with_context(context)
             })?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| Error::Client {
@@ -318,20 +317,17 @@ impl Source for KafkaSource {
         })?;
         let dead_letters: Option<ThreadedProducer<DefaultProducerContext>> =
             match &config.dead_letter_topic {
-                Some(_) => Some(
-                    {
-                        let mut c = rdkafka::ClientConfig::new();
-                        c.set("bootstrap.servers", &config.brokers)
-                            .set("enable.idempotence", "true");
-                        config.security.apply(&mut c);
-                        c
-                    }
-                    .create()
-                    .map_err(|e| Error::Client {
-                        what: "creating the dead-letter producer",
-                        source: e,
-                    })?,
-                ),
+                Some(_) => {
+                    let mut c = rdkafka::ClientConfig::new();
+                    c.set("bootstrap.servers", &config.brokers)
+                        .set("enable.idempotence", "true");
+                    config.security.apply(&mut c);
+                    Some(create_client(
+                        &c,
+                        "creating the dead-letter producer",
+                        |c| c.create(),
+                    )?)
+                }
                 None => None,
             };
         let (ack_tx, mut acks) = mpsc::unbounded_channel();
