@@ -228,6 +228,26 @@ fn open_graph(path: &Path, import: &ImportConfig) -> Result<Arc<RoadGraph>> {
 
 fn validate(path: &Path) -> Result<()> {
     let c = load_config(path)?;
+    // Beyond the pure checks: a graph the config names that exists must open (a `.graph`
+    // file is mapped and checked whole; an OSM extract only has to be a readable file, since
+    // importing it is the work of `run`). One that does not exist yet (built later, as by
+    // `make run`) is only warned about.
+    if let Some(graph) = c.graph.path.as_deref().map(Path::new) {
+        let opened = if !graph.exists() {
+            eprintln!(
+                "warning: graph.path {} does not exist (yet); `run` needs it",
+                graph.display()
+            );
+            Ok(())
+        } else if graph.extension().is_some_and(|e| e == "graph") {
+            RoadGraph::open(graph, &c.graph.import)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            readable_file(graph)
+        };
+        opened.map_err(|e| UsageError(format!("graph.path: {e}")))?;
+    }
     say!(
         "{}: ok ({} source(s), {} stage(s), {} sink(s), {} edge(s))",
         path.display(),
@@ -236,6 +256,18 @@ fn validate(path: &Path) -> Result<()> {
         c.sinks.len(),
         c.edges.len()
     );
+    Ok(())
+}
+
+/// Whether `path` is a regular file this process can read.
+fn readable_file(path: &Path) -> std::result::Result<(), String> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    if !file.metadata().map_err(fail)?.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    file.read(&mut [0u8; 1]).map_err(fail)?;
     Ok(())
 }
 

@@ -18,10 +18,24 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let code = if is_config_error(&error) { 2 } else { 1 };
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", report(&error));
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes, `: `-separated, each cause left out when the message before it
+/// already ends with it (many library errors quote their source, which the chain repeats).
+fn report(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.ends_with(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
 }
 
 fn is_config_error(error: &anyhow::Error) -> bool {

@@ -412,6 +412,79 @@ fn corrupt_graph_file_is_a_clear_error() {
     assert_exit(&out, 1, &["bad.graph"]);
 }
 
+/// A config of the generator (on `graph`) to an NDJSON file, with `extra` lines appended
+/// to the generator's table.
+fn generator_config(dir: &Path, graph: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("gen.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "edges = [\"gen -> out\"]\n[graph]\npath = \"{}\"\n[sinks.out]\ntype = \"ndjson\"\n\
+             path = \"{}\"\n[sources.gen]\ntype = \"generator\"\n{extra}",
+            graph.display(),
+            dir.join("out.ndjson").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn unreadable_graph_and_oversized_requests_are_refused_at_validation() {
+    let city = City::new();
+    let validate = |config: &Path| {
+        bin()
+            .args(["validate", "--config"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    // The graph as given validates and runs.
+    let good = generator_config(city.dir.path(), &city.graph, "duration_s = 5\n");
+    run_ok(bin().args(["validate", "--config"]).arg(&good));
+
+    // A directory, and a corrupt .graph file, in place of the graph.
+    let out = validate(&generator_config(city.dir.path(), city.dir.path(), ""));
+    assert_exit(&out, 2, &["graph.path", "not a regular file"]);
+    let mut bytes = std::fs::read(&city.graph).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    let bad = city.path("bad.graph");
+    std::fs::write(&bad, bytes).unwrap();
+    let out = validate(&generator_config(city.dir.path(), &bad, ""));
+    assert_exit(&out, 2, &["graph.path", "bad.graph"]);
+    // `run` refuses it too, before anything starts.
+    let out = bin()
+        .args(["run", "--config"])
+        .arg(generator_config(city.dir.path(), &bad, ""))
+        .output()
+        .unwrap();
+    assert_exit(&out, 1, &["loading road graph", "bad.graph"]);
+
+    // Requests sized to exhaust memory are refused by key, with the bound.
+    let out = validate(&generator_config(
+        city.dir.path(),
+        &city.graph,
+        "batch_size = 1000000000\nvehicles = 4000000000\n",
+    ));
+    assert_exit(
+        &out,
+        2,
+        &[
+            "sources.gen.batch_size",
+            "between 1 and 1000000, got 1000000000",
+            "sources.gen.vehicles",
+        ],
+    );
+    let out = bin()
+        .args(["validate", "--config"])
+        .arg(&good)
+        .env("PIPELINE__RUNTIME__CHANNEL_CAPACITY_BATCHES", "1000000000")
+        .output()
+        .unwrap();
+    assert_exit(&out, 2, &["runtime.channel_capacity_batches", "100000"]);
+}
+
 #[test]
 fn graph_export_writes_one_row_per_segment() {
     let city = City::new();

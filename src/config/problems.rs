@@ -48,6 +48,26 @@ impl Problems {
         }
     }
 
+    /// Records a problem unless `value` is within `range`. The upper bounds keep a typo such
+    /// as a 10^9-record batch from becoming an allocation that takes the process down: it is
+    /// refused here, before anything runs.
+    pub fn check_count(
+        &mut self,
+        value: usize,
+        range: std::ops::RangeInclusive<usize>,
+        key: impl Into<String>,
+    ) {
+        self.check(
+            range.contains(&value),
+            key,
+            format!(
+                "must be between {} and {}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        );
+    }
+
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }

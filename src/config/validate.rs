@@ -6,10 +6,10 @@ use super::model::{split_endpoint, PipelineConfig, SinkConfig, SourceConfig, Sta
 use super::problems::Problems;
 
 pub fn validate(config: &PipelineConfig, problems: &mut Problems) {
-    problems.check(
-        config.runtime.channel_capacity_batches >= 1,
+    problems.check_count(
+        config.runtime.channel_capacity_batches,
+        1..=super::limits::MAX_CHANNEL_CAPACITY_BATCHES,
         "runtime.channel_capacity_batches",
-        "must be at least 1",
     );
     problems.check(
         config.runtime.shutdown_timeout_ms >= 1,

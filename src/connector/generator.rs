@@ -22,6 +22,7 @@ use rand_distr::{Distribution, Normal};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::limits::{MAX_BATCH_RECORDS, MAX_GENERATED_VEHICLES};
 use crate::config::Problems;
 use crate::geo::haversine_m;
 use crate::graph::RoadGraph;
@@ -115,10 +116,10 @@ impl Default for GeneratorSourceConfig {
 impl GeneratorSourceConfig {
     pub fn validate(&self, prefix: &str, problems: &mut Problems) {
         let positive = |v: f64| v.is_finite() && v > 0.0;
-        problems.check(
-            self.vehicles >= 1,
+        problems.check_count(
+            self.vehicles as usize,
+            1..=MAX_GENERATED_VEHICLES,
             format!("{prefix}.vehicles"),
-            "must be at least 1",
         );
         problems.check(
             positive(self.duration_s),
@@ -145,10 +146,10 @@ impl GeneratorSourceConfig {
             format!("{prefix}.speed_factor_sd"),
             "must not be negative",
         );
-        problems.check(
-            self.batch_size >= 1,
+        problems.check_count(
+            self.batch_size,
+            1..=MAX_BATCH_RECORDS,
             format!("{prefix}.batch_size"),
-            "must be at least 1",
         );
         problems.check(
             (0.0..=1.0).contains(&self.fault_rate),

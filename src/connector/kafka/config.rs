@@ -4,6 +4,7 @@
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
+use crate::config::limits::MAX_BATCH_RECORDS;
 use crate::config::Problems;
 use crate::record::{Encoding, RecordKind};
 
@@ -205,10 +206,16 @@ impl KafkaSinkConfig {
             format!("{prefix}.compression"),
             "must be one of none, gzip, snappy, lz4, zstd",
         );
+        // librdkafka's own limits for batch.size and batch.num.messages.
         problems.check(
-            self.batch_size_bytes >= 1 && self.batch_num_messages >= 1,
+            (1..=i32::MAX as u64).contains(&self.batch_size_bytes),
             format!("{prefix}.batch_size_bytes"),
-            "batch_size_bytes and batch_num_messages must be at least 1",
+            format!("must be between 1 and {}", i32::MAX),
+        );
+        problems.check(
+            (1..=MAX_BATCH_RECORDS as u64).contains(&self.batch_num_messages),
+            format!("{prefix}.batch_num_messages"),
+            format!("must be between 1 and {MAX_BATCH_RECORDS}"),
         );
         problems.check(
             self.message_timeout_ms >= 1 && self.flush_timeout_ms >= 1,
@@ -261,10 +268,10 @@ impl KafkaSourceConfig {
             format!("{prefix}.group_id"),
             "a consumer group id is required",
         );
-        problems.check(
-            self.batch_max_records >= 1,
+        problems.check_count(
+            self.batch_max_records,
+            1..=MAX_BATCH_RECORDS,
             format!("{prefix}.batch_max_records"),
-            "must be at least 1",
         );
         problems.check(
             self.batch_max_wait_ms >= 1

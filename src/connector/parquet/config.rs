@@ -11,6 +11,7 @@ use super::error::ParquetError;
 use super::reader::expand_paths;
 use super::sink::{ParquetSink, SinkTarget};
 use super::source::ParquetSource;
+use crate::config::limits::{MAX_BATCH_RECORDS, MAX_ROW_GROUP_ROWS};
 use crate::config::Problems;
 use crate::record::RecordKind;
 use crate::runtime::{Sink, Source};
@@ -256,7 +257,7 @@ impl ParquetSourceConfig {
             key("decode_threads"),
             "must be at least 1",
         );
-        problems.check(self.batch_size > 0, key("batch_size"), "must be at least 1");
+        problems.check_count(self.batch_size, 1..=MAX_BATCH_RECORDS, key("batch_size"));
     }
 
     /// Expands the paths (the only I/O) and returns the source.
@@ -366,10 +367,10 @@ impl ParquetSinkConfig {
             key("max_bytes_per_file"),
             "must be at least 1",
         );
-        problems.check(
-            self.row_group_rows > 0,
+        problems.check_count(
+            self.row_group_rows,
+            1..=MAX_ROW_GROUP_ROWS,
             key("row_group_rows"),
-            "must be at least 1",
         );
     }
 
