@@ -1336,3 +1336,105 @@ async fn kafka_broker_frozen_for_15_s_under_load_loses_nothing() {
         sent.len()
     );
 }
+
+/// A directory whose disk fills up after a few KiB: a 64 KiB tmpfs where this process may
+/// mount one (root), otherwise a directory where the sink's in-progress file is a link to
+/// `/dev/full`, on which every write fails with ENOSPC as well. Unmounted on drop.
+struct FullDisk {
+    dir: tempfile::TempDir,
+    mounted: bool,
+}
+
+impl FullDisk {
+    /// `file` is the sink's output file name inside the directory.
+    fn new(file: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            std::os::unix::fs::symlink("/dev/full", dir.path().join(format!("{file}.tmp")))
+                .expect("link to /dev/full");
+        }
+        eprintln!(
+            "full disk: {}",
+            if mounted { "64 KiB tmpfs" } else { "/dev/full" }
+        );
+        Self { dir, mounted }
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = std::process::Command::new("umount")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_sink_on_a_full_disk_fails_clearly_leaves_no_file_and_commits_nothing() {
+    let Some(brokers) = brokers() else { return };
+    let topic = format!("full-disk-{}", nonce());
+    create_topic(&brokers, &topic, 2).await;
+    let sent = probes(20_000);
+    produce_probes(&brokers, &topic, Encoding::Protobuf, &sent, 1_000).await;
+
+    let disk = FullDisk::new("probes.parquet");
+    let out = disk.dir.path().join("probes.parquet");
+    let mut sink = pipeline::connector::parquet::ParquetSinkConfig::new(&out);
+    sink.row_group_rows = 1_000;
+    let source = source_config(
+        &brokers,
+        &topic,
+        &topic,
+        RecordKind::Probe,
+        Encoding::Protobuf,
+    );
+    let topology = Topology::new(
+        vec![
+            (
+                "kafka_in".to_string(),
+                Component::Source(source.build("kafka_in").expect("source")),
+            ),
+            (
+                "parquet_out".to_string(),
+                Component::Sink(
+                    sink.build("parquet_out", Some(RecordKind::Probe))
+                        .expect("sink"),
+                ),
+            ),
+        ],
+        vec![Link::any("kafka_in", "parquet_out")],
+        &runtime_config(),
+    );
+    let result = tokio::time::timeout(PATIENCE, topology.run(CancellationToken::new()))
+        .await
+        .expect("the full disk ends the run");
+    let error = result.expect_err("a full disk is an error").to_string();
+    assert!(
+        error.contains("parquet_out") && error.contains("No space left on device"),
+        "the error names the sink and the cause: {error}"
+    );
+    assert!(!out.exists(), "no file left as if complete");
+    let names: Vec<_> = std::fs::read_dir(disk.dir.path())
+        .expect("list the full disk")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(names.is_empty(), "nothing left behind: {names:?}");
+
+    // Nothing was committed: the same group reads every record again.
+    let (got, result) = consume(source, sent.len(), None).await;
+    result.expect("re-reading after the failure");
+    let got: BTreeSet<(String, i64)> = all_probes(&got)
+        .into_iter()
+        .map(|p| (p.vehicle_id, p.ts_ms))
+        .collect();
+    assert_eq!(got.len(), sent.len(), "every record is read again");
+}

@@ -386,7 +386,7 @@ fn sink_series(sink: &SinkConfig) -> Series<'static> {
         SinkConfig::Parquet(_) => Series {
             drop_reasons: &["wrong_record_kind"],
             error_types: &["wrong_record_kind"],
-            file_outcomes: &["written"],
+            file_outcomes: &["written", "abandoned"],
         },
         SinkConfig::Ndjson(_) => Series {
             drop_reasons: &["wrong_record_kind"],

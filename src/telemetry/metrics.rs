@@ -76,7 +76,7 @@ pub const ERROR_TYPES: &[&str] = &[
 ];
 
 /// Every value the `outcome` label of `pipeline_component_files_total` can take.
-pub const FILE_OUTCOMES: &[&str] = &["read", "skipped", "written"];
+pub const FILE_OUTCOMES: &[&str] = &["read", "skipped", "written", "abandoned"];
 
 /// A label value from a closed set, or `other`.
 fn closed<'a>(set: &[&'a str], value: &'a str) -> &'a str {

@@ -1,7 +1,9 @@
 //! The Parquet sink: encodes batches on a dedicated thread (encoding and zstd are CPU work),
-//! rolls files by rows or bytes, and always writes the footer: at the end of input, on an
-//! error, and from `Drop`. Each file is written as `<name>.tmp` and renamed once complete,
-//! so a reader never finds a Parquet file without its footer.
+//! rolls files by rows or bytes, and writes the footer at the end of input and from `Drop`
+//! (a panic upstream). Each file is written as `<name>.tmp` and renamed once complete, so a
+//! reader never finds a Parquet file without its footer. A file that fails to write (a
+//! full disk, say) is abandoned: its `.tmp` is removed and its rows are never acknowledged,
+//! so nothing partial is left looking complete and the source will deliver them again.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -285,12 +287,14 @@ impl RollingWriter {
             let file = self.open_current()?;
             let room = max_rows.map_or(u64::MAX, |m| m.saturating_sub(file.rows).max(1));
             let n = (batch.num_rows() - offset).min(usize::try_from(room).unwrap_or(usize::MAX));
-            file.writer
-                .write(&batch.slice(offset, n))
-                .map_err(|e| ParquetError::Write {
-                    path: file.tmp.clone(),
+            if let Err(e) = file.writer.write(&batch.slice(offset, n)) {
+                let path = file.tmp.clone();
+                self.abandon_current();
+                return Err(ParquetError::Write {
+                    path,
                     source: Box::new(e),
-                })?;
+                });
+            }
             file.rows += n as u64;
             offset += n;
             let bytes = (file.writer.bytes_written() + file.writer.in_progress_size()) as u64;
@@ -357,10 +361,26 @@ impl RollingWriter {
         })
     }
 
+    /// Drops the open file after a failed write: removes its `.tmp`, counts it.
+    fn abandon_current(&mut self) {
+        let Some(open) = self.current.take() else {
+            return;
+        };
+        drop(open.writer);
+        remove_abandoned(&self.metrics.component, &open.tmp);
+    }
+
     fn close_current(&mut self) -> Result<(), ParquetError> {
-        let Some(mut open) = self.current.take() else {
+        let Some(open) = self.current.take() else {
             return Ok(());
         };
+        let tmp = open.tmp.clone();
+        self.close_file(open).inspect_err(|_| {
+            remove_abandoned(&self.metrics.component, &tmp);
+        })
+    }
+
+    fn close_file(&mut self, mut open: OpenFile) -> Result<(), ParquetError> {
         let write_err =
             |path: &Path, e: Box<dyn std::error::Error + Send + Sync>| ParquetError::Write {
                 path: path.to_path_buf(),
@@ -391,6 +411,27 @@ impl RollingWriter {
         );
         self.written.push(open.path);
         Ok(())
+    }
+}
+
+/// Removes the `.tmp` of a file that could not be completed, and counts it.
+fn remove_abandoned(component: &str, tmp: &Path) {
+    metrics()
+        .files
+        .with_label_values(&[component, "abandoned"])
+        .inc();
+    match std::fs::remove_file(tmp) {
+        Ok(()) => tracing::error!(
+            component,
+            file = %tmp.display(),
+            "abandoned a Parquet file that could not be written; its rows were not acknowledged"
+        ),
+        Err(e) => tracing::error!(
+            component,
+            file = %tmp.display(),
+            error = %e,
+            "could not remove an abandoned Parquet file"
+        ),
     }
 }
 
