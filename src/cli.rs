@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use pipeline::config::{self, PipelineConfig, SinkConfig, SourceConfig, StageConfig};
+use pipeline::connector::dirty::{self, DirtyConfig, DirtyKind, DirtyLayout};
 use pipeline::connector::generator::{self, GeneratorSourceConfig};
 use pipeline::connector::parquet::{ParquetSinkConfig, ParquetSourceConfig};
 use pipeline::graph::{self, ImportConfig, RoadGraph};
@@ -155,6 +156,16 @@ struct GenerateArgs {
     /// Event time of the first probe, epoch ms.
     #[arg(long = "start-ms", default_value_t = generator::DEFAULT_START_MS)]
     start_ms: i64,
+    /// Fraction of probes to corrupt with the faults of --dirty-kinds, for robustness tests.
+    /// Prints how many of each kind were injected.
+    #[arg(long, default_value_t = 0.0)]
+    dirty: f64,
+    /// Faults --dirty injects, comma-separated (default: all): nan, swapped, ms_as_s,
+    /// year_1970, year_2099, duplicate, out_of_order, teleport, oversized, invalid_utf8.
+    /// invalid_utf8 writes vehicle_id as a Binary column; ms_as_s adds a Float64 column
+    /// `ts_s` of epoch seconds (replay it with timestamp_unit = "s").
+    #[arg(long = "dirty-kinds", value_delimiter = ',')]
+    dirty_kinds: Vec<DirtyKind>,
     /// Output Parquet file of probes.
     #[arg(long)]
     out: PathBuf,
@@ -399,17 +410,51 @@ fn generate(a: GenerateArgs) -> Result<()> {
     if !problems.is_empty() {
         return Err(config::ConfigError::Invalid(problems.into_vec()).into());
     }
+    if !(0.0..=1.0).contains(&a.dirty) {
+        return Err(UsageError(format!("--dirty must be between 0 and 1, got {}", a.dirty)).into());
+    }
     let started = Instant::now();
     let (probes, truth) = generator::generate(&graph, &cfg);
-    generator::write_probes_parquet(&probes, &a.out)
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    let written = if a.dirty > 0.0 {
+        let kinds = if a.dirty_kinds.is_empty() {
+            DirtyKind::ALL.to_vec()
+        } else {
+            a.dirty_kinds.clone()
+        };
+        let interval_ms = (a.interval_s * 1000.0).round().max(1.0) as i64;
+        let dirt = DirtyConfig {
+            fraction: a.dirty,
+            kinds: kinds.clone(),
+            seed: a.seed,
+            interval_ms,
+            end_ms: Some(a.start_ms.saturating_add((a.duration_s * 1000.0) as i64)),
+        };
+        let (rows, counts) = dirty::corrupt_all(probes, dirt);
+        let layout = DirtyLayout::for_kinds(&kinds);
+        dirty::write_parquet(&rows, layout, &a.out)
+            .with_context(|| format!("writing {}", a.out.display()))?;
+        say!("dirty: {counts} (total {})", counts.total());
+        if layout.seconds_column {
+            say!(
+                "dirty: column {} holds epoch seconds (ms_as_s rows hold milliseconds); replay \
+                 with timestamp_unit = \"s\" and columns.timestamp = \"{}\" to read it",
+                dirty::SECONDS_COLUMN,
+                dirty::SECONDS_COLUMN
+            );
+        }
+        rows.len()
+    } else {
+        generator::write_probes_parquet(&probes, &a.out)
+            .with_context(|| format!("writing {}", a.out.display()))?;
+        probes.len()
+    };
     if let Some(path) = &a.truth {
         generator::write_truth_parquet(&truth, path)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     say!(
         "generated {} probes from {} vehicles over {} s into {}{} in {:.3} s",
-        probes.len(),
+        written,
         a.vehicles,
         a.duration_s,
         a.out.display(),
