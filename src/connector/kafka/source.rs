@@ -293,6 +293,7 @@ impl Source for KafkaSource {
         let KafkaSource { component, config } = *self;
         let m = metrics().component(&component);
         m.dropped("undecodable", 0);
+        m.dropped("too_large", 0);
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let stored = Stored::default();
         let finalized_files = config

@@ -428,6 +428,7 @@ impl Source for KinesisSource {
         };
         let m = metrics().component(&component);
         m.dropped("undecodable", 0);
+        m.dropped("too_large", 0);
         let config = Arc::new(config);
         let store =
             FileCheckpointStore::new(&config.checkpoint_dir, &config.application, &config.stream);
