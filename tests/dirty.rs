@@ -15,7 +15,8 @@ use parquet::arrow::ArrowWriter;
 use pipeline::connector::dirty::{self, DirtyConfig, DirtyKind, OVERSIZED_BYTES};
 use pipeline::connector::generator::{self, GeneratorSourceConfig};
 use pipeline::connector::parquet::{read_probes, ParquetError, ParquetSourceConfig, TimestampUnit};
-use pipeline::graph::osm_writer::synthetic_grid;
+use pipeline::graph::error::GraphError;
+use pipeline::graph::osm_writer::{synthetic_grid, OsmBuilder};
 use pipeline::graph::{ImportConfig, RoadGraph};
 use pipeline::record::{DecodeLimits, Encoding, Probe, RecordKind, WireRecord};
 use pipeline::runtime::Records;
@@ -532,5 +533,82 @@ fn row_group_over_max_row_group_bytes_refuses_the_file_before_decoding() -> Test
     // Under the default limit the same file reads whole.
     let (probes, _) = read_probes(&reader_config(&path))?;
     assert_eq!(probes.len(), n);
+    Ok(())
+}
+
+#[test]
+fn osm_ways_over_the_size_limits_are_skipped_and_counted_in_pbf_and_xml() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut osm = OsmBuilder::new();
+    osm.node(1, 60.17, 24.94).node(2, 60.171, 24.94);
+    osm.way(10, &[1, 2], &[("highway", "residential")]);
+    let refs: Vec<i64> = (0..70_000).map(|i| 1 + i % 2).collect();
+    osm.way(11, &refs, &[("highway", "residential")]);
+    let long_name = "x".repeat(5_000);
+    osm.way(
+        12,
+        &[2, 1],
+        &[("highway", "residential"), ("name", long_name.as_str())],
+    );
+    for name in ["limits.osm.pbf", "limits.osm"] {
+        let path = dir.path().join(name);
+        if name.ends_with(".pbf") {
+            osm.write_pbf(&path)?;
+        } else {
+            osm.write_xml(&path)?;
+        }
+        let graph = RoadGraph::from_osm(&path, &ImportConfig::default())?;
+        // Way 10 alone: one two-way piece, two directed segments.
+        assert_eq!(graph.len(), 2, "{name}");
+        let malformed = graph.import_stats().map(|s| s.malformed_elements);
+        assert_eq!(malformed, Some(2), "{name}");
+    }
+    Ok(())
+}
+
+#[test]
+fn osm_xml_element_of_two_mib_is_refused_not_buffered() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("huge.osm");
+    let mut xml = String::from("<?xml version=\"1.0\"?>\n<osm version=\"0.6\">\n");
+    xml.push_str("<node id=\"1\" lat=\"60.17\" lon=\"24.94\" user=\"");
+    xml.push_str(&"x".repeat(2 << 20));
+    xml.push_str("\"/>\n</osm>\n");
+    std::fs::write(&path, xml)?;
+    match RoadGraph::from_osm(&path, &ImportConfig::default()) {
+        Err(GraphError::Xml { reason, .. }) => {
+            assert!(reason.contains("spans more than"), "{reason}")
+        }
+        other => panic!("expected an XML error, got {:?}", other.map(|g| g.len())),
+    }
+    Ok(())
+}
+
+#[test]
+fn graph_file_whose_counts_exceed_its_length_is_refused_before_allocating() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("city.graph");
+    synthetic_grid(3, 3, 100.0, 60.17, 24.94)
+        .build_graph(&ImportConfig::default())?
+        .write(&path)?;
+    let good = std::fs::read(&path)?;
+    // Table of contents: segment_count at byte 32, point_count at 40, successor_count at 48.
+    for (at, count) in [(32, u64::MAX / 48), (40, 1u64 << 40), (48, u64::MAX)] {
+        let mut bytes = good.clone();
+        bytes[at..at + 8].copy_from_slice(&count.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[16..]);
+        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        let tampered = dir.path().join(format!("tampered-{at}.graph"));
+        std::fs::write(&tampered, &bytes)?;
+        match RoadGraph::load(&tampered) {
+            Err(GraphError::Corrupt { reason, .. }) => {
+                assert!(reason.contains("out of bounds"), "count at {at}: {reason}")
+            }
+            other => panic!(
+                "count at {at}: expected Corrupt, got {:?}",
+                other.map(|g| g.len())
+            ),
+        }
+    }
     Ok(())
 }
