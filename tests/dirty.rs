@@ -612,3 +612,87 @@ fn graph_file_whose_counts_exceed_its_length_is_refused_before_allocating() -> T
     }
     Ok(())
 }
+
+#[test]
+fn generator_source_with_dirt_runs_and_clean_drops_each_kind_by_its_reason() -> TestResult {
+    let city = City::new();
+    let config = city.path("fleet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "edges = [\"fleet -> clean -> out\"]\n[graph]\npath = \"{}\"\n\
+             [sources.fleet]\ntype = \"generator\"\nvehicles = 12\nduration_s = 240.0\n\
+             seed = {SEED}\nbatch_size = 50\ndirty = 0.2\n\
+             [stages.clean]\ntype = \"clean\"\n\
+             [sinks.out]\ntype = \"parquet\"\npath = \"{}\"\n",
+            city.graph.display(),
+            city.path("clean.parquet").display()
+        ),
+    )?;
+    let stdout = run_ok(bin().arg("run").arg("--config").arg(&config));
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in:\n{stdout}"))
+            .to_string()
+    };
+    let sent = counts_in(&line("source fleet: ").replace(": ", ":sent="))["fleet:sent"];
+    let clean = line("stage clean: ");
+    let (flow, drops) = clean.split_once(", dropped ").unwrap_or((&clean, ""));
+    let flow = counts_in(&flow.replace("in ", "in=").replace("out ", "out="));
+    let dropped = counts_in(drops);
+    assert_eq!(flow["in"], sent, "{clean}");
+    assert_eq!(
+        flow["in"],
+        flow["out"] + dropped.values().sum::<u64>(),
+        "{clean}"
+    );
+
+    // The source corrupts the fleet's stream exactly as `corrupt_all` does the whole run.
+    let graph = Arc::new(RoadGraph::load(&city.graph)?);
+    let cfg = GeneratorSourceConfig {
+        vehicles: 12,
+        duration_s: 240.0,
+        seed: SEED,
+        dirty: 0.2,
+        ..GeneratorSourceConfig::default()
+    };
+    let dirt = cfg.dirty_config().ok_or("dirt configured")?;
+    let (rows, injected) = dirty::corrupt_all(generator::generate(&graph, &cfg).0, dirt);
+    assert_eq!(rows.len() as u64, sent);
+    for kind in DirtyKind::ALL.into_iter().filter(|k| k.in_process()) {
+        assert!(injected.get(kind) > 0, "{kind} not injected: {injected}");
+        if let Some(reason) = exact_reason(kind) {
+            let got = dropped.get(reason).copied().unwrap_or(0);
+            assert_eq!(got, injected.get(kind), "{kind} → {reason}: {clean}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn generator_source_refuses_kinds_that_only_exist_in_files() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "edges = [\"fleet -> clean -> out\"]\n[graph]\npath = \"city.graph\"\n\
+         [sources.fleet]\ntype = \"generator\"\ndirty = 0.1\n\
+         dirty_kinds = [\"nan\", \"invalid_utf8\", \"oversized\"]\n\
+         [stages.clean]\ntype = \"clean\"\n\
+         [sinks.out]\ntype = \"ndjson\"\npath = \"out.ndjson\"\n",
+    )?;
+    let out = bin()
+        .arg("validate")
+        .arg("--config")
+        .arg(&config)
+        .output()?;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in ["dirty_kinds[1]", "dirty_kinds[2]"] {
+        assert!(stderr.contains(key), "{key} not reported: {stderr}");
+    }
+    assert!(!stderr.contains("dirty_kinds[0]"), "{stderr}");
+    Ok(())
+}

@@ -102,10 +102,14 @@ impl DirtyKind {
         }
     }
 
-    /// Whether the kind can travel inside a [`Probe`] (an in-process source); the others
-    /// need a file or payload layout to exist at all.
-    pub fn fits_in_probe(self) -> bool {
-        !matches!(self, DirtyKind::MsAsS | DirtyKind::InvalidUtf8)
+    /// Whether the kind means something for an in-process source (the generator source),
+    /// whose probes reach the clean stage without a decoder: `ms_as_s` and `invalid_utf8`
+    /// cannot exist in a [`Probe`], and `oversized` is a decoder's limit to enforce.
+    pub fn in_process(self) -> bool {
+        !matches!(
+            self,
+            DirtyKind::MsAsS | DirtyKind::InvalidUtf8 | DirtyKind::Oversized
+        )
     }
 }
 
