@@ -696,3 +696,29 @@ fn generator_source_refuses_kinds_that_only_exist_in_files() -> TestResult {
     assert!(!stderr.contains("dirty_kinds[0]"), "{stderr}");
     Ok(())
 }
+
+#[test]
+fn size_limits_out_of_range_are_config_errors_at_validation() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("limits.toml");
+    std::fs::write(
+        &config,
+        "edges = [\"in -> clean -> out\"]\n\
+         [sources.in]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopics = [\"probes\"]\n\
+         group_id = \"g\"\nrecord = \"probe\"\nmax_record_bytes = 1000000000000\n\
+         max_vehicle_id_bytes = 0\n\
+         [stages.clean]\ntype = \"clean\"\n\
+         [sinks.out]\ntype = \"ndjson\"\npath = \"out.ndjson\"\n",
+    )?;
+    let out = bin()
+        .arg("validate")
+        .arg("--config")
+        .arg(&config)
+        .output()?;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in ["in.max_record_bytes", "in.max_vehicle_id_bytes"] {
+        assert!(stderr.contains(key), "{key} not reported: {stderr}");
+    }
+    Ok(())
+}

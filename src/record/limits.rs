@@ -10,6 +10,14 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
 /// or hashes (64); 256 leaves room for prefixes and namespaces.
 pub const DEFAULT_MAX_VEHICLE_ID_BYTES: usize = 256;
 
+/// The largest `max_record_bytes` a config may ask for: a source holds up to a batch of
+/// records this size, so more would turn a config typo into an out-of-memory.
+pub const MAX_MAX_RECORD_BYTES: usize = 256 << 20;
+
+/// The largest `max_vehicle_id_bytes` a config may ask for: every tracked vehicle keeps its
+/// id in the clean and assign stages' state.
+pub const MAX_MAX_VEHICLE_ID_BYTES: usize = 64 << 10;
+
 /// What a decoder accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
@@ -30,14 +38,14 @@ impl DecodeLimits {
     /// Pure validation of a source's `max_record_bytes` and `max_vehicle_id_bytes`.
     pub fn validate(&self, prefix: &str, problems: &mut crate::config::Problems) {
         problems.check(
-            self.max_record_bytes >= 1,
+            (1..=MAX_MAX_RECORD_BYTES).contains(&self.max_record_bytes),
             format!("{prefix}.max_record_bytes"),
-            "must be at least 1",
+            format!("must be between 1 and {MAX_MAX_RECORD_BYTES} (256 MiB)"),
         );
         problems.check(
-            self.max_vehicle_id_bytes >= 1,
+            (1..=MAX_MAX_VEHICLE_ID_BYTES).contains(&self.max_vehicle_id_bytes),
             format!("{prefix}.max_vehicle_id_bytes"),
-            "must be at least 1",
+            format!("must be between 1 and {MAX_MAX_VEHICLE_ID_BYTES}"),
         );
     }
 }

@@ -276,9 +276,13 @@ impl ParquetSourceConfig {
         );
         problems.check(self.batch_size > 0, key("batch_size"), "must be at least 1");
         problems.check(
-            self.max_vehicle_id_bytes >= 1,
+            (1..=crate::record::limits::MAX_MAX_VEHICLE_ID_BYTES)
+                .contains(&self.max_vehicle_id_bytes),
             key("max_vehicle_id_bytes"),
-            "must be at least 1",
+            format!(
+                "must be between 1 and {}",
+                crate::record::limits::MAX_MAX_VEHICLE_ID_BYTES
+            ),
         );
         problems.check(
             self.max_row_group_bytes >= 1,
