@@ -166,12 +166,23 @@ struct GenerateArgs {
     /// `ts_s` of epoch seconds (replay it with timestamp_unit = "s").
     #[arg(long = "dirty-kinds", value_delimiter = ',')]
     dirty_kinds: Vec<DirtyKind>,
-    /// Output Parquet file of probes.
+    /// Output format: Parquet, or NDJSON (one JSON payload per line, as a stream source
+    /// would receive it, e.g. to feed a topic with kcat). NDJSON cannot hold ms_as_s.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Parquet)]
+    format: OutputFormat,
+    /// Output file of probes.
     #[arg(long)]
     out: PathBuf,
     /// Optional Parquet file of the ground truth (true position, segment and speed).
     #[arg(long)]
     truth: Option<PathBuf>,
+}
+
+/// What `generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Parquet,
+    Ndjson,
 }
 
 #[derive(Args, Debug)]
@@ -416,11 +427,21 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let started = Instant::now();
     let (probes, truth) = generator::generate(&graph, &cfg);
     let written = if a.dirty > 0.0 {
+        let ndjson = a.format == OutputFormat::Ndjson;
         let kinds = if a.dirty_kinds.is_empty() {
-            DirtyKind::ALL.to_vec()
+            DirtyKind::ALL
+                .into_iter()
+                .filter(|k| !ndjson || *k != DirtyKind::MsAsS)
+                .collect()
         } else {
             a.dirty_kinds.clone()
         };
+        if ndjson && kinds.contains(&DirtyKind::MsAsS) {
+            return Err(UsageError(
+                "--format ndjson carries ts_ms only: ms_as_s needs --format parquet".into(),
+            )
+            .into());
+        }
         let interval_ms = (a.interval_s * 1000.0).round().max(1.0) as i64;
         let dirt = DirtyConfig {
             fraction: a.dirty,
@@ -431,8 +452,11 @@ fn generate(a: GenerateArgs) -> Result<()> {
         };
         let (rows, counts) = dirty::corrupt_all(probes, dirt);
         let layout = DirtyLayout::for_kinds(&kinds);
-        dirty::write_parquet(&rows, layout, &a.out)
-            .with_context(|| format!("writing {}", a.out.display()))?;
+        match a.format {
+            OutputFormat::Parquet => dirty::write_parquet(&rows, layout, &a.out),
+            OutputFormat::Ndjson => dirty::write_ndjson(&rows, &a.out),
+        }
+        .with_context(|| format!("writing {}", a.out.display()))?;
         say!("dirty: {counts} (total {})", counts.total());
         if layout.seconds_column {
             say!(
@@ -444,8 +468,15 @@ fn generate(a: GenerateArgs) -> Result<()> {
         }
         rows.len()
     } else {
-        generator::write_probes_parquet(&probes, &a.out)
-            .with_context(|| format!("writing {}", a.out.display()))?;
+        match a.format {
+            OutputFormat::Parquet => generator::write_probes_parquet(&probes, &a.out),
+            OutputFormat::Ndjson => {
+                let rows: Vec<dirty::DirtyRow> =
+                    probes.iter().cloned().map(dirty::DirtyRow::from).collect();
+                dirty::write_ndjson(&rows, &a.out)
+            }
+        }
+        .with_context(|| format!("writing {}", a.out.display()))?;
         probes.len()
     };
     if let Some(path) = &a.truth {

@@ -722,3 +722,67 @@ fn size_limits_out_of_range_are_config_errors_at_validation() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn ndjson_output_carries_dirty_payloads_that_decode_or_drop_by_reason() -> TestResult {
+    let city = City::new();
+    let out = city.path("dirty.ndjson");
+    let stdout = run_ok(
+        bin()
+            .args(["generate", "--graph"])
+            .arg(&city.graph)
+            .args(["--vehicles", "10", "--duration-s", "120", "--seed", "5"])
+            .args(["--dirty", "0.2", "--format", "ndjson", "--out"])
+            .arg(&out),
+    );
+    let injected = counts_in(
+        stdout
+            .lines()
+            .find(|l| l.starts_with("dirty: nan="))
+            .ok_or("no counts")?,
+    );
+    assert_eq!(injected["ms_as_s"], 0, "JSON has no seconds column");
+    let bytes = std::fs::read(&out)?;
+    let lines: Vec<&[u8]> = bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len() as u64, 10 * 120 + injected["duplicate"]);
+    let mut records = Records::empty(RecordKind::Probe);
+    let mut by_reason: BTreeMap<&str, u64> = BTreeMap::new();
+    for line in &lines {
+        if let Err(e) = records.push_decoded(line, Encoding::Json) {
+            *by_reason.entry(e.drop_reason()).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        by_reason.get("too_large").copied(),
+        Some(injected["oversized"])
+    );
+    // JSON has no NaN: such rows hold null coordinates and do not decode either.
+    assert_eq!(
+        by_reason.get("undecodable").copied(),
+        Some(injected["invalid_utf8"] + injected["nan"])
+    );
+    assert_eq!(
+        records.len() as u64 + by_reason.values().sum::<u64>(),
+        lines.len() as u64
+    );
+
+    let refused = bin()
+        .args(["generate", "--graph"])
+        .arg(&city.graph)
+        .args([
+            "--dirty",
+            "0.2",
+            "--dirty-kinds",
+            "ms_as_s",
+            "--format",
+            "ndjson",
+        ])
+        .arg("--out")
+        .arg(city.path("refused.ndjson"))
+        .output()?;
+    assert_eq!(refused.status.code(), Some(2));
+    Ok(())
+}

@@ -188,6 +188,12 @@ pub struct DirtyRow {
     pub ts_in_ms: bool,
 }
 
+impl From<Probe> for DirtyRow {
+    fn from(probe: Probe) -> Self {
+        DirtyRow::clean(probe)
+    }
+}
+
 impl DirtyRow {
     fn clean(probe: Probe) -> Self {
         Self {
@@ -522,6 +528,20 @@ pub fn write_parquet(
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
     writer.write(&batch)?;
     writer.close()?;
+    Ok(())
+}
+
+/// Writes dirty rows as NDJSON: one JSON payload per line ([`DirtyRow::encode`]), raw bytes
+/// and all, as a stream source would receive them. `ms_as_s` does not exist in JSON (it
+/// carries `ts_ms` only); such rows are written with their true timestamp.
+pub fn write_ndjson(rows: &[DirtyRow], path: &Path) -> Result<(), WriteError> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for row in rows {
+        out.write_all(&row.encode(Encoding::Json))?;
+        out.write_all(b"\n")?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(())
 }
 
