@@ -598,7 +598,7 @@ impl Source for GeneratorSource {
         while !shutdown.is_cancelled() {
             // Simulating the fleet is CPU work: it runs on the blocking pool, never on the
             // I/O threads.
-            let (returned, batch) = tokio::task::spawn_blocking(move || {
+            let (returned, returned_dirt, batch) = tokio::task::spawn_blocking(move || {
                 let mut batch: Vec<Probe> = Vec::with_capacity(batch_size);
                 while batch.len() < batch_size {
                     match fleet.next_tick() {
@@ -606,14 +606,14 @@ impl Source for GeneratorSource {
                         None => break,
                     }
                 }
-                (fleet, batch)
+                let batch = match dirt.as_mut() {
+                    Some(dirt) => dirty_batch(dirt, batch),
+                    None => batch,
+                };
+                (fleet, dirt, batch)
             })
             .await?;
-            fleet = returned;
-            let batch = match dirt.as_mut() {
-                Some(dirt) => dirty_batch(dirt, batch),
-                None => batch,
-            };
+            (fleet, dirt) = (returned, returned_dirt);
             let Some(last_ts_ms) = batch.iter().map(|p| p.ts_ms).max() else {
                 break;
             };
