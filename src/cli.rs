@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use pipeline::config::{self, PipelineConfig, SinkConfig, SourceConfig, StageConfig};
+use pipeline::connector::dirty::{self, DirtyConfig, DirtyKind, DirtyLayout};
 use pipeline::connector::generator::{self, GeneratorSourceConfig};
 use pipeline::connector::parquet::{ParquetSinkConfig, ParquetSourceConfig};
 use pipeline::graph::{self, ImportConfig, RoadGraph};
@@ -155,12 +156,33 @@ struct GenerateArgs {
     /// Event time of the first probe, epoch ms.
     #[arg(long = "start-ms", default_value_t = generator::DEFAULT_START_MS)]
     start_ms: i64,
-    /// Output Parquet file of probes.
+    /// Fraction of probes to corrupt with the faults of --dirty-kinds, for robustness tests.
+    /// Prints how many of each kind were injected.
+    #[arg(long, default_value_t = 0.0)]
+    dirty: f64,
+    /// Faults --dirty injects, comma-separated (default: all): nan, swapped, ms_as_s,
+    /// year_1970, year_2099, duplicate, out_of_order, teleport, oversized, invalid_utf8.
+    /// invalid_utf8 writes vehicle_id as a Binary column; ms_as_s adds a Float64 column
+    /// `ts_s` of epoch seconds (replay it with timestamp_unit = "s").
+    #[arg(long = "dirty-kinds", value_delimiter = ',')]
+    dirty_kinds: Vec<DirtyKind>,
+    /// Output format: Parquet, or NDJSON (one JSON payload per line, as a stream source
+    /// would receive it, e.g. to feed a topic with kcat). NDJSON cannot hold ms_as_s.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Parquet)]
+    format: OutputFormat,
+    /// Output file of probes.
     #[arg(long)]
     out: PathBuf,
     /// Optional Parquet file of the ground truth (true position, segment and speed).
     #[arg(long)]
     truth: Option<PathBuf>,
+}
+
+/// What `generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Parquet,
+    Ndjson,
 }
 
 #[derive(Args, Debug)]
@@ -435,17 +457,71 @@ fn generate(a: GenerateArgs) -> Result<()> {
     if !problems.is_empty() {
         return Err(config::ConfigError::Invalid(problems.into_vec()).into());
     }
+    if !(0.0..=1.0).contains(&a.dirty) {
+        return Err(UsageError(format!("--dirty must be between 0 and 1, got {}", a.dirty)).into());
+    }
     let started = Instant::now();
     let (probes, truth) = generator::generate(&graph, &cfg);
-    generator::write_probes_parquet(&probes, &a.out)
+    let written = if a.dirty > 0.0 {
+        let ndjson = a.format == OutputFormat::Ndjson;
+        let kinds = if a.dirty_kinds.is_empty() {
+            DirtyKind::ALL
+                .into_iter()
+                .filter(|k| !ndjson || *k != DirtyKind::MsAsS)
+                .collect()
+        } else {
+            a.dirty_kinds.clone()
+        };
+        if ndjson && kinds.contains(&DirtyKind::MsAsS) {
+            return Err(UsageError(
+                "--format ndjson carries ts_ms only: ms_as_s needs --format parquet".into(),
+            )
+            .into());
+        }
+        let interval_ms = (a.interval_s * 1000.0).round().max(1.0) as i64;
+        let dirt = DirtyConfig {
+            fraction: a.dirty,
+            kinds: kinds.clone(),
+            seed: a.seed,
+            interval_ms,
+            end_ms: Some(a.start_ms.saturating_add((a.duration_s * 1000.0) as i64)),
+        };
+        let (rows, counts) = dirty::corrupt_all(probes, dirt);
+        let layout = DirtyLayout::for_kinds(&kinds);
+        match a.format {
+            OutputFormat::Parquet => dirty::write_parquet(&rows, layout, &a.out),
+            OutputFormat::Ndjson => dirty::write_ndjson(&rows, &a.out),
+        }
         .with_context(|| format!("writing {}", a.out.display()))?;
+        say!("dirty: {counts} (total {})", counts.total());
+        if layout.seconds_column {
+            say!(
+                "dirty: column {} holds epoch seconds (ms_as_s rows hold milliseconds); replay \
+                 with timestamp_unit = \"s\" and columns.timestamp = \"{}\" to read it",
+                dirty::SECONDS_COLUMN,
+                dirty::SECONDS_COLUMN
+            );
+        }
+        rows.len()
+    } else {
+        match a.format {
+            OutputFormat::Parquet => generator::write_probes_parquet(&probes, &a.out),
+            OutputFormat::Ndjson => {
+                let rows: Vec<dirty::DirtyRow> =
+                    probes.iter().cloned().map(dirty::DirtyRow::from).collect();
+                dirty::write_ndjson(&rows, &a.out)
+            }
+        }
+        .with_context(|| format!("writing {}", a.out.display()))?;
+        probes.len()
+    };
     if let Some(path) = &a.truth {
         generator::write_truth_parquet(&truth, path)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     say!(
         "generated {} probes from {} vehicles over {} s into {}{} in {:.3} s",
-        probes.len(),
+        written,
         a.vehicles,
         a.duration_s,
         a.out.display(),

@@ -22,6 +22,7 @@ use rand_distr::{Distribution, Normal};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use super::dirty::{Corruptor, DirtyConfig, DirtyKind};
 use crate::config::limits::{MAX_BATCH_RECORDS, MAX_GENERATED_VEHICLES};
 use crate::config::Problems;
 use crate::geo::haversine_m;
@@ -93,6 +94,14 @@ pub struct GeneratorSourceConfig {
     /// Faulty copies have no ground truth row.
     #[serde(default)]
     pub fault_rate: f64,
+    /// Fraction of probes corrupted with the faults of `dirty_kinds` (see
+    /// `connector::dirty`), for robustness runs of the whole pipeline.
+    #[serde(default)]
+    pub dirty: f64,
+    /// Faults `dirty` injects; default: every kind that exists in process (nan, swapped,
+    /// year_1970, year_2099, duplicate, out_of_order, teleport).
+    #[serde(default)]
+    pub dirty_kinds: Vec<DirtyKind>,
 }
 
 impl Default for GeneratorSourceConfig {
@@ -109,6 +118,8 @@ impl Default for GeneratorSourceConfig {
             batch_size: default_batch_size(),
             rate: None,
             fault_rate: 0.0,
+            dirty: 0.0,
+            dirty_kinds: Vec::new(),
         }
     }
 }
@@ -159,6 +170,45 @@ impl GeneratorSourceConfig {
         if let Some(rate) = self.rate {
             problems.check(positive(rate), format!("{prefix}.rate"), "must be positive");
         }
+        problems.check(
+            (0.0..=1.0).contains(&self.dirty),
+            format!("{prefix}.dirty"),
+            "must be between 0 and 1",
+        );
+        for (i, kind) in self.dirty_kinds.iter().enumerate() {
+            problems.check(
+                kind.in_process(),
+                format!("{prefix}.dirty_kinds[{i}]"),
+                format!(
+                    "`{kind}` only exists in files and payloads; use `pipeline generate --dirty`"
+                ),
+            );
+        }
+    }
+
+    /// The corruption `dirty` and `dirty_kinds` ask for, if any.
+    pub fn dirty_config(&self) -> Option<DirtyConfig> {
+        if self.dirty <= 0.0 {
+            return None;
+        }
+        let kinds = if self.dirty_kinds.is_empty() {
+            DirtyKind::ALL
+                .into_iter()
+                .filter(|k| k.in_process())
+                .collect()
+        } else {
+            self.dirty_kinds.clone()
+        };
+        Some(DirtyConfig {
+            fraction: self.dirty,
+            kinds,
+            seed: self.seed,
+            interval_ms: (self.interval_s * 1000.0).round().max(1.0) as i64,
+            end_ms: Some(
+                self.start_ms
+                    .saturating_add((self.duration_s * 1000.0) as i64),
+            ),
+        })
     }
 }
 
@@ -542,13 +592,14 @@ impl Source for GeneratorSource {
         shutdown: CancellationToken,
     ) -> Result<(), BoxError> {
         let mut fleet = self.fleet;
+        let mut dirt = fleet.config.dirty_config().map(Corruptor::new);
         let batch_size = fleet.config.batch_size.max(1);
         let (rate, start_ms) = (fleet.config.rate, fleet.config.start_ms);
         let started = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             // Simulating the fleet is CPU work: it runs on the blocking pool, never on the
             // I/O threads.
-            let (returned, batch) = tokio::task::spawn_blocking(move || {
+            let (returned, returned_dirt, batch) = tokio::task::spawn_blocking(move || {
                 let mut batch: Vec<Probe> = Vec::with_capacity(batch_size);
                 while batch.len() < batch_size {
                     match fleet.next_tick() {
@@ -556,10 +607,14 @@ impl Source for GeneratorSource {
                         None => break,
                     }
                 }
-                (fleet, batch)
+                let batch = match dirt.as_mut() {
+                    Some(dirt) => dirty_batch(dirt, batch),
+                    None => batch,
+                };
+                (fleet, dirt, batch)
             })
             .await?;
-            fleet = returned;
+            (fleet, dirt) = (returned, returned_dirt);
             let Some(last_ts_ms) = batch.iter().map(|p| p.ts_ms).max() else {
                 break;
             };
@@ -574,6 +629,18 @@ impl Source for GeneratorSource {
         }
         Ok(())
     }
+}
+
+/// Corrupts one batch (at the end of input, an empty one: the delayed bursts). Validation
+/// keeps the kinds to those a [`Probe`] can carry, so every row is a plain probe.
+fn dirty_batch(dirt: &mut Corruptor, batch: Vec<Probe>) -> Vec<Probe> {
+    let mut rows = Vec::with_capacity(batch.len());
+    if batch.is_empty() {
+        dirt.finish(&mut rows);
+    } else {
+        dirt.push(batch, &mut rows);
+    }
+    rows.into_iter().map(|r| r.probe).collect()
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub struct ImportStats {
     pub pieces: u64,
     /// Pieces skipped because a node reference had no (plausible) coordinates.
     pub pieces_missing_nodes: u64,
-    /// Elements the reader could not parse, skipped.
+    /// Elements the reader could not parse, or over the size limits of `import`, skipped.
     pub malformed_elements: u64,
 }
 

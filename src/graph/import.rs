@@ -2,8 +2,17 @@
 //! nodes they use) and `.osm` XML (quick-xml, one streaming pass). Both produce the same
 //! [`OsmData`], with coordinates rounded to OSM's native 1e-7 degree grid so that the XML and
 //! PBF encodings of one map give bit-identical graphs.
+//!
+//! Input size limits: osmpbf refuses blobs over 32 MiB (its own limit), the XML reader
+//! refuses a file in which one event (a tag with its attributes, a text run, a comment)
+//! spans more than [`MAX_XML_EVENT_BYTES`], and both skip (and count as malformed) a way
+//! with more than [`MAX_WAY_NODES`] node references or [`MAX_WAY_TAGS`] tags, or a tag
+//! key or value over [`MAX_TAG_BYTES`].
 
+use std::cell::Cell;
+use std::io::Read;
 use std::path::Path;
+use std::rc::Rc;
 
 use osmpbf::{Element, ElementReader};
 use quick_xml::events::{BytesStart, Event};
@@ -11,6 +20,27 @@ use quick_xml::events::{BytesStart, Event};
 use super::config::ResolvedConfig;
 use super::error::GraphError;
 use super::tags::{classify_way, WayAttrs};
+
+/// Node references one way may have: OSM's API allows 2 000; room for merged ways.
+pub const MAX_WAY_NODES: usize = 65_536;
+/// Tags one way may have.
+pub const MAX_WAY_TAGS: usize = 1_024;
+/// Bytes of one tag key or value: OSM allows 255 characters (at most 1 020 bytes).
+pub const MAX_TAG_BYTES: usize = 4_096;
+/// Bytes one XML event may span (read ahead included) before the file is refused.
+pub const MAX_XML_EVENT_BYTES: u64 = 1 << 20;
+
+/// Whether a way is within the size limits.
+fn way_within_limits<'a>(
+    refs: usize,
+    tags: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) -> bool {
+    refs <= MAX_WAY_NODES
+        && tags.len() <= MAX_WAY_TAGS
+        && tags
+            .into_iter()
+            .all(|(k, v)| k.len() <= MAX_TAG_BYTES && v.len() <= MAX_TAG_BYTES)
+}
 
 /// A drivable way as kept by the importer.
 #[derive(Debug, Clone)]
@@ -78,25 +108,31 @@ pub(crate) fn read_pbf(path: &Path, cfg: &ResolvedConfig) -> Result<OsmData, Gra
         ElementReader::from_path(path).map_err(pbf_err)
     };
 
-    // Pass 1: drivable ways.
-    let mut ways = open()?
+    // Pass 1: drivable ways (and how many were over the size limits).
+    let (mut ways, oversized) = open()?
         .par_map_reduce(
             |element| match element {
                 Element::Way(way) => {
                     let tags: Vec<(&str, &str)> = way.tags().collect();
+                    if !way_within_limits(way.refs().len(), tags.iter().copied()) {
+                        return (Vec::new(), 1);
+                    }
                     match classify_way(&tags, cfg) {
-                        Some(attrs) => vec![KeptWay {
-                            id: way.id(),
-                            refs: way.refs().collect(),
-                            attrs,
-                        }],
-                        None => Vec::new(),
+                        Some(attrs) => (
+                            vec![KeptWay {
+                                id: way.id(),
+                                refs: way.refs().collect(),
+                                attrs,
+                            }],
+                            0,
+                        ),
+                        None => (Vec::new(), 0),
                     }
                 }
-                _ => Vec::new(),
+                _ => (Vec::new(), 0),
             },
-            Vec::new,
-            concat,
+            || (Vec::new(), 0u64),
+            |(a, m), (b, n)| (concat(a, b), m + n),
         )
         .map_err(pbf_err)?;
     ways.sort_by_key(|w| w.id);
@@ -133,7 +169,7 @@ pub(crate) fn read_pbf(path: &Path, cfg: &ResolvedConfig) -> Result<OsmData, Gra
     let mut data = OsmData {
         ways,
         nodes,
-        malformed_elements: 0,
+        malformed_elements: oversized,
     };
     data.normalise();
     Ok(data)
@@ -150,10 +186,38 @@ fn concat<T>(mut a: Vec<T>, mut b: Vec<T>) -> Vec<T> {
 /// A way being read from XML: id, node refs, tags.
 type XmlWay = (i64, Vec<i64>, Vec<(String, String)>);
 
+/// A reader that fails once more than `limit` bytes were read since the counter was last
+/// reset (after each XML event), so one endless element cannot take all memory.
+struct EventBudget<R> {
+    inner: R,
+    read: Rc<Cell<u64>>,
+    limit: u64,
+}
+
+impl<R: Read> Read for EventBudget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read.get() > self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("one element spans more than {} bytes", self.limit),
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
 /// Reads an `.osm` XML file in one streaming pass.
 pub(crate) fn read_xml(path: &Path, cfg: &ResolvedConfig) -> Result<OsmData, GraphError> {
-    let mut reader =
-        quick_xml::Reader::from_file(path).map_err(|e| xml_err(path, 0, e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| xml_err(path, 0, e.to_string()))?;
+    let read = Rc::new(Cell::new(0));
+    let budget = EventBudget {
+        inner: file,
+        read: read.clone(),
+        limit: MAX_XML_EVENT_BYTES,
+    };
+    let mut reader = quick_xml::Reader::from_reader(std::io::BufReader::new(budget));
     let mut data = OsmData::default();
     let mut buf = Vec::new();
     let mut way: Option<XmlWay> = None;
@@ -161,6 +225,7 @@ pub(crate) fn read_xml(path: &Path, cfg: &ResolvedConfig) -> Result<OsmData, Gra
         let event = reader
             .read_event_into(&mut buf)
             .map_err(|e| xml_err(path, reader.error_position(), e.to_string()))?;
+        read.set(0);
         match event {
             Event::Start(e) => on_element(&e, false, &mut way, &mut data, cfg),
             Event::Empty(e) => on_element(&e, true, &mut way, &mut data, cfg),
@@ -201,10 +266,12 @@ fn on_element(
                 finish_way(way, data, cfg);
             }
         }
+        // Past the limits one more is kept, so `finish_way` sees the way is over them.
         b"nd" => {
             if let Some(w) = way.as_mut() {
                 match attr_i64(e, b"ref") {
-                    Some(r) => w.1.push(r),
+                    Some(r) if w.1.len() <= MAX_WAY_NODES => w.1.push(r),
+                    Some(_) => {}
                     None => data.malformed_elements += 1,
                 }
             }
@@ -212,7 +279,8 @@ fn on_element(
         b"tag" => {
             if let Some(w) = way.as_mut() {
                 match (attr_string(e, b"k"), attr_string(e, b"v")) {
-                    (Some(k), Some(v)) => w.2.push((k, v)),
+                    (Some(k), Some(v)) if w.2.len() <= MAX_WAY_TAGS => w.2.push((k, v)),
+                    (Some(_), Some(_)) => {}
                     _ => data.malformed_elements += 1,
                 }
             }
@@ -225,6 +293,10 @@ fn finish_way(way: &mut Option<XmlWay>, data: &mut OsmData, cfg: &ResolvedConfig
     if let Some((id, refs, tags)) = way.take() {
         let tag_refs: Vec<(&str, &str)> =
             tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if !way_within_limits(refs.len(), tag_refs.iter().copied()) {
+            data.malformed_elements += 1;
+            return;
+        }
         if let Some(attrs) = classify_way(&tag_refs, cfg) {
             data.ways.push(KeptWay { id, refs, attrs });
         }

@@ -3,6 +3,7 @@
 use prost::Message;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use super::limits::DecodeLimits;
 use super::proto;
 use super::types::{MatchedPoint, Probe, SegmentObservation, SegmentSpeed};
 
@@ -23,6 +24,21 @@ pub enum DecodeError {
     Protobuf(#[from] prost::DecodeError),
     #[error("protobuf message lacks required field `{0}`")]
     MissingField(&'static str),
+    #[error("record of {bytes} bytes is over the limit of {limit} (max_record_bytes)")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error("vehicle id of {bytes} bytes is over the limit of {limit} (max_vehicle_id_bytes)")]
+    VehicleIdTooLong { bytes: usize, limit: usize },
+}
+
+impl DecodeError {
+    /// The drop reason a source counts this error under: `too_large` for a record over a
+    /// size limit, `undecodable` for anything else.
+    pub fn drop_reason(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge { .. } | DecodeError::VehicleIdTooLong { .. } => "too_large",
+            _ => "undecodable",
+        }
+    }
 }
 
 /// A record that travels on a stream: it has a key and two encodings.
@@ -49,6 +65,34 @@ pub trait WireRecord: Serialize + DeserializeOwned + Sized {
         match encoding {
             Encoding::Json => Ok(serde_json::from_slice(bytes)?),
             Encoding::Protobuf => Self::from_proto(Self::Proto::decode(bytes)?),
+        }
+    }
+
+    /// The length in bytes of the record's vehicle id, for records that carry one.
+    fn vehicle_id_bytes(&self) -> Option<usize> {
+        None
+    }
+
+    /// [`WireRecord::decode`] within size limits: a payload over `max_record_bytes` is
+    /// refused before it is parsed, a vehicle id over `max_vehicle_id_bytes` after.
+    fn decode_limited(
+        bytes: &[u8],
+        encoding: Encoding,
+        limits: &DecodeLimits,
+    ) -> Result<Self, DecodeError> {
+        if bytes.len() > limits.max_record_bytes {
+            return Err(DecodeError::TooLarge {
+                bytes: bytes.len(),
+                limit: limits.max_record_bytes,
+            });
+        }
+        let record = Self::decode(bytes, encoding)?;
+        match record.vehicle_id_bytes() {
+            Some(n) if n > limits.max_vehicle_id_bytes => Err(DecodeError::VehicleIdTooLong {
+                bytes: n,
+                limit: limits.max_vehicle_id_bytes,
+            }),
+            _ => Ok(record),
         }
     }
 }
@@ -86,6 +130,9 @@ impl WireRecord for Probe {
     fn key(&self) -> Vec<u8> {
         self.vehicle_id.as_bytes().to_vec()
     }
+    fn vehicle_id_bytes(&self) -> Option<usize> {
+        Some(self.vehicle_id.len())
+    }
     fn from_proto(message: proto::Probe) -> Result<Self, DecodeError> {
         Ok(message.into())
     }
@@ -108,6 +155,9 @@ impl WireRecord for MatchedPoint {
     type Proto = proto::MatchedPoint;
     fn key(&self) -> Vec<u8> {
         self.probe.vehicle_id.as_bytes().to_vec()
+    }
+    fn vehicle_id_bytes(&self) -> Option<usize> {
+        Some(self.probe.vehicle_id.len())
     }
     fn from_proto(m: proto::MatchedPoint) -> Result<Self, DecodeError> {
         Ok(MatchedPoint {
@@ -141,6 +191,9 @@ impl WireRecord for SegmentObservation {
     type Proto = proto::SegmentObservation;
     fn key(&self) -> Vec<u8> {
         self.segment_id.to_string().into_bytes()
+    }
+    fn vehicle_id_bytes(&self) -> Option<usize> {
+        Some(self.vehicle_id.len())
     }
     fn from_proto(o: proto::SegmentObservation) -> Result<Self, DecodeError> {
         Ok(SegmentObservation {

@@ -5,10 +5,12 @@
 
 mod arrow;
 mod codec;
+pub mod limits;
 mod types;
 
 pub use self::arrow::{ArrowError, ArrowRecord};
 pub use self::codec::{DecodeError, Encoding, WireRecord};
+pub use self::limits::DecodeLimits;
 pub use self::types::{
     observation_flags, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed,
 };

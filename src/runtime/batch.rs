@@ -2,7 +2,8 @@
 
 use super::ack::Acks;
 use crate::record::{
-    Encoding, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed, WireRecord,
+    DecodeError, DecodeLimits, Encoding, MatchedPoint, Probe, RecordKind, SegmentObservation,
+    SegmentSpeed, WireRecord,
 };
 
 /// The rows of one batch. A closed enum: every edge carries exactly one record kind, which
@@ -26,22 +27,34 @@ impl Records {
         }
     }
 
-    /// Decodes one message payload (a Kafka or Kinesis record) onto the end; the error
-    /// says why it does not decode.
-    pub fn push_decoded(&mut self, payload: &[u8], encoding: Encoding) -> Result<(), String> {
+    /// Decodes one message payload (a Kafka or Kinesis record) onto the end, within the
+    /// default [`DecodeLimits`]; the error says why it does not decode.
+    pub fn push_decoded(&mut self, payload: &[u8], encoding: Encoding) -> Result<(), DecodeError> {
+        self.push_decoded_limited(payload, encoding, &DecodeLimits::default())
+    }
+
+    /// [`Records::push_decoded`] within `limits`; a record over them is refused with an error
+    /// whose [`DecodeError::drop_reason`] is `too_large`.
+    pub fn push_decoded_limited(
+        &mut self,
+        payload: &[u8],
+        encoding: Encoding,
+        limits: &DecodeLimits,
+    ) -> Result<(), DecodeError> {
         fn push<T: WireRecord>(
             v: &mut Vec<T>,
             payload: &[u8],
             encoding: Encoding,
-        ) -> Result<(), String> {
-            v.push(T::decode(payload, encoding).map_err(|e| e.to_string())?);
+            limits: &DecodeLimits,
+        ) -> Result<(), DecodeError> {
+            v.push(T::decode_limited(payload, encoding, limits)?);
             Ok(())
         }
         match self {
-            Records::Probes(v) => push(v, payload, encoding),
-            Records::MatchedPoints(v) => push(v, payload, encoding),
-            Records::Observations(v) => push(v, payload, encoding),
-            Records::Speeds(v) => push(v, payload, encoding),
+            Records::Probes(v) => push(v, payload, encoding, limits),
+            Records::MatchedPoints(v) => push(v, payload, encoding, limits),
+            Records::Observations(v) => push(v, payload, encoding, limits),
+            Records::Speeds(v) => push(v, payload, encoding, limits),
         }
     }
 

@@ -332,18 +332,20 @@ fn source_series(source: &SourceConfig) -> Series<'static> {
             drop_reasons: &[
                 parquet::drop_reason::NULL_FIELD,
                 parquet::drop_reason::BAD_TIMESTAMP,
+                parquet::drop_reason::TOO_LARGE,
+                parquet::drop_reason::INVALID_UTF8,
             ],
             error_types: &["corrupt_file"],
             file_outcomes: &["read", "skipped"],
         },
         SourceConfig::Generator(_) => Series::default(),
         SourceConfig::Kafka(_) => Series {
-            drop_reasons: &["undecodable"],
+            drop_reasons: &["undecodable", "too_large"],
             error_types: &["consume", "dead_letter", "checkpoint_write"],
             file_outcomes: &[],
         },
         SourceConfig::Kinesis(_) => Series {
-            drop_reasons: &["undecodable"],
+            drop_reasons: &["undecodable", "too_large"],
             error_types: &[
                 "list_shards",
                 "get_shard_iterator",

@@ -40,10 +40,13 @@ pub const DROP_REASONS: &[&str] = &[
     // Parquet source (connector::parquet::drop_reason)
     "null_field",
     "bad_timestamp",
+    // a vehicle id that is not UTF-8 (Parquet source, Binary column)
+    "invalid_utf8",
     // any stage or sink handed a batch of a kind it does not take
     "wrong_record_kind",
-    // Kafka and Kinesis sources: a payload that does not decode; sinks: a record over the
-    // size limit
+    // Kafka and Kinesis sources: a payload that does not decode; every decoder (Kafka,
+    // Kinesis and Parquet sources) and the Kafka and Kinesis sinks: a record over the size
+    // limits
     "undecodable",
     "too_large",
     "other",

@@ -143,6 +143,13 @@ pub struct KafkaSourceConfig {
     /// TLS and SASL (plaintext unless set); also used by the dead-letter producer.
     #[serde(default)]
     pub security: KafkaSecurity,
+    /// A record (payload) larger than this is not decoded: it is dropped as `too_large`
+    /// (and dead-lettered where a dead-letter topic is set).
+    #[serde(default = "crate::record::limits::default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// A record whose vehicle id is longer than this (bytes) is dropped as `too_large`.
+    #[serde(default = "crate::record::limits::default_max_vehicle_id_bytes")]
+    pub max_vehicle_id_bytes: usize,
     /// Any other librdkafka consumer property, passed through as is.
     #[serde(default)]
     pub librdkafka: Properties,
@@ -285,6 +292,15 @@ impl KafkaSourceConfig {
             format!("{prefix}.auto_offset_reset"),
             "must be earliest or latest",
         );
+        self.decode_limits().validate(prefix, problems);
+    }
+
+    /// The size limits records are decoded within.
+    pub fn decode_limits(&self) -> crate::record::DecodeLimits {
+        crate::record::DecodeLimits {
+            max_record_bytes: self.max_record_bytes,
+            max_vehicle_id_bytes: self.max_vehicle_id_bytes,
+        }
     }
 
     /// The consumer's librdkafka properties. Offsets are stored by the source when

@@ -294,6 +294,7 @@ impl Source for KafkaSource {
         let KafkaSource { component, config } = *self;
         let m = metrics().component(&component);
         m.dropped("undecodable", 0);
+        m.dropped("too_large", 0);
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let stored = Stored::default();
         let finalized_files = config
@@ -513,8 +514,12 @@ impl Run {
                 since: tokio::time::Instant::now(),
             });
         entry.next_offset = offset + 1;
-        if let Err(e) = entry.records.push_decoded(payload, self.config.encoding) {
-            self.metrics.dropped("undecodable", 1);
+        let limits = self.config.decode_limits();
+        if let Err(e) = entry
+            .records
+            .push_decoded_limited(payload, self.config.encoding, &limits)
+        {
+            self.metrics.dropped(e.drop_reason(), 1);
             crate::warn_limited!(component = %self.component, topic, partition, offset, error = %e, "dropped an undecodable record");
             if let (Some(p), Some(dlq)) = (&self.dead_letters, &self.config.dead_letter_topic) {
                 let mut r = BaseRecord::to(dlq).payload(payload);

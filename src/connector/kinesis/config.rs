@@ -173,6 +173,13 @@ pub struct KinesisSourceConfig {
     /// run against the live service.
     #[serde(default)]
     pub enhanced_fan_out: bool,
+    /// A record (payload) larger than this is not decoded: it is dropped as `too_large`
+    /// (and dead-lettered where a dead-letter topic is set).
+    #[serde(default = "crate::record::limits::default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// A record whose vehicle id is longer than this (bytes) is dropped as `too_large`.
+    #[serde(default = "crate::record::limits::default_max_vehicle_id_bytes")]
+    pub max_vehicle_id_bytes: usize,
 }
 
 fn check_stream(prefix: &str, stream: &str, problems: &mut Problems) {
@@ -316,6 +323,15 @@ impl KinesisSourceConfig {
             ),
         );
         check_backoff(prefix, self.retry_base_ms, self.retry_max_ms, problems);
+        self.decode_limits().validate(prefix, problems);
+    }
+
+    /// The size limits records are decoded within.
+    pub fn decode_limits(&self) -> crate::record::DecodeLimits {
+        crate::record::DecodeLimits {
+            max_record_bytes: self.max_record_bytes,
+            max_vehicle_id_bytes: self.max_vehicle_id_bytes,
+        }
     }
 }
 

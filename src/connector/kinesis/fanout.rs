@@ -183,6 +183,7 @@ pub(super) async fn read_shard_fan_out(
                             records,
                             ctx.config.record,
                             ctx.config.encoding,
+                            &ctx.config.decode_limits(),
                             &ctx.metrics,
                             &shard,
                         );

@@ -23,7 +23,7 @@ use super::client::{backoff, build_client, error_code, is_throttling};
 use super::config::{validated, KinesisSourceConfig, StartPosition};
 use super::shards::{owns_shard, parents_done, shard_number, ShardInfo};
 use super::KinesisError;
-use crate::record::{Encoding, RecordKind};
+use crate::record::{DecodeLimits, Encoding, RecordKind};
 use crate::runtime::{AckTarget, AckToken, Acks, Batch, BoxError, Output, Records, Source};
 use crate::telemetry::metrics::{metrics, ComponentMetrics};
 
@@ -154,24 +154,32 @@ impl KinesisSourceConfig {
     }
 }
 
-/// Decodes a response's records; undecodable ones are counted and logged, never fatal.
+/// Decodes a response's records; undecodable ones and those over the size limits are
+/// counted (`undecodable`, `too_large`) and logged, never fatal.
 pub(super) fn decode_all(
     records: &[aws_sdk_kinesis::types::Record],
     kind: RecordKind,
     encoding: Encoding,
+    limits: &DecodeLimits,
     m: &ComponentMetrics,
     shard: &str,
 ) -> Records {
     let mut out = Records::empty(kind);
-    let mut bad = 0;
+    let (mut undecodable, mut too_large) = (0, 0);
     for r in records {
-        if let Err(e) = out.push_decoded(r.data().as_ref(), encoding) {
-            bad += 1;
+        if let Err(e) = out.push_decoded_limited(r.data().as_ref(), encoding, limits) {
+            match e.drop_reason() {
+                "too_large" => too_large += 1,
+                _ => undecodable += 1,
+            }
             crate::warn_limited!(component = %m.component, shard, sequence_number = r.sequence_number(), error = %e, "dropped an undecodable record");
         }
     }
-    if bad > 0 {
-        m.dropped("undecodable", bad);
+    if undecodable > 0 {
+        m.dropped("undecodable", undecodable);
+    }
+    if too_large > 0 {
+        m.dropped("too_large", too_large);
     }
     out
 }
@@ -317,6 +325,7 @@ async fn read_shard(ctx: ReaderCtx, shard: String, mut after: Option<String>) {
                 chunk,
                 ctx.config.record,
                 ctx.config.encoding,
+                &ctx.config.decode_limits(),
                 &ctx.metrics,
                 &shard,
             );
@@ -419,6 +428,7 @@ impl Source for KinesisSource {
         };
         let m = metrics().component(&component);
         m.dropped("undecodable", 0);
+        m.dropped("too_large", 0);
         let config = Arc::new(config);
         let store =
             FileCheckpointStore::new(&config.checkpoint_dir, &config.application, &config.stream);

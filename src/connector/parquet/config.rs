@@ -181,7 +181,23 @@ pub struct ParquetSourceConfig {
     /// Show a progress bar (only ever drawn when stderr is a terminal).
     #[serde(default = "default_true")]
     pub progress: bool,
+    /// Rows whose vehicle id is longer than this (bytes) are dropped as `too_large`.
+    #[serde(default = "crate::record::limits::default_max_vehicle_id_bytes")]
+    pub max_vehicle_id_bytes: usize,
+    /// A file with a row group whose mapped columns take more than this many bytes
+    /// uncompressed is refused whole (an error naming the file and row group), since the
+    /// reader holds a decoded row group in memory.
+    #[serde(default = "default_max_row_group_bytes")]
+    pub max_row_group_bytes: u64,
 }
+
+fn default_max_row_group_bytes() -> u64 {
+    DEFAULT_MAX_ROW_GROUP_BYTES
+}
+
+/// 1 GiB: several times the usual 128 to 512 MiB row groups, and what a 2-core machine can
+/// decode a few of at once.
+pub const DEFAULT_MAX_ROW_GROUP_BYTES: u64 = 1 << 30;
 
 impl ParquetSourceConfig {
     /// A config with every default, reading `paths`.
@@ -196,6 +212,8 @@ impl ParquetSourceConfig {
             decode_threads: None,
             batch_size: default_batch_size(),
             progress: true,
+            max_vehicle_id_bytes: crate::record::limits::DEFAULT_MAX_VEHICLE_ID_BYTES,
+            max_row_group_bytes: DEFAULT_MAX_ROW_GROUP_BYTES,
         }
     }
 
@@ -258,6 +276,20 @@ impl ParquetSourceConfig {
             "must be at least 1",
         );
         problems.check_count(self.batch_size, 1..=MAX_BATCH_RECORDS, key("batch_size"));
+        problems.check(
+            (1..=crate::record::limits::MAX_MAX_VEHICLE_ID_BYTES)
+                .contains(&self.max_vehicle_id_bytes),
+            key("max_vehicle_id_bytes"),
+            format!(
+                "must be between 1 and {}",
+                crate::record::limits::MAX_MAX_VEHICLE_ID_BYTES
+            ),
+        );
+        problems.check(
+            self.max_row_group_bytes >= 1,
+            key("max_row_group_bytes"),
+            "must be at least 1",
+        );
     }
 
     /// Expands the paths (the only I/O) and returns the source.

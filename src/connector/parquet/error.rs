@@ -68,6 +68,14 @@ pub enum ParquetError {
         expected: &'static str,
     },
 
+    #[error("{}: row group {row_group} holds {bytes} bytes uncompressed in the mapped columns, over the limit of {limit} (max_row_group_bytes)", path.display())]
+    TooLarge {
+        path: PathBuf,
+        row_group: usize,
+        bytes: u64,
+        limit: u64,
+    },
+
     #[error("all {count} input files failed; the first: {first}")]
     AllFilesFailed { count: usize, first: String },
 

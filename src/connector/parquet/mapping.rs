@@ -43,8 +43,12 @@ pub struct Converted {
     pub rows: u64,
     /// Rows with a null vehicle id, timestamp, lat or lon.
     pub null_field: u64,
-    /// Rows whose timestamp does not fit epoch milliseconds.
+    /// Rows whose timestamp does not fit epoch milliseconds or years 1 to 9999.
     pub bad_timestamp: u64,
+    /// Rows whose vehicle id is longer than the limit.
+    pub too_large: u64,
+    /// Rows whose vehicle id (from a Binary column) is not UTF-8.
+    pub invalid_utf8: u64,
     /// Rows outside the configured time range (filtered, not an error).
     pub outside_range: u64,
 }
@@ -55,6 +59,8 @@ impl Converted {
         self.rows += other.rows;
         self.null_field += other.null_field;
         self.bad_timestamp += other.bad_timestamp;
+        self.too_large += other.too_large;
+        self.invalid_utf8 += other.invalid_utf8;
         self.outside_range += other.outside_range;
     }
 }
@@ -66,7 +72,15 @@ pub struct ResolvedMapping {
     unit: TimestampUnit,
     /// Indices of the mapped columns among the file's top-level fields (for projection).
     pub root_indices: Vec<usize>,
+    /// Rows with a longer vehicle id are dropped as `too_large`.
+    max_vehicle_id_bytes: usize,
 }
+
+/// The earliest timestamp a row may carry: 0001-01-01T00:00:00Z.
+pub const MIN_TS_MS: i64 = -62_135_596_800_000;
+/// The latest timestamp a row may carry: 9999-12-31T23:59:59.999Z. Milliseconds read as
+/// seconds (about 1.7e15 ms, year 55 000) fall beyond it.
+pub const MAX_TS_MS: i64 = 253_402_300_799_999;
 
 const INTEGER_TYPES: [DataType; 8] = [
     DataType::Int8,
@@ -83,6 +97,13 @@ fn is_integer(t: &DataType) -> bool {
     INTEGER_TYPES.contains(t)
 }
 
+fn is_binary(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    )
+}
+
 fn is_float(t: &DataType) -> bool {
     matches!(t, DataType::Float32 | DataType::Float64)
 }
@@ -93,9 +114,10 @@ fn accepts(role: &str, unit: TimestampUnit) -> (fn(&DataType) -> bool, &'static 
         "vehicle_id" => (
             |t| {
                 matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+                    || is_binary(t)
                     || is_integer(t)
             },
-            "a string or an integer",
+            "a string, a binary or an integer",
         ),
         "timestamp" => match unit {
             TimestampUnit::Ms => (
@@ -166,7 +188,15 @@ impl ResolvedMapping {
             columns: columns.clone(),
             unit,
             root_indices,
+            max_vehicle_id_bytes: crate::record::limits::DEFAULT_MAX_VEHICLE_ID_BYTES,
         })
+    }
+
+    /// Drops rows whose vehicle id is longer than `bytes` as `too_large` (default
+    /// [`DEFAULT_MAX_VEHICLE_ID_BYTES`](crate::record::limits::DEFAULT_MAX_VEHICLE_ID_BYTES)).
+    pub fn with_max_vehicle_id_bytes(mut self, bytes: usize) -> Self {
+        self.max_vehicle_id_bytes = bytes;
+        self
     }
 
     pub fn timestamp_column(&self) -> &str {
@@ -176,11 +206,7 @@ impl ResolvedMapping {
     /// Converts one decoded batch (holding at least the mapped columns) into probes.
     pub fn convert(&self, batch: &RecordBatch, range: TimeRange) -> Result<Converted, ArrowError> {
         let c = &self.columns;
-        let vehicle_raw = column(batch, &c.vehicle_id)?;
-        let vehicle = cast_to(vehicle_raw, &DataType::Utf8)?;
-        let vehicle = vehicle
-            .as_string_opt::<i32>()
-            .ok_or_else(|| cast_failed(&c.vehicle_id))?;
+        let vehicle = VehicleIds::new(column(batch, &c.vehicle_id)?, &c.vehicle_id)?;
         let ts_raw = column(batch, &c.timestamp)?;
         let ts_ms = timestamps_ms(ts_raw, self.unit)?;
         let lat = floats(column(batch, &c.lat)?, &c.lat)?;
@@ -208,7 +234,16 @@ impl ResolvedMapping {
                 out.null_field += 1;
                 continue;
             }
-            let Some(ts) = *ts else {
+            let id = vehicle.bytes(i);
+            if id.len() > self.max_vehicle_id_bytes {
+                out.too_large += 1;
+                continue;
+            }
+            let Ok(id) = std::str::from_utf8(id) else {
+                out.invalid_utf8 += 1;
+                continue;
+            };
+            let Some(ts) = ts.filter(|t| (MIN_TS_MS..=MAX_TS_MS).contains(t)) else {
                 out.bad_timestamp += 1;
                 continue;
             };
@@ -217,7 +252,7 @@ impl ResolvedMapping {
                 continue;
             }
             out.probes.push(Probe {
-                vehicle_id: vehicle.value(i).to_string(),
+                vehicle_id: id.to_string(),
                 ts_ms: ts,
                 lat: lat.value(i),
                 lon: lon.value(i),
@@ -227,6 +262,45 @@ impl ResolvedMapping {
             });
         }
         Ok(out)
+    }
+}
+
+/// The vehicle-id column as strings or, for a Binary column, as bytes that may not be UTF-8.
+enum VehicleIds {
+    Utf8(arrow_array::StringArray),
+    Binary(arrow_array::BinaryArray),
+}
+
+impl VehicleIds {
+    fn new(array: &ArrayRef, name: &str) -> Result<Self, ArrowError> {
+        if is_binary(array.data_type()) {
+            let bytes = cast_to(array, &DataType::Binary)?;
+            return bytes
+                .as_binary_opt::<i32>()
+                .cloned()
+                .map(VehicleIds::Binary)
+                .ok_or_else(|| cast_failed(name));
+        }
+        let strings = cast_to(array, &DataType::Utf8)?;
+        strings
+            .as_string_opt::<i32>()
+            .cloned()
+            .map(VehicleIds::Utf8)
+            .ok_or_else(|| cast_failed(name))
+    }
+
+    fn is_null(&self, i: usize) -> bool {
+        match self {
+            VehicleIds::Utf8(a) => a.is_null(i),
+            VehicleIds::Binary(a) => a.is_null(i),
+        }
+    }
+
+    fn bytes(&self, i: usize) -> &[u8] {
+        match self {
+            VehicleIds::Utf8(a) => a.value(i).as_bytes(),
+            VehicleIds::Binary(a) => a.value(i),
+        }
     }
 }
 

@@ -25,8 +25,13 @@ pub use sink::{write_records, RollingWriter};
 pub mod drop_reason {
     /// A required column (vehicle id, timestamp, lat, lon) was null.
     pub const NULL_FIELD: &str = "null_field";
-    /// The timestamp could not be represented as epoch milliseconds (overflow, NaN).
+    /// The timestamp could not be represented as epoch milliseconds (overflow, NaN), or
+    /// falls outside the years 1 to 9999 (milliseconds read as seconds land near year 55 000).
     pub const BAD_TIMESTAMP: &str = "bad_timestamp";
+    /// The vehicle id is longer than `max_vehicle_id_bytes`.
+    pub const TOO_LARGE: &str = "too_large";
+    /// The vehicle id (from a Binary column) is not valid UTF-8.
+    pub const INVALID_UTF8: &str = "invalid_utf8";
     /// A sink received a batch of another record kind than the one it writes.
     pub const WRONG_RECORD_KIND: &str = "wrong_record_kind";
 }

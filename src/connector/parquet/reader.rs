@@ -105,6 +105,8 @@ pub struct ReadSummary {
     pub rows_emitted: u64,
     pub rows_null_field: u64,
     pub rows_bad_timestamp: u64,
+    pub rows_too_large: u64,
+    pub rows_invalid_utf8: u64,
     pub rows_outside_range: u64,
 }
 
@@ -319,6 +321,8 @@ impl ProbeReader {
         s.rows_read += converted.rows;
         s.rows_null_field += converted.null_field;
         s.rows_bad_timestamp += converted.bad_timestamp;
+        s.rows_too_large += converted.too_large;
+        s.rows_invalid_utf8 += converted.invalid_utf8;
         s.rows_outside_range += converted.outside_range;
         self.progress.inc(converted.rows);
         if converted.null_field > 0 {
@@ -337,6 +341,24 @@ impl ProbeReader {
                 component = %self.metrics.component,
                 rows = converted.bad_timestamp,
                 "dropped Parquet rows whose timestamp does not fit epoch milliseconds"
+            );
+        }
+        if converted.too_large > 0 {
+            self.metrics
+                .dropped(drop_reason::TOO_LARGE, converted.too_large);
+            crate::warn_limited!(
+                component = %self.metrics.component,
+                rows = converted.too_large,
+                "dropped Parquet rows whose vehicle id is over max_vehicle_id_bytes"
+            );
+        }
+        if converted.invalid_utf8 > 0 {
+            self.metrics
+                .dropped(drop_reason::INVALID_UTF8, converted.invalid_utf8);
+            crate::warn_limited!(
+                component = %self.metrics.component,
+                rows = converted.invalid_utf8,
+                "dropped Parquet rows whose vehicle id is not UTF-8"
             );
         }
         self.ready.extend(converted.probes);
@@ -415,11 +437,13 @@ fn plan_file(
         metadata.schema(),
         &config.columns,
         config.timestamp_unit,
-    )?;
+    )?
+    .with_max_vehicle_id_bytes(config.max_vehicle_id_bytes);
     let mask = ProjectionMask::roots(
         metadata.metadata().file_metadata().schema_descr(),
         mapping.root_indices.iter().copied(),
     );
+    check_row_group_sizes(path, &metadata, &mask, config.max_row_group_bytes)?;
     let all: Vec<usize> = (0..metadata.metadata().num_row_groups()).collect();
     let row_groups = if range.is_unbounded() {
         all.clone()
@@ -435,6 +459,37 @@ fn plan_file(
         mask,
         row_groups,
     })
+}
+
+/// Refuses a file whose row groups would take more than `limit` bytes in the projected
+/// columns once decoded (by the sizes its footer declares), before any of it is read.
+fn check_row_group_sizes(
+    path: &Path,
+    metadata: &ArrowReaderMetadata,
+    mask: &ProjectionMask,
+    limit: u64,
+) -> Result<(), ParquetError> {
+    for (row_group, rg) in metadata.metadata().row_groups().iter().enumerate() {
+        let bytes: u64 = rg
+            .columns()
+            .iter()
+            .enumerate()
+            .filter(|(leaf, _)| mask.leaf_included(*leaf))
+            .map(|(_, c)| {
+                let declared = c.uncompressed_size().max(c.compressed_size()).max(0);
+                u64::try_from(declared).unwrap_or(0)
+            })
+            .fold(0u64, u64::saturating_add);
+        if bytes > limit {
+            return Err(ParquetError::TooLarge {
+                path: path.to_path_buf(),
+                row_group,
+                bytes,
+                limit,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Row groups whose timestamp statistics may overlap the range; `None` when statistics cannot

@@ -169,6 +169,9 @@ fn finish(
                 rows_read = summary.rows_read,
                 rows_emitted = summary.rows_emitted,
                 rows_null_field = summary.rows_null_field,
+                rows_bad_timestamp = summary.rows_bad_timestamp,
+                rows_too_large = summary.rows_too_large,
+                rows_invalid_utf8 = summary.rows_invalid_utf8,
                 rows_outside_range = summary.rows_outside_range,
                 "Parquet replay finished"
             );
