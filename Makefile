@@ -85,4 +85,4 @@ dirty: build
 	printf '[sources.replay]\ntype = "parquet"\npaths = ["unused"]\ntimestamp_unit = "s"\ncolumns.timestamp = "ts_s"\n' \
 	    > $(DATA)/dirty-replay.toml
 	$(BIN) replay --graph $(DATA)/grid.graph --input $(DATA)/dirty.parquet \
-	    --out-dir $(OUT)/dirty --config $(DATA)/dirty-replay.toml
+	    --out-dir $(OUT)/dirty --config $(DATA)/dirty-replay.toml --report

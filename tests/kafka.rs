@@ -876,6 +876,29 @@ async fn settle<T: PartialEq + std::fmt::Debug>(
     }
 }
 
+/// A window's key: segment, window start, estimator.
+type WindowKey = (u64, i64, String);
+
+/// Upserts the speed rows of `files`, in order, as a consumer keyed on (segment, window,
+/// estimator) would: the last row of a key wins. Returns the row count and the table of
+/// (samples, vehicles, speed bits) per key.
+fn upsert_speeds(files: &[&std::path::Path]) -> (usize, BTreeMap<WindowKey, (u32, u32, u64)>) {
+    let mut rows = 0;
+    let mut table = BTreeMap::new();
+    for file in files {
+        for line in ndjson_lines(file) {
+            let s: pipeline::record::SegmentSpeed =
+                serde_json::from_str(&line).expect("a speed row");
+            rows += 1;
+            table.insert(
+                (s.segment_id, s.window_start_ms, s.estimator.to_string()),
+                (s.samples, s.vehicles, s.speed_mps.to_bits()),
+            );
+        }
+    }
+    (rows, table)
+}
+
 /// An aggregate stage killed with `kill -9` mid-stream and restarted in its group emits every
 /// window of an uninterrupted run (another group on the same topic), each with the same
 /// final values (consumers upsert on segment, window and estimator), because its offsets
@@ -883,8 +906,6 @@ async fn settle<T: PartialEq + std::fmt::Debug>(
 /// rest. Rows emitted twice across the crash are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_aggregator_restart_emits_every_window() {
-    use pipeline::record::SegmentSpeed;
-
     let Some(brokers) = brokers() else { return };
     let n = nonce();
     let topic = format!("agg-restart-{n}");
@@ -974,33 +995,16 @@ async fn kafka_aggregator_restart_emits_every_window() {
     reference.stop();
     restarted.stop();
 
-    // Upsert each run's rows in order: the last row of a key is what a consumer keeps.
-    type Key = (u64, i64, String);
-    let upsert = |files: &[&std::path::Path]| {
-        let mut rows = 0;
-        let mut table: BTreeMap<Key, (u32, u32, u64)> = BTreeMap::new();
-        for file in files {
-            for line in ndjson_lines(file) {
-                let s: SegmentSpeed = serde_json::from_str(&line).expect("a speed row");
-                rows += 1;
-                table.insert(
-                    (s.segment_id, s.window_start_ms, s.estimator.to_string()),
-                    (s.samples, s.vehicles, s.speed_mps.to_bits()),
-                );
-            }
-        }
-        (rows, table)
-    };
-    let (r_rows, want) = upsert(&[&r_out]);
-    let (c_rows, got) = upsert(&[&c1, &c2_out]);
-    let missing: Vec<&Key> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    let (r_rows, want) = upsert_speeds(&[&r_out]);
+    let (c_rows, got) = upsert_speeds(&[&c1, &c2_out]);
+    let missing: Vec<&WindowKey> = want.keys().filter(|k| !got.contains_key(*k)).collect();
     assert!(
         missing.is_empty(),
         "{} windows missing after the crash, e.g. {:?}",
         missing.len(),
         missing.first()
     );
-    let differing: Vec<&Key> = want
+    let differing: Vec<&WindowKey> = want
         .iter()
         .filter(|(k, v)| got.get(*k) != Some(v))
         .map(|(k, _)| k)
@@ -1028,7 +1032,7 @@ async fn kafka_aggregator_restart_emits_every_window() {
         differing.first().and_then(|k| want.get(*k)),
         differing.first().and_then(|k| got.get(*k))
     );
-    let extra: Vec<&Key> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    let extra: Vec<&WindowKey> = got.keys().filter(|k| !want.contains_key(*k)).collect();
     assert!(
         extra.is_empty(),
         "{} windows only the restarted run emitted, e.g. {:?}",
@@ -1437,4 +1441,297 @@ async fn parquet_sink_on_a_full_disk_fails_clearly_leaves_no_file_and_commits_no
         .map(|p| (p.vehicle_id, p.ts_ms))
         .collect();
     assert_eq!(got.len(), sent.len(), "every record is read again");
+}
+
+/// One stage of the chaos deployment: its config, the running process, and how many times
+/// it has been started (each aggregate incarnation writes its own output file).
+struct ChaosStage {
+    name: &'static str,
+    config: std::path::PathBuf,
+    running: Option<Stage>,
+    addr: String,
+    starts: usize,
+}
+
+impl ChaosStage {
+    fn new(name: &'static str, config: std::path::PathBuf) -> Self {
+        Self {
+            name,
+            config,
+            running: None,
+            addr: String::new(),
+            starts: 0,
+        }
+    }
+
+    fn start(&mut self, dir: &std::path::Path) {
+        self.addr = free_addr();
+        self.starts += 1;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"));
+        command
+            .current_dir(dir)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("PIPELINE__TELEMETRY__LISTEN", &self.addr)
+            .env("PIPELINE_LOG", "warn")
+            .stdout(std::process::Stdio::null());
+        if self.name == "aggregate" {
+            // Each incarnation writes its own file (a restart would truncate the last).
+            command.env(
+                "PIPELINE__SINKS__OUT__PATH",
+                format!("agg-{}.ndjson", self.starts),
+            );
+        }
+        self.running = Some(Stage {
+            name: format!("{} #{}", self.name, self.starts),
+            child: command.spawn().expect("start pipeline"),
+        });
+    }
+
+    fn kill_9(&mut self) {
+        if let Some(stage) = self.running.take() {
+            stage.kill_9();
+        }
+    }
+
+    /// Waits until this incarnation owns all 4 partitions of its `source` and its `stage`
+    /// has stopped receiving, then SIGTERM: it flushes what it holds and commits.
+    async fn drain_and_stop(&mut self, source: &str, stage: &str) {
+        let addr = self.addr.clone();
+        settle(
+            &format!("{} reads its whole input", self.name),
+            || {
+                (
+                    received(&addr, stage).unwrap_or(0),
+                    consumer_lag(&addr, source).len(),
+                )
+            },
+            |&(_, partitions)| partitions == 4,
+        )
+        .await;
+        if let Some(stage) = self.running.take() {
+            stage.stop();
+        }
+    }
+}
+
+/// The Kafka deployment under chaos: ingest (clean), assign and aggregate run as separate
+/// processes chained by topics, while a seeded schedule kills a random stage with `kill -9`
+/// (restarting it at once) six times mid-stream and freezes the broker for 5 s. At the end:
+/// every probe reached the cleaned topic, every (vehicle, segment) of an in-process matcher
+/// run reached the observations topic, and every window of an uninterrupted aggregate (its
+/// own group on the same observations) is in the chaos aggregate's outputs with the same
+/// final values, with no extra window. Duplicates are counted at each hop and bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_chaos_kill_9_random_stages_and_freeze_the_broker_loses_no_window() {
+    use rand::{seq::SliceRandom, Rng, SeedableRng};
+
+    let Some(brokers) = brokers() else { return };
+    let broker = broker_pid();
+    if broker.is_none() && std::env::var_os("CI").is_some() {
+        panic!("CI is set but the broker's pid file is missing: start it with scripts/test-services.sh");
+    }
+    let n = nonce();
+    let topics = [
+        format!("chaos-raw-{n}"),
+        format!("chaos-clean-{n}"),
+        format!("chaos-obs-{n}"),
+    ];
+    for topic in &topics {
+        create_topic(&brokers, topic, 4).await;
+    }
+    let [raw, clean, obs] = &topics;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (graph, probes) = grid_traffic(dir.path(), 40, 900.0);
+    let want_pairs: BTreeSet<(String, u64)> = matched_observations(&graph, &probes)
+        .into_iter()
+        .map(|o| (o.vehicle_id, o.segment_id))
+        .collect();
+
+    let source = |name: &str, topic: &str, group: &str, record: &str| {
+        format!(
+            "[sources.{name}]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\n\
+             group_id = \"{group}-{n}\"\nrecord = \"{record}\"\nencoding = \"json\"\n\
+             session_timeout_ms = 6000\ncommit_interval_ms = 200\nbatch_max_records = 100\n\
+             batch_max_wait_ms = 50\nlag_interval_ms = 500\ncheckpoint_dir = \"checkpoints\"\n"
+        )
+    };
+    let sink = |topic: &str| {
+        format!(
+            "[sinks.out]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\n\
+             encoding = \"json\"\nlinger_ms = 5\n"
+        )
+    };
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).expect("config");
+        path
+    };
+    let ingest = write(
+        "ingest",
+        format!(
+            "edges = [\"raw -> clean -> out\"]\n{}[stages.clean]\ntype = \"clean\"\n{}",
+            source("raw", raw, "ingest", "probe"),
+            sink(clean)
+        ),
+    );
+    let assign = write(
+        "assign",
+        format!(
+            "edges = [\"cleaned -> assign -> out\"]\n[graph]\npath = \"data/grid.graph\"\n{}\
+             [stages.assign]\ntype = \"assign\"\nworkers = 1\n{}",
+            source("cleaned", clean, "assign", "probe"),
+            sink(obs)
+        ),
+    );
+    // Lateness longer than the data's whole event-time span: whatever order the two
+    // aggregates read the partitions in, neither drops anything as late, so both must end
+    // with the same windows.
+    let aggregate = |group: &str| {
+        write(
+            group,
+            format!(
+                "edges = [\"observations -> aggregate -> out\"]\n\
+                 [graph]\npath = \"data/grid.graph\"\n{}\
+                 [stages.aggregate]\ntype = \"aggregate\"\nwindow_ms = 10000\n\
+                 max_out_of_orderness_ms = 5000\nallowed_lateness_ms = 3600000\n\
+                 idle_timeout_ms = 10000\n\
+                 [sinks.out]\ntype = \"ndjson\"\npath = \"unused.ndjson\"\n",
+                source("observations", obs, group, "segment_observation"),
+            ),
+        )
+    };
+    let reference = Stage::start(&aggregate("reference"), dir.path(), &free_addr());
+    // (The reference writes `unused.ndjson`; the chaos aggregate's incarnations override it.)
+    let mut stages = [
+        ChaosStage::new("ingest", ingest),
+        ChaosStage::new("assign", assign),
+        ChaosStage::new("aggregate", aggregate("chaos")),
+    ];
+    for stage in &mut stages {
+        stage.start(dir.path());
+    }
+
+    // Feed the stream in 24 chunks at random intervals; after every fourth, kill -9 the
+    // next stage of a seeded shuffle holding each stage twice, and restart it; after the
+    // twelfth, freeze the broker for 5 s.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    let mut victims = [0, 1, 2, 0, 1, 2];
+    victims.shuffle(&mut rng);
+    let mut victims = victims.into_iter();
+    let mut kills = Vec::new();
+    let chunks: Vec<&[Probe]> = probes.chunks(probes.len() / 24 + 1).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        produce_probes(&brokers, raw, Encoding::Json, chunk, 500).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+        if i % 4 == 3 {
+            let victim = victims.next().expect("six kills for 24 chunks");
+            stages[victim].kill_9();
+            kills.push(stages[victim].name);
+            stages[victim].start(dir.path());
+        }
+        if i == 11 {
+            match &broker {
+                Some(pid) => {
+                    let signal = |sig: &str| {
+                        let status = std::process::Command::new("kill").args([sig, pid]).status();
+                        assert!(status.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+                    };
+                    signal("-STOP");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    signal("-CONT");
+                }
+                None => eprintln!("*** broker not started by scripts/services: not frozen ***"),
+            }
+        }
+    }
+
+    // Drain the chain front to back: each stage flushes what it holds on SIGTERM.
+    stages[0].drain_and_stop("raw", "clean").await;
+    stages[1].drain_and_stop("cleaned", "assign").await;
+    let outputs: Vec<std::path::PathBuf> = (1..=stages[2].starts)
+        .map(|k| dir.path().join(format!("agg-{k}.ndjson")))
+        .collect();
+    let reference_out = dir.path().join("unused.ndjson");
+    settle(
+        "the window counts of the reference and the chaos aggregate",
+        || {
+            let chaos: Vec<&std::path::Path> = outputs.iter().map(|p| p.as_path()).collect();
+            (
+                upsert_speeds(&[&reference_out]).1.len(),
+                upsert_speeds(&chaos).1.len(),
+            )
+        },
+        |&(r, c)| r > 0 && r == c,
+    )
+    .await;
+    reference.stop();
+    if let Some(stage) = stages[2].running.take() {
+        stage.stop();
+    }
+
+    // Hop 1: every probe on the cleaned topic.
+    let want_probes: BTreeSet<(String, i64)> = probes
+        .iter()
+        .map(|p| (p.vehicle_id.clone(), p.ts_ms))
+        .collect();
+    let cleaned = read_until_all(&brokers, clean, RecordKind::Probe, &want_probes, |r| {
+        all_probes(std::slice::from_ref(r))
+            .into_iter()
+            .map(|p| (p.vehicle_id, p.ts_ms))
+            .collect()
+    })
+    .await;
+    // Hop 2: every (vehicle, segment) of the reference matcher on the observations topic.
+    let observed = read_until_all(
+        &brokers,
+        obs,
+        RecordKind::SegmentObservation,
+        &want_pairs,
+        |r| match r {
+            Records::Observations(o) => o
+                .iter()
+                .map(|o| (o.vehicle_id.clone(), o.segment_id))
+                .collect(),
+            _ => Vec::new(),
+        },
+    )
+    .await;
+    // Hop 3: the windows.
+    let chaos_files: Vec<&std::path::Path> = outputs.iter().map(|p| p.as_path()).collect();
+    let (reference_rows, want) = upsert_speeds(&[&reference_out]);
+    let (chaos_rows, got) = upsert_speeds(&chaos_files);
+    let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
+    let differing = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).count();
+    let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
+    assert_eq!(
+        (missing, differing, extra),
+        (0, 0, 0),
+        "windows missing, with other final values, and extra, of {} (kills: {kills:?})",
+        want.len()
+    );
+
+    // Duplicates, counted and bounded: each kill re-reads at most what was not committed.
+    let duplicate_probes: usize = cleaned.values().map(|&c| c - 1).sum();
+    let observations_read: usize = observed.values().sum();
+    let reemitted_rows = chaos_rows.saturating_sub(reference_rows);
+    eprintln!(
+        "chaos: kill -9 of {kills:?}, broker frozen 5 s: {} probes, {duplicate_probes} \
+         duplicated on the cleaned topic; {} (vehicle, segment) pairs, all present, {} \
+         observations read for them; {} windows, all present with the same values; speed \
+         rows: uninterrupted {reference_rows}, chaos {chaos_rows} ({reemitted_rows} re-emitted)",
+        probes.len(),
+        want_pairs.len(),
+        observations_read,
+        want.len(),
+    );
+    assert!(
+        duplicate_probes * 2 <= probes.len(),
+        "{duplicate_probes} duplicated probes of {}",
+        probes.len()
+    );
+    assert!(
+        reemitted_rows <= reference_rows,
+        "{reemitted_rows} re-emitted rows against {reference_rows}"
+    );
 }
