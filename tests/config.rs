@@ -51,7 +51,9 @@ fn valid_config_loads_with_defaults_filled_in() {
     let dir = tempfile::tempdir().unwrap();
     let c = load(Some(&write(&dir, VALID)), &BTreeMap::new()).unwrap();
     assert_eq!(c.runtime.channel_capacity_batches, 8);
+    // The HTTP endpoints bind to loopback unless told otherwise.
     assert_eq!(c.telemetry.listen, "127.0.0.1:9898");
+    assert!(!c.telemetry.tap, "record samples are off by default");
     assert_eq!(
         c.edges,
         [

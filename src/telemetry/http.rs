@@ -138,6 +138,15 @@ pub async fn bind_with_tap(
     SocketAddr,
     impl std::future::Future<Output = std::io::Result<()>>,
 )> {
+    if !addr.ip().is_loopback() {
+        // The default is 127.0.0.1; another address was asked for explicitly.
+        tracing::warn!(
+            %addr,
+            tap = tap.is_some(),
+            "the HTTP endpoints (metrics, health{}) are reachable from other hosts",
+            if tap.is_some() { ", record samples" } else { "" }
+        );
+    }
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let serve =
