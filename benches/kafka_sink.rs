@@ -10,7 +10,6 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use pipeline::config::RuntimeConfig;
 use pipeline::connector::kafka::KafkaSinkConfig;
 use pipeline::record::{Encoding, Probe, WireRecord};
-use pipeline::runtime::{Batch, BoxError, Component, Link, Output, Records, Source, Topology};
+use pipeline::runtime::{Component, Link, Records, Topology, VecSource};
 
 const BATCH: usize = 1_000;
 
@@ -33,19 +32,6 @@ const SHARED_KEYS: &[&str] = &[
     "compression.type",
     "message.timeout.ms",
 ];
-
-/// Sends the batches, then ends.
-struct VecSource(Vec<Records>);
-
-#[async_trait]
-impl Source for VecSource {
-    async fn run(self: Box<Self>, mut out: Output, _: CancellationToken) -> Result<(), BoxError> {
-        for r in self.0 {
-            out.send(Batch::new(r)).await?;
-        }
-        Ok(())
-    }
-}
 
 fn probes(n: usize) -> Vec<Probe> {
     (0..n)

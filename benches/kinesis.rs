@@ -22,23 +22,9 @@ use tokio_util::sync::CancellationToken;
 use pipeline::config::RuntimeConfig;
 use pipeline::connector::kinesis::{KinesisClient, KinesisSinkConfig, KinesisSourceConfig};
 use pipeline::record::{Encoding, Probe, RecordKind, SegmentObservation, WireRecord};
-use pipeline::runtime::{
-    Batch, BoxError, Component, Input, Link, Output, Records, Sink, Source, Topology,
-};
+use pipeline::runtime::{BoxError, Component, Input, Link, Records, Sink, Topology, VecSource};
 
 const T0: i64 = 1_700_000_000_000;
-
-struct VecSource(Vec<Records>);
-
-#[async_trait]
-impl Source for VecSource {
-    async fn run(self: Box<Self>, mut out: Output, _: CancellationToken) -> Result<(), BoxError> {
-        for r in self.0 {
-            out.send(Batch::new(r)).await?;
-        }
-        Ok(())
-    }
-}
 
 /// Counts records; stops the run once `want` have arrived.
 struct CountSink {

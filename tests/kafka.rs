@@ -22,7 +22,7 @@ use pipeline::config::RuntimeConfig;
 use pipeline::connector::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use pipeline::record::{Encoding, Probe, RecordKind, SegmentObservation};
 use pipeline::runtime::{
-    Batch, BoxError, Component, Input, Link, Output, Records, Sink, Source, Topology,
+    Batch, BoxError, Component, Input, Link, Records, Sink, Topology, VecSource,
 };
 
 const T0: i64 = 1_700_000_000_000;
@@ -87,19 +87,6 @@ fn runtime_config() -> RuntimeConfig {
     RuntimeConfig {
         channel_capacity_batches: 4,
         shutdown_timeout_ms: 60_000,
-    }
-}
-
-/// Emits the given batches, then ends.
-struct VecSource(Vec<Records>);
-
-#[async_trait]
-impl Source for VecSource {
-    async fn run(self: Box<Self>, mut out: Output, _: CancellationToken) -> Result<(), BoxError> {
-        for r in self.0 {
-            out.send(Batch::new(r)).await?;
-        }
-        Ok(())
     }
 }
 
@@ -1217,13 +1204,7 @@ async fn kafka_two_assign_instances_share_the_work_and_survive_a_kill_9() {
         &observations_topic,
         RecordKind::SegmentObservation,
         &want_observations,
-        |r| match r {
-            Records::Observations(o) => o
-                .iter()
-                .map(|o| (o.vehicle_id.clone(), o.segment_id))
-                .collect(),
-            _ => Vec::new(),
-        },
+        vehicle_segments,
     )
     .await;
     let duplicate_points: usize = points.values().map(|&c| c - 1).sum();
@@ -1253,6 +1234,36 @@ fn broker_pid() -> Option<String> {
         .join(&pid)
         .exists()
         .then_some(pid)
+}
+
+/// Freezes the broker process `pid` (SIGSTOP) for `pause`, then thaws it (SIGCONT).
+async fn freeze_broker(pid: &str, pause: Duration) {
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill").args([sig, pid]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    tokio::time::sleep(pause).await;
+    signal("-CONT");
+}
+
+/// The (vehicle, event time) of each probe in `records`.
+fn probe_keys(records: &Records) -> Vec<(String, i64)> {
+    all_probes(std::slice::from_ref(records))
+        .into_iter()
+        .map(|p| (p.vehicle_id, p.ts_ms))
+        .collect()
+}
+
+/// The (vehicle, segment) of each observation in `records`.
+fn vehicle_segments(records: &Records) -> Vec<(String, u64)> {
+    match records {
+        Records::Observations(o) => o
+            .iter()
+            .map(|o| (o.vehicle_id.clone(), o.segment_id))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The broker is frozen (SIGSTOP) for 15 s while a Kafka → Kafka pipeline is busy, then
@@ -1303,15 +1314,7 @@ async fn kafka_broker_frozen_for_15_s_under_load_loses_nothing() {
         |&r| r > 0,
     )
     .await;
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "kill {sig} {pid}");
-    };
-    signal("-STOP");
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    signal("-CONT");
+    freeze_broker(&pid, Duration::from_secs(15)).await;
     producer
         .await
         .expect("the producer recovers once the broker thaws");
@@ -1327,13 +1330,7 @@ async fn kafka_broker_frozen_for_15_s_under_load_loses_nothing() {
         .iter()
         .map(|p| (p.vehicle_id.clone(), p.ts_ms))
         .collect();
-    let seen = read_until_all(&brokers, &topic_out, RecordKind::Probe, &want, |r| {
-        all_probes(std::slice::from_ref(r))
-            .into_iter()
-            .map(|p| (p.vehicle_id, p.ts_ms))
-            .collect()
-    })
-    .await;
+    let seen = read_until_all(&brokers, &topic_out, RecordKind::Probe, &want, probe_keys).await;
     let duplicates: usize = seen.values().map(|&c| c - 1).sum();
     eprintln!(
         "broker frozen 15 s under load: {} records, all on the output, {duplicates} duplicates",
@@ -1632,15 +1629,7 @@ async fn kafka_chaos_kill_9_random_stages_and_freeze_the_broker_loses_no_window(
         }
         if i == 11 {
             match &broker {
-                Some(pid) => {
-                    let signal = |sig: &str| {
-                        let status = std::process::Command::new("kill").args([sig, pid]).status();
-                        assert!(status.is_ok_and(|s| s.success()), "kill {sig} {pid}");
-                    };
-                    signal("-STOP");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    signal("-CONT");
-                }
+                Some(pid) => freeze_broker(pid, Duration::from_secs(5)).await,
                 None => eprintln!("*** broker not started by scripts/services: not frozen ***"),
             }
         }
@@ -1675,26 +1664,15 @@ async fn kafka_chaos_kill_9_random_stages_and_freeze_the_broker_loses_no_window(
         .iter()
         .map(|p| (p.vehicle_id.clone(), p.ts_ms))
         .collect();
-    let cleaned = read_until_all(&brokers, clean, RecordKind::Probe, &want_probes, |r| {
-        all_probes(std::slice::from_ref(r))
-            .into_iter()
-            .map(|p| (p.vehicle_id, p.ts_ms))
-            .collect()
-    })
-    .await;
+    let cleaned =
+        read_until_all(&brokers, clean, RecordKind::Probe, &want_probes, probe_keys).await;
     // Hop 2: every (vehicle, segment) of the reference matcher on the observations topic.
     let observed = read_until_all(
         &brokers,
         obs,
         RecordKind::SegmentObservation,
         &want_pairs,
-        |r| match r {
-            Records::Observations(o) => o
-                .iter()
-                .map(|o| (o.vehicle_id.clone(), o.segment_id))
-                .collect(),
-            _ => Vec::new(),
-        },
+        vehicle_segments,
     )
     .await;
     // Hop 3: the windows.

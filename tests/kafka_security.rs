@@ -24,7 +24,7 @@ use pipeline::config::RuntimeConfig;
 use pipeline::connector::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use pipeline::record::Probe;
 use pipeline::runtime::Topology;
-use pipeline::runtime::{Batch, BoxError, Component, Input, Link, Output, Records, Sink, Source};
+use pipeline::runtime::{BoxError, Component, Input, Link, Records, Sink, VecSource};
 
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -79,18 +79,6 @@ fn tls_table(ca: &Path) -> String {
         "[security]\nprotocol = \"ssl\"\nca_file = \"{}\"\n",
         ca.display()
     )
-}
-
-struct VecSource(Vec<Records>);
-
-#[async_trait]
-impl Source for VecSource {
-    async fn run(self: Box<Self>, mut out: Output, _: CancellationToken) -> Result<(), BoxError> {
-        for r in self.0 {
-            out.send(Batch::new(r)).await?;
-        }
-        Ok(())
-    }
 }
 
 /// Keeps the probes whose vehicle id starts with `prefix`; stops once `want` are in.

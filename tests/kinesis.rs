@@ -23,7 +23,7 @@ use pipeline::record::{
     Encoding, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed,
 };
 use pipeline::runtime::{
-    Batch, BoxError, Component, Input, Link, Output, Records, Sink, Source, Topology,
+    Batch, BoxError, Component, Input, Link, Output, Records, Sink, Source, Topology, VecSource,
 };
 
 #[path = "common/kinesis_emulator.rs"]
@@ -46,19 +46,6 @@ fn runtime_config() -> RuntimeConfig {
     RuntimeConfig {
         channel_capacity_batches: 4,
         shutdown_timeout_ms: 60_000,
-    }
-}
-
-/// Emits the given batches, then ends.
-struct VecSource(Vec<Records>);
-
-#[async_trait]
-impl Source for VecSource {
-    async fn run(self: Box<Self>, mut out: Output, _: CancellationToken) -> Result<(), BoxError> {
-        for r in self.0 {
-            out.send(Batch::new(r)).await?;
-        }
-        Ok(())
     }
 }
 

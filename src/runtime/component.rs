@@ -247,6 +247,20 @@ pub trait Source: Send + 'static {
         -> Result<(), BoxError>;
 }
 
+/// A source that emits the given batches in order, then ends: records built in code fed
+/// through a topology (tests, benchmarks, tools).
+pub struct VecSource(pub Vec<super::batch::Records>);
+
+#[async_trait]
+impl Source for VecSource {
+    async fn run(self: Box<Self>, mut out: Output, _: CancellationToken) -> Result<(), BoxError> {
+        for records in self.0 {
+            out.send(Batch::new(records)).await?;
+        }
+        Ok(())
+    }
+}
+
 /// A synchronous batch-in, batches-out operator. The runtime runs each transform on its own
 /// OS thread, so CPU work never blocks the async runtime.
 pub trait Transform: Send + 'static {

@@ -9,7 +9,7 @@ pub mod topology;
 pub use ack::{AckTarget, AckToken, Acks};
 pub use batch::{AssignedLane, Batch, LaneEvent, Records};
 pub use component::{
-    BoxError, DownstreamClosed, Edge, Input, Next, Output, Sink, Source, Transform,
+    BoxError, DownstreamClosed, Edge, Input, Next, Output, Sink, Source, Transform, VecSource,
 };
 pub use topology::{Component, Link, RunError, RunReport, Topology};
 
