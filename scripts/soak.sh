@@ -8,7 +8,7 @@
 #
 # Settings (environment):
 #   SOAK_MINUTES=20       wall-clock length of the measured run
-#   SOAK_PPS=20000        input rate, probes/s (normal mode; event time runs faster than the
+#   SOAK_PPS=15000        input rate, probes/s (normal mode; event time runs faster than the
 #                         wall clock by SOAK_PPS × SOAK_INTERVAL_S / SOAK_VEHICLES)
 #   SOAK_VEHICLES=5000    vehicles driving at any moment
 #   SOAK_INTERVAL_S=5     sampling interval of each vehicle, event time
@@ -24,7 +24,7 @@ set -euo pipefail
 BIN=${1:?usage: soak.sh PIPELINE_BINARY}
 cd "$(dirname "$0")/.."
 MINUTES=${SOAK_MINUTES:-20}
-PPS=${SOAK_PPS:-20000}
+PPS=${SOAK_PPS:-15000}
 VEHICLES=${SOAK_VEHICLES:-5000}
 INTERVAL_S=${SOAK_INTERVAL_S:-5}
 TRIP_S=${SOAK_TRIP_S:-600}
@@ -119,7 +119,7 @@ run_for() {
   "$BIN" run --config "$dir/soak.toml" >"$dir/run.log" 2>&1 &
   pid=$!
   start=$(date +%s.%N)
-  echo "elapsed_s,rss_kib,source_sent_probes,clean_vehicles,assign_vehicles,assign_pending_probes,aggregate_open_windows,aggregate_state_bytes,speeds_written" >"$dir/rss.csv"
+  echo "elapsed_s,rss_kib,source_sent_probes,distinct_vehicles,clean_vehicles,assign_vehicles,assign_pending_probes,aggregate_open_windows,aggregate_state_bytes,speeds_written" >"$dir/rss.csv"
   while :; do
     sleep "$SAMPLE_S"
     kill -0 "$pid" 2>/dev/null || { echo "soak: the pipeline exited early; see $dir/run.log" >&2; cat "$dir/run.log" >&2; return 1; }
@@ -127,7 +127,7 @@ run_for() {
     elapsed=$(awk -v a="$start" -v b="$now" 'BEGIN { printf "%.1f", b - a }')
     rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
     curl -sf "http://$LISTEN/metrics" >"$OUT/metrics.txt" || : >"$OUT/metrics.txt"
-    echo "$elapsed,$rss,$(scrape pipeline_component_sent_events_total 'component="fleet"'),$(scrape pipeline_clean_active_vehicles),$(scrape pipeline_assign_active_vehicles),$(scrape pipeline_assign_pending_probes),$(scrape pipeline_aggregate_open_windows),$(scrape pipeline_aggregate_state_bytes),$(scrape pipeline_component_received_events_total 'component="speeds"')" >>"$dir/rss.csv"
+    echo "$elapsed,$rss,$(scrape pipeline_component_sent_events_total 'component="fleet"'),$(scrape pipeline_generator_vehicles_total),$(scrape pipeline_clean_active_vehicles),$(scrape pipeline_assign_active_vehicles),$(scrape pipeline_assign_pending_probes),$(scrape pipeline_aggregate_open_windows),$(scrape pipeline_aggregate_state_bytes),$(scrape pipeline_component_received_events_total 'component="speeds"')" >>"$dir/rss.csv"
     awk -v e="$elapsed" -v s="$seconds" 'BEGIN { exit !(e >= s) }' && break
   done
   kill -TERM "$pid"
@@ -175,16 +175,5 @@ STATS=$(awk -F, -v wf="$WARM_FRACTION" 'NR > 1 { t[++n] = $1; r[n] = $2 / 1024 }
     printf "warm_rss_mib_min=%.1f warm_rss_mib_max=%.1f slope_mib_per_h=%.2f samples=%d", min, max, slope, m
   }' "$RUN/rss.csv")
 ACHIEVED=$(achieved_pps "$RUN/rss.csv")
-DISTINCT=n/a
-if python3 -c 'import pyarrow' 2>/dev/null; then
-  DISTINCT=$(python3 - "$RUN" <<'EOF'
-import glob, sys
-import pyarrow.parquet as pq
-ids = set()
-for f in glob.glob(sys.argv[1] + "/observations*.parquet"):
-    ids.update(pq.read_table(f, columns=["vehicle_id"]).column(0).to_pylist())
-print(len(ids))
-EOF
-)
-fi
-echo "soak: mode=$MODE minutes=$MINUTES vehicles=$VEHICLES trip_s=$TRIP_S offered_pps=$OFFERED_PPS achieved_pps=$ACHIEVED distinct_vehicle_ids_observed=$DISTINCT $STATS"
+DISTINCT=$(awk -F, 'END { print $4 }' "$RUN/rss.csv")
+echo "soak: mode=$MODE minutes=$MINUTES vehicles=$VEHICLES trip_s=$TRIP_S offered_pps=$OFFERED_PPS achieved_pps=$ACHIEVED distinct_vehicles=$DISTINCT $STATS"

@@ -449,6 +449,37 @@ mod churn {
         vehicle.trip_left_ms = draw_trip_ms(&mut vehicle.rng, trip_s);
         true
     }
+
+    impl Fleet {
+        /// Distinct vehicle ids so far: each slot's first vehicle plus every replacement.
+        pub fn vehicle_ids(&self) -> u64 {
+            self.vehicles
+                .iter()
+                .map(|v| 1 + u64::from(v.respawns))
+                .sum()
+        }
+    }
+
+    /// `pipeline_generator_vehicles_total{component}`: what [`Fleet::vehicle_ids`] counts,
+    /// so a soak run can report how many distinct vehicles went through.
+    pub(super) fn vehicles_counter(component: &str) -> prometheus::IntCounter {
+        static COUNTER: std::sync::OnceLock<prometheus::IntCounterVec> = std::sync::OnceLock::new();
+        COUNTER
+            .get_or_init(|| {
+                crate::telemetry::metrics::register_collector(
+                    prometheus::IntCounterVec::new(
+                        prometheus::Opts::new(
+                            "pipeline_generator_vehicles_total",
+                            "Distinct vehicle ids the generator has started (fleet slots plus \
+                             vehicles that replaced one).",
+                        ),
+                        &["component"],
+                    )
+                    .expect("valid metric definition"),
+                )
+            })
+            .with_label_values(&[component])
+    }
 }
 
 fn choose_successor(graph: &RoadGraph, vehicle: &mut Vehicle) -> Option<u32> {
@@ -611,6 +642,7 @@ impl Source for GeneratorSource {
         let batch_size = fleet.config.batch_size.max(1);
         let (rate, start_ms) = (fleet.config.rate, fleet.config.start_ms);
         let started = tokio::time::Instant::now();
+        let vehicles_total = churn::vehicles_counter(out.component());
         while !shutdown.is_cancelled() {
             // Simulating the fleet is CPU work: it runs on the blocking pool, never on the
             // I/O threads.
@@ -626,6 +658,7 @@ impl Source for GeneratorSource {
             })
             .await?;
             fleet = returned;
+            vehicles_total.inc_by(fleet.vehicle_ids().saturating_sub(vehicles_total.get()));
             let Some(last_ts_ms) = batch.iter().map(|p| p.ts_ms).max() else {
                 break;
             };
@@ -757,6 +790,10 @@ mod tests {
             .map(|p| p.vehicle_id.as_str())
             .collect();
         assert_eq!(per_tick.len(), 30, "one vehicle per slot at any moment");
+        // The fleet's count of ids (the `pipeline_generator_vehicles_total` metric) is exact.
+        let mut fleet = Fleet::new(g.clone(), churning.clone());
+        while fleet.next_tick().is_some() {}
+        assert_eq!(fleet.vehicle_ids(), span_ms.len() as u64);
         // No trip outlasts 1.5 × trip_s (plus the interval that ends it).
         let longest_ms = span_ms.values().map(|(lo, hi)| hi - lo).max().unwrap_or(0);
         assert!(longest_ms <= 30_000 + 2_000, "longest trip {longest_ms} ms");
