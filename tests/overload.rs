@@ -5,6 +5,8 @@
 //!
 //! The gate is a watch channel, not a delay; tokio's clock is paused, and the only waiting
 //! is polling with a wall-clock guard that fails the test if the pipeline never fills up.
+//! The other half of the bound: per-vehicle state in clean and assign follows the vehicles
+//! seen within their TTLs, not every vehicle ever seen (the soak's churning fleet).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use pipeline::config::RuntimeConfig;
 use pipeline::connector::generator::{generate, GeneratorSource, GeneratorSourceConfig};
 use pipeline::graph::{osm_writer::synthetic_grid, ImportConfig, RoadGraph};
+use pipeline::matching::{MatchConfig, MatchOutput, Matcher};
 use pipeline::runtime::{BoxError, Component, Input, Link, Records, Sink, Topology};
-use pipeline::stage::clean::{CleanConfig, CleanStage};
+use pipeline::stage::clean::{CleanConfig, CleanStage, Cleaner};
 use pipeline::telemetry::metrics;
 
 /// Takes nothing until the gate opens; then counts probes. Records, at every batch, how
@@ -161,5 +164,70 @@ async fn overload_is_backpressure_bounded_by_channel_capacity_and_nothing_is_los
     assert!(
         in_flight <= bound_probes,
         "{in_flight} probes in flight, bound {bound_probes}"
+    );
+}
+
+#[test]
+fn churning_vehicles_are_evicted_so_state_follows_the_ttl_not_the_distinct_ids() {
+    const VEHICLES: u32 = 40;
+    const TRIP_S: f64 = 30.0;
+    let graph = grid();
+    let fleet = GeneratorSourceConfig {
+        vehicles: VEHICLES,
+        duration_s: 3_000.0,
+        interval_s: 1.0,
+        seed: 5,
+        trip_s: Some(TRIP_S),
+        ..GeneratorSourceConfig::default()
+    };
+    let (probes, _) = generate(&graph, &fleet);
+    let distinct = probes
+        .iter()
+        .map(|p| p.vehicle_id.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let clean_config = CleanConfig {
+        vehicle_ttl_ms: 60_000,
+        ..CleanConfig::default()
+    };
+    let match_config = MatchConfig::default();
+    let (clean_ttl_s, assign_ttl_s) = (
+        clean_config.vehicle_ttl_ms as f64 / 1000.0,
+        match_config.vehicle_ttl_ms as f64 / 1000.0,
+    );
+    let mut cleaner = Cleaner::new(clean_config);
+    let mut matcher = Matcher::new(graph.clone(), match_config);
+    let mut out = MatchOutput::default();
+    let (mut most_clean, mut most_assign) = (0, 0);
+    // 100 probes per batch is 2.5 s of event time; clean evicts every 64 batches.
+    let batch_s = 100.0 / f64::from(VEHICLES);
+    for batch in probes.chunks(100) {
+        let mut released = Vec::new();
+        cleaner.push(batch.to_vec(), &mut released);
+        let watermark_ms = released.iter().map(|p| p.ts_ms).max();
+        matcher.push_all(released, &mut out);
+        if let Some(w) = watermark_ms {
+            matcher.evict_idle(w, &mut out);
+        }
+        most_clean = most_clean.max(cleaner.vehicle_count());
+        most_assign = most_assign.max(matcher.active_vehicles());
+    }
+    // Trips last at least TRIP_S / 2, so at most VEHICLES new ids start per TRIP_S / 2;
+    // state may hold the fleet plus every id started within the TTL and the time between
+    // two evictions (plus the reorder window and a batch, for clean).
+    let held_bound = |window_s: f64| f64::from(VEHICLES) * (1.0 + window_s / (TRIP_S / 2.0));
+    let clean_bound = held_bound(clean_ttl_s + 65.0 * batch_s + 10.0);
+    let assign_bound = held_bound(assign_ttl_s + 2.0 * batch_s);
+    assert!(
+        distinct as f64 > 3.0 * clean_bound.max(assign_bound),
+        "{distinct} distinct vehicles are not enough to tell a leak from the bound"
+    );
+    assert!(
+        (most_clean as f64) <= clean_bound,
+        "clean held {most_clean} vehicles, bound {clean_bound}, of {distinct} seen"
+    );
+    assert!(
+        (most_assign as f64) <= assign_bound,
+        "assign held {most_assign} vehicles, bound {assign_bound}, of {distinct} seen"
     );
 }
