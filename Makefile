@@ -86,3 +86,12 @@ dirty: build
 	    > $(DATA)/dirty-replay.toml
 	$(BIN) replay --graph $(DATA)/grid.graph --input $(DATA)/dirty.parquet \
 	    --out-dir $(OUT)/dirty --config $(DATA)/dirty-replay.toml --report
+
+# Soak (issue 8), not part of CI: the whole chain at a fixed input rate for SOAK_MINUTES
+# (default 20) with churning vehicles, RSS sampled into out/soak/MODE/rss.csv, and one
+# summary line with the warm RSS slope. SOAK_OVERLOAD=10 offers 10× the calibrated
+# capacity instead. Settings: see scripts/soak.sh.
+.PHONY: soak
+soak: $(HELSINKI)
+	$(CARGO) build --release --bin pipeline
+	bash scripts/soak.sh $(RELEASE_BIN)

@@ -153,6 +153,10 @@ struct GenerateArgs {
     /// Fraction of probes given a fault (duplicate, (0,0), outlier, late), to exercise clean.
     #[arg(long = "fault-rate", default_value_t = 0.0)]
     fault_rate: f64,
+    /// Vehicle churn: each vehicle drives one trip of about this many seconds, then a new
+    /// vehicle id takes its place (so distinct ids grow with the duration).
+    #[arg(long = "trip-s")]
+    trip_s: Option<f64>,
     /// Event time of the first probe, epoch ms.
     #[arg(long = "start-ms", default_value_t = generator::DEFAULT_START_MS)]
     start_ms: i64,
@@ -450,6 +454,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         seed: a.seed,
         start_ms: a.start_ms,
         fault_rate: a.fault_rate,
+        trip_s: a.trip_s,
         ..GeneratorSourceConfig::default()
     };
     let mut problems = config::Problems::new();

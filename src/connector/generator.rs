@@ -102,6 +102,12 @@ pub struct GeneratorSourceConfig {
     /// year_1970, year_2099, duplicate, out_of_order, teleport).
     #[serde(default)]
     pub dirty_kinds: Vec<DirtyKind>,
+    /// Vehicle churn: each vehicle drives one trip of U(0.5, 1.5)·`trip_s` seconds (event
+    /// time), then leaves and a vehicle with a new id enters at a random place, so the fleet
+    /// size stays `vehicles` while the number of distinct ids grows with the run (soak
+    /// tests). Absent: every vehicle drives the whole run.
+    #[serde(default)]
+    pub trip_s: Option<f64>,
 }
 
 impl Default for GeneratorSourceConfig {
@@ -120,6 +126,7 @@ impl Default for GeneratorSourceConfig {
             fault_rate: 0.0,
             dirty: 0.0,
             dirty_kinds: Vec::new(),
+            trip_s: None,
         }
     }
 }
@@ -184,6 +191,13 @@ impl GeneratorSourceConfig {
                 ),
             );
         }
+        if let Some(trip_s) = self.trip_s {
+            problems.check(
+                trip_s.is_finite() && trip_s >= self.interval_s,
+                format!("{prefix}.trip_s"),
+                "must be at least interval_s",
+            );
+        }
     }
 
     /// The corruption `dirty` and `dirty_kinds` ask for, if any.
@@ -234,6 +248,8 @@ struct Vehicle {
     /// Index of the fleet slot, and how often it left the map and came back as a new vehicle.
     slot: u32,
     respawns: u32,
+    /// Event time left in this vehicle's trip (`trip_s` churn); `i64::MAX` without churn.
+    trip_left_ms: i64,
 }
 
 /// A fleet advancing tick by tick; every tick yields one probe per vehicle.
@@ -283,8 +299,10 @@ impl Fleet {
                     offset_m,
                     speed_mps: 0.0,
                     phase_ms,
+                    trip_left_ms: i64::MAX,
                 };
                 vehicle.speed_mps = draw_speed(&graph, &mut vehicle, &speed_factor);
+                churn::start_first_trip(&mut vehicle, config.trip_s);
                 vehicle
             })
             .collect();
@@ -322,7 +340,15 @@ impl Fleet {
             .unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("constant normal is valid"));
         let mut rows: Vec<(Probe, TruthPoint)> = Vec::with_capacity(self.vehicles.len());
         for vehicle in &mut self.vehicles {
-            if self.tick > 0 {
+            if self.tick > 0
+                && !churn::end_trip_if_due(
+                    &self.graph,
+                    vehicle,
+                    interval_ms,
+                    self.config.trip_s,
+                    &self.speed_factor,
+                )
+            {
                 advance(
                     &self.graph,
                     vehicle,
@@ -433,6 +459,78 @@ fn respawn(graph: &RoadGraph, vehicle: &mut Vehicle, factor: &Normal<f64>) {
     vehicle.segment = vehicle.rng.random_range(0..graph.len() as u32);
     vehicle.offset_m = vehicle.rng.random::<f64>() * graph.segment(vehicle.segment).length_m;
     vehicle.speed_mps = draw_speed(graph, vehicle, factor);
+}
+
+/// Vehicle churn (`trip_s`): trips of bounded length, each under a new vehicle id.
+mod churn {
+    use super::*;
+
+    fn draw_trip_ms(rng: &mut ChaCha8Rng, trip_s: f64) -> i64 {
+        (trip_s * 1000.0 * (0.5 + rng.random::<f64>()))
+            .round()
+            .max(1.0) as i64
+    }
+
+    /// The fleet's first trips are already under way, at a uniform point of their course,
+    /// so vehicles do not all leave together and churn is steady from the start.
+    pub(super) fn start_first_trip(vehicle: &mut Vehicle, trip_s: Option<f64>) {
+        if let Some(trip_s) = trip_s {
+            let trip_ms = draw_trip_ms(&mut vehicle.rng, trip_s);
+            vehicle.trip_left_ms = (trip_ms as f64 * vehicle.rng.random::<f64>()).ceil() as i64;
+        }
+    }
+
+    /// Counts one interval off the trip; when the trip is over, the vehicle leaves and a new
+    /// one (new id, random place, new trip) takes its slot. Returns whether that happened.
+    pub(super) fn end_trip_if_due(
+        graph: &RoadGraph,
+        vehicle: &mut Vehicle,
+        interval_ms: i64,
+        trip_s: Option<f64>,
+        factor: &Normal<f64>,
+    ) -> bool {
+        let Some(trip_s) = trip_s else {
+            return false;
+        };
+        vehicle.trip_left_ms = vehicle.trip_left_ms.saturating_sub(interval_ms);
+        if vehicle.trip_left_ms > 0 {
+            return false;
+        }
+        respawn(graph, vehicle, factor);
+        vehicle.trip_left_ms = draw_trip_ms(&mut vehicle.rng, trip_s);
+        true
+    }
+
+    impl Fleet {
+        /// Distinct vehicle ids so far: each slot's first vehicle plus every replacement.
+        pub fn vehicle_ids(&self) -> u64 {
+            self.vehicles
+                .iter()
+                .map(|v| 1 + u64::from(v.respawns))
+                .sum()
+        }
+    }
+
+    /// `pipeline_generator_vehicles_total{component}`: what [`Fleet::vehicle_ids`] counts,
+    /// so a soak run can report how many distinct vehicles went through.
+    pub(super) fn vehicles_counter(component: &str) -> prometheus::IntCounter {
+        static COUNTER: std::sync::OnceLock<prometheus::IntCounterVec> = std::sync::OnceLock::new();
+        COUNTER
+            .get_or_init(|| {
+                crate::telemetry::metrics::register_collector(
+                    prometheus::IntCounterVec::new(
+                        prometheus::Opts::new(
+                            "pipeline_generator_vehicles_total",
+                            "Distinct vehicle ids the generator has started (fleet slots plus \
+                             vehicles that replaced one).",
+                        ),
+                        &["component"],
+                    )
+                    .expect("valid metric definition"),
+                )
+            })
+            .with_label_values(&[component])
+    }
 }
 
 fn choose_successor(graph: &RoadGraph, vehicle: &mut Vehicle) -> Option<u32> {
@@ -596,6 +694,7 @@ impl Source for GeneratorSource {
         let batch_size = fleet.config.batch_size.max(1);
         let (rate, start_ms) = (fleet.config.rate, fleet.config.start_ms);
         let started = tokio::time::Instant::now();
+        let vehicles_total = churn::vehicles_counter(out.component());
         while !shutdown.is_cancelled() {
             // Simulating the fleet is CPU work: it runs on the blocking pool, never on the
             // I/O threads.
@@ -615,6 +714,7 @@ impl Source for GeneratorSource {
             })
             .await?;
             (fleet, dirt) = (returned, returned_dirt);
+            vehicles_total.inc_by(fleet.vehicle_ids().saturating_sub(vehicles_total.get()));
             let Some(last_ts_ms) = batch.iter().map(|p| p.ts_ms).max() else {
                 break;
             };
@@ -647,6 +747,7 @@ fn dirty_batch(dirt: &mut Corruptor, batch: Vec<Probe>) -> Vec<Probe> {
 mod tests {
     use super::*;
     use crate::graph::{osm_writer::synthetic_grid, ImportConfig};
+    use std::collections::HashMap;
 
     fn graph() -> Arc<RoadGraph> {
         let g = synthetic_grid(6, 6, 150.0, 60.17, 24.94)
@@ -729,6 +830,51 @@ mod tests {
         for (p, t) in probes.iter().zip(&truth) {
             assert!(haversine_m(p.lat, p.lon, t.lat, t.lon) < 0.01);
         }
+    }
+
+    #[test]
+    fn trip_churn_replaces_vehicles_with_new_ids_and_keeps_the_fleet_size() {
+        let churning = GeneratorSourceConfig {
+            trip_s: Some(20.0),
+            ..config()
+        };
+        let g = graph();
+        let (a, _) = generate(&g, &churning);
+        let (b, _) = generate(&g, &churning);
+        assert_eq!(a, b);
+        // Every tick still reports one probe per fleet slot.
+        assert_eq!(a.len(), 30 * 60);
+        let mut span_ms: HashMap<&str, (i64, i64)> = HashMap::new();
+        for p in &a {
+            let span = span_ms.entry(&p.vehicle_id).or_insert((p.ts_ms, p.ts_ms));
+            span.0 = span.0.min(p.ts_ms);
+            span.1 = span.1.max(p.ts_ms);
+        }
+        // 120 s of trips of 10..30 s over 30 slots: each slot sees several vehicles.
+        assert!(span_ms.len() >= 30 * 4, "{} distinct ids", span_ms.len());
+        let per_tick: std::collections::HashSet<&str> = a
+            .iter()
+            .filter(|p| p.ts_ms < DEFAULT_START_MS + 2_000)
+            .map(|p| p.vehicle_id.as_str())
+            .collect();
+        assert_eq!(per_tick.len(), 30, "one vehicle per slot at any moment");
+        // The fleet's count of ids (the `pipeline_generator_vehicles_total` metric) is exact.
+        let mut fleet = Fleet::new(g.clone(), churning.clone());
+        while fleet.next_tick().is_some() {}
+        assert_eq!(fleet.vehicle_ids(), span_ms.len() as u64);
+        // No trip outlasts 1.5 × trip_s (plus the interval that ends it).
+        let longest_ms = span_ms.values().map(|(lo, hi)| hi - lo).max().unwrap_or(0);
+        assert!(longest_ms <= 30_000 + 2_000, "longest trip {longest_ms} ms");
+        // Without churn the fleet is the same 30 vehicles throughout.
+        let (steady, _) = generate(&g, &config());
+        let ids: std::collections::HashSet<&str> =
+            steady.iter().map(|p| p.vehicle_id.as_str()).collect();
+        assert!(
+            span_ms.len() >= 4 * ids.len(),
+            "{} ids with churn, {} without",
+            span_ms.len(),
+            ids.len()
+        );
     }
 
     #[test]
