@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Fuzzing with cargo-fuzz (libFuzzer; needs a nightly toolchain, CI does not run it).
+#
+#   scripts/fuzz.sh [run]      every target (or FUZZ_TARGETS) for FUZZ_SECONDS each
+#   scripts/fuzz.sh minimize   merge the working corpus into testdata/fuzz/<target>/,
+#                              keeping only inputs that add coverage (libFuzzer -merge=1,
+#                              what `cargo fuzz cmin` runs); named files there stay
+#
+# Targets are `fuzz/fuzz_targets/*.rs`; their bodies are `pipeline::fuzzing`. Each run reads
+# the committed corpus (testdata/fuzz/<target>/, replayed on stable by
+# tests/fuzz_corpus.rs) and grows a working corpus in fuzz/corpus/<target>/ (ignored by
+# git). A crash leaves its input in fuzz/artifacts/<target>/ and makes the script exit 1
+# once every target has run. Per-target figures go to fuzz/logs/summary.tsv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=${1:-run}
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+FUZZ_TARGETS=${FUZZ_TARGETS:-decode_json decode_proto parquet_probes osm_pbf osm_xml graph_file matcher clean}
+FUZZ_RSS_LIMIT_MB=${FUZZ_RSS_LIMIT_MB:-2048}
+# Seconds one input may take before libFuzzer calls it a hang.
+FUZZ_TIMEOUT_S=${FUZZ_TIMEOUT_S:-10}
+FUZZ_TARGET_DIR=${FUZZ_TARGET_DIR:-$HOME/.cache/pipeline-fuzz-target}
+# No sanitizer: the code is safe Rust, and panics, aborts, hangs and OOMs are what we look
+# for; -a keeps debug assertions and overflow checks on, as in the dev profile.
+BUILD_FLAGS=(-s none -a --target-dir "$FUZZ_TARGET_DIR")
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "make fuzz: needs a nightly Rust toolchain (rustup toolchain install nightly)" >&2
+    exit 2
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "make fuzz: installing cargo-fuzz" >&2
+    cargo install cargo-fuzz --locked
+fi
+
+max_len() {
+    case "$1" in
+        decode_json | decode_proto) echo 4096 ;;
+        matcher | clean) echo 8192 ;;
+        *) echo 65536 ;;
+    esac
+}
+
+mkdir -p fuzz/logs
+cargo +nightly fuzz build "${BUILD_FLAGS[@]}"
+
+if [ "$MODE" = minimize ]; then
+    for t in $FUZZ_TARGETS; do
+        [ -d "fuzz/corpus/$t" ] || continue
+        merged=$(mktemp -d)
+        cp testdata/fuzz/"$t"/* "$merged"/
+        cargo +nightly fuzz run "${BUILD_FLAGS[@]}" "$t" "$merged" "fuzz/corpus/$t" -- \
+            -merge=1 -max_len="$(max_len "$t")" -rss_limit_mb="$FUZZ_RSS_LIMIT_MB" \
+            -timeout="$FUZZ_TIMEOUT_S" >"fuzz/logs/$t.merge.log" 2>&1
+        cp -n "$merged"/* "testdata/fuzz/$t/"
+        rm -rf "$merged"
+        echo "$t: $(ls "testdata/fuzz/$t" | wc -l) files, $(du -sk "testdata/fuzz/$t" | cut -f1) KB"
+    done
+    exit 0
+fi
+if [ "$MODE" != run ]; then
+    echo "usage: scripts/fuzz.sh [run|minimize]" >&2
+    exit 2
+fi
+
+failed=()
+printf 'target\tseconds\texecutions\tcorpus_files\tcrashed\n' >fuzz/logs/summary.tsv
+for t in $FUZZ_TARGETS; do
+    mkdir -p "fuzz/corpus/$t"
+    log="fuzz/logs/$t.log"
+    echo "== $t: ${FUZZ_SECONDS}s (log: $log)"
+    start=$(date +%s)
+    status=0
+    cargo +nightly fuzz run "${BUILD_FLAGS[@]}" "$t" "fuzz/corpus/$t" "testdata/fuzz/$t" -- \
+        -max_total_time="$FUZZ_SECONDS" -max_len="$(max_len "$t")" \
+        -rss_limit_mb="$FUZZ_RSS_LIMIT_MB" -timeout="$FUZZ_TIMEOUT_S" \
+        -print_final_stats=1 >"$log" 2>&1 || status=$?
+    seconds=$(($(date +%s) - start))
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    corpus=$(ls "fuzz/corpus/$t" | wc -l)
+    crashed=no
+    if [ "$status" -ne 0 ]; then
+        crashed=yes
+        failed+=("$t")
+        grep -E "^(==[0-9]+==|thread '|SUMMARY|artifact_prefix|Test unit written)" "$log" | tail -8 >&2 || true
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\n' "$t" "$seconds" "${execs:-?}" "$corpus" "$crashed" |
+        tee -a fuzz/logs/summary.tsv
+done
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "make fuzz: crashes in: ${failed[*]} (inputs under fuzz/artifacts/)" >&2
+    exit 1
+fi
+echo "make fuzz: no crashes"
