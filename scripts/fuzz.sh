@@ -10,7 +10,7 @@
 # the committed corpus (testdata/fuzz/<target>/, replayed on stable by
 # tests/fuzz_corpus.rs) and grows a working corpus in fuzz/corpus/<target>/ (ignored by
 # git). A crash leaves its input in fuzz/artifacts/<target>/ and makes the script exit 1
-# once every target has run. Per-target figures go to fuzz/logs/summary.tsv.
+# once every target has run. Per-target figures go to FUZZ_SUMMARY (fuzz/logs/summary.tsv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,7 +65,8 @@ if [ "$MODE" != run ]; then
 fi
 
 failed=()
-printf 'target\tseconds\texecutions\tcorpus_files\tcrashed\n' >fuzz/logs/summary.tsv
+SUMMARY=${FUZZ_SUMMARY:-fuzz/logs/summary.tsv}
+printf 'target\tseconds\texecutions\tcorpus_files\tcrashed\n' >"$SUMMARY"
 for t in $FUZZ_TARGETS; do
     mkdir -p "fuzz/corpus/$t"
     log="fuzz/logs/$t.log"
@@ -86,7 +87,7 @@ for t in $FUZZ_TARGETS; do
         grep -E "^(==[0-9]+==|thread '|SUMMARY|artifact_prefix|Test unit written)" "$log" | tail -8 >&2 || true
     fi
     printf '%s\t%s\t%s\t%s\t%s\n' "$t" "$seconds" "${execs:-?}" "$corpus" "$crashed" |
-        tee -a fuzz/logs/summary.tsv
+        tee -a "$SUMMARY"
 done
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "make fuzz: crashes in: ${failed[*]} (inputs under fuzz/artifacts/)" >&2
