@@ -3,8 +3,9 @@
 #
 #   scripts/fuzz.sh [run]      every target (or FUZZ_TARGETS) for FUZZ_SECONDS each
 #   scripts/fuzz.sh minimize   merge the working corpus into testdata/fuzz/<target>/,
-#                              keeping only inputs that add coverage (libFuzzer -merge=1,
-#                              what `cargo fuzz cmin` runs); named files there stay
+#                              keeping a small set of inputs covering the same edges (libFuzzer
+#                              -set_cover_merge=1 over edges only, -use_counters=0, so the
+#                              committed corpus stays small); files already there stay
 #
 # Targets are `fuzz/fuzz_targets/*.rs`; their bodies are `pipeline::fuzzing`. Each run reads
 # the committed corpus (testdata/fuzz/<target>/, replayed on stable by
@@ -20,6 +21,8 @@ FUZZ_TARGETS=${FUZZ_TARGETS:-decode_json decode_proto parquet_probes osm_pbf osm
 FUZZ_RSS_LIMIT_MB=${FUZZ_RSS_LIMIT_MB:-2048}
 # Seconds one input may take before libFuzzer calls it a hang.
 FUZZ_TIMEOUT_S=${FUZZ_TIMEOUT_S:-10}
+# Most new bytes `minimize` adds to one target's committed corpus.
+FUZZ_CORPUS_KB=${FUZZ_CORPUS_KB:-64}
 FUZZ_TARGET_DIR=${FUZZ_TARGET_DIR:-$HOME/.cache/pipeline-fuzz-target}
 # No sanitizer: the code is safe Rust, and panics, aborts, hangs and OOMs are what we look
 # for; -a keeps debug assertions and overflow checks on, as in the dev profile.
@@ -51,11 +54,19 @@ if [ "$MODE" = minimize ]; then
         merged=$(mktemp -d)
         cp testdata/fuzz/"$t"/* "$merged"/
         cargo +nightly fuzz run "${BUILD_FLAGS[@]}" "$t" "$merged" "fuzz/corpus/$t" -- \
-            -merge=1 -max_len="$(max_len "$t")" -rss_limit_mb="$FUZZ_RSS_LIMIT_MB" \
+            -set_cover_merge=1 -use_counters=0 -max_len="$(max_len "$t")" -rss_limit_mb="$FUZZ_RSS_LIMIT_MB" \
             -timeout="$FUZZ_TIMEOUT_S" >"fuzz/logs/$t.merge.log" 2>&1
-        cp -n "$merged"/* "testdata/fuzz/$t/"
+        # New inputs, smallest first, up to FUZZ_CORPUS_KB per target: a Parquet input
+        # is a few KB, and the merged set of a long run would be megabytes.
+        budget=$((FUZZ_CORPUS_KB * 1024))
+        while read -r size file; do
+            [ -e "testdata/fuzz/$t/$file" ] && continue
+            [ "$size" -gt "$budget" ] && break
+            cp "$merged/$file" "testdata/fuzz/$t/"
+            budget=$((budget - size))
+        done < <(cd "$merged" && find . -type f -printf '%s %P\n' | sort -n)
         rm -rf "$merged"
-        echo "$t: $(ls "testdata/fuzz/$t" | wc -l) files, $(du -sk "testdata/fuzz/$t" | cut -f1) KB"
+        echo "$t: $(ls "testdata/fuzz/$t" | wc -l) files, $(cat "testdata/fuzz/$t"/* | wc -c) bytes"
     done
     exit 0
 fi

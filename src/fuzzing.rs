@@ -210,9 +210,23 @@ fn import_osm(data: &[u8], name: &str) {
 
 /// A `.graph` file loaded the way `pipeline` loads one (mmap and validation). Whatever it
 /// accepts must be safe to walk: every segment, geometry, successor and spatial query.
+///
+/// First byte odd: the rest is resealed first (its length and CRC-32 written into the
+/// header, as a buggy or malicious writer would), so mutations reach the checks behind the
+/// checksum (section bounds, counts, offsets, indices); even: loaded as it is.
 pub fn graph_file(data: &[u8]) {
+    let Some((&selector, file)) = data.split_first() else {
+        return;
+    };
+    let mut file = file.to_vec();
+    if selector % 2 == 1 && file.len() >= 32 {
+        let len = file.len() as u64;
+        file[16..24].copy_from_slice(&len.to_le_bytes());
+        let crc = crc32fast::hash(&file[16..]);
+        file[12..16].copy_from_slice(&crc.to_le_bytes());
+    }
     let scratch = ScratchFile::new("fuzz.graph");
-    if std::fs::write(&scratch.path, data).is_err() {
+    if std::fs::write(&scratch.path, &file).is_err() {
         return;
     }
     if let Ok(graph) = RoadGraph::load(&scratch.path) {
@@ -538,7 +552,12 @@ pub fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error>> {
     for (name, osm) in [("grid", &grid), ("tagged", &tagged)] {
         osm.build_graph(&ImportConfig::default())?
             .write(&scratch.path)?;
-        add("graph_file", name, std::fs::read(&scratch.path)?);
+        let bytes = std::fs::read(&scratch.path)?;
+        for (selector, how) in [(0u8, "as-is"), (1u8, "resealed")] {
+            let mut input = vec![selector];
+            input.extend_from_slice(&bytes);
+            add("graph_file", &format!("{name}-{how}"), input);
+        }
     }
 
     // The structured targets read any bytes; seed them with a few fixed random strings.
