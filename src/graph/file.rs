@@ -294,12 +294,11 @@ pub(crate) fn validate(bytes: &[u8], path: &Path) -> Result<(Toc, Sections), Gra
     let b = toc.bbox;
     let in_range =
         |lat: f64, lon: f64| (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon);
-    if !geometry.is_empty()
-        && !(in_range(b.min_lat, b.min_lon)
-            && in_range(b.max_lat, b.max_lon)
-            && b.min_lat <= b.max_lat
-            && b.min_lon <= b.max_lon)
-    {
+    let bbox_ok = in_range(b.min_lat, b.min_lon)
+        && in_range(b.max_lat, b.max_lon)
+        && b.min_lat <= b.max_lat
+        && b.min_lon <= b.max_lon;
+    if !geometry.is_empty() && !bbox_ok {
         return Err(corrupt(
             "bounding box is not a valid coordinate range".to_string(),
         ));
