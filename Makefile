@@ -95,3 +95,12 @@ dirty: build
 soak: $(HELSINKI)
 	$(CARGO) build --release --bin pipeline
 	bash scripts/soak.sh $(RELEASE_BIN)
+
+# Fuzzing (nightly + cargo-fuzz, installed if missing; not part of CI): every target in
+# fuzz/fuzz_targets for FUZZ_SECONDS each; non-zero exit if any crashed. The committed
+# corpus and crashers in testdata/fuzz/ are replayed by `make test` (tests/fuzz_corpus.rs).
+FUZZ_SECONDS ?= 60
+# Its own .PHONY: the fuzz/ directory would otherwise make `make fuzz` a no-op.
+.PHONY: fuzz
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh run

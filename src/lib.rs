@@ -12,10 +12,13 @@
 //! - [`runtime`]: topology from config, bounded batch channels, shutdown.
 //! - [`telemetry`]: Prometheus metrics, HTTP endpoints (with the record tap), logging.
 //! - [`render`]: map pictures (SVG, PNG) of segment speeds over the road graph.
+//! - [`fuzzing`]: fuzz target bodies and seeds, shared by `fuzz/` (cargo-fuzz) and `tests/fuzz_corpus.rs`.
 
 pub mod aggregate;
 pub mod config;
 pub mod connector;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geo;
 pub mod graph;
 pub mod matching;

@@ -184,3 +184,17 @@ fn arrow_schemas_match_the_canonical_file() {
         "schemas/arrow.json is out of date: rerun with UPDATE_GOLDEN=1 and review the diff"
     );
 }
+
+/// Found by the `decode_json` fuzz target: in a matched point (whose probe is flattened) a
+/// speed beyond `f32::MAX` decoded as infinity and was written back as `null`.
+#[test]
+fn json_f32_beyond_range_is_rejected_not_made_infinite() {
+    let probe = br#"{"vehicle_id":"a","ts_ms":1,"lat":60.0,"lon":24.0,"speed_mps":1e39}"#;
+    assert!(Probe::decode(probe, Encoding::Json).is_err());
+    let matched = br#"{"vehicle_id":"a","ts_ms":1,"lat":60.0,"lon":24.0,"speed_mps":1e39,
+        "segment_id":1,"offset_m":0.0,"snapped_lat":60.0,"snapped_lon":24.0,"distance_m":1.0}"#;
+    assert!(MatchedPoint::decode(matched, Encoding::Json).is_err());
+    let fits = br#"{"vehicle_id":"a","ts_ms":1,"lat":60.0,"lon":24.0,"speed_mps":3e38}"#;
+    let decoded = Probe::decode(fits, Encoding::Json).map(|p| p.speed_mps);
+    assert_eq!(decoded.ok().flatten(), Some(3e38_f32));
+}

@@ -278,6 +278,31 @@ pub(crate) fn validate(bytes: &[u8], path: &Path) -> Result<(Toc, Sections), Gra
     if successors.iter().any(|&s| u64::from(s) >= n) {
         return Err(corrupt("successor index out of range".to_string()));
     }
+    // NaN or out-of-range coordinates made the spatial index panic (rstar compares with
+    // `partial_cmp().unwrap()`); found by the `graph_file` fuzz target. The importer only
+    // writes plausible points, and the bbox (the projection's centre) must be finite.
+    let geometry: &[[f64; 2]] =
+        bytemuck::try_cast_slice(cast(&sections.geometry)).map_err(|e| corrupt(e.to_string()))?;
+    if let Some(i) = geometry
+        .iter()
+        .position(|&[lat, lon]| !crate::geo::is_plausible_coordinate(lat, lon))
+    {
+        return Err(corrupt(format!(
+            "geometry point {i} is not a valid coordinate"
+        )));
+    }
+    let b = toc.bbox;
+    let in_range =
+        |lat: f64, lon: f64| (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon);
+    let bbox_ok = in_range(b.min_lat, b.min_lon)
+        && in_range(b.max_lat, b.max_lon)
+        && b.min_lat <= b.max_lat
+        && b.min_lon <= b.max_lon;
+    if !geometry.is_empty() && !bbox_ok {
+        return Err(corrupt(
+            "bounding box is not a valid coordinate range".to_string(),
+        ));
+    }
     Ok((toc, sections))
 }
 
@@ -419,6 +444,20 @@ mod tests {
         bytes[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         reseal(&mut bytes);
         assert!(expect_corrupt(&bytes).contains("not sorted"));
+
+        // A NaN geometry point (it made the spatial index panic).
+        let mut bytes = good.clone();
+        let point_at = toc.geometry_offset as usize;
+        bytes[point_at..point_at + 8].copy_from_slice(&f64::NAN.to_le_bytes());
+        reseal(&mut bytes);
+        assert!(expect_corrupt(&bytes).contains("geometry point 0"));
+
+        // A bounding box (the projection's centre) that is not finite.
+        let mut bytes = good.clone();
+        let mut bad_bbox = toc;
+        bad_bbox.bbox.max_lon = f64::INFINITY;
+        put_toc(&mut bytes, &bad_bbox);
+        assert!(expect_corrupt(&bytes).contains("bounding box"));
 
         // An unknown road class code (offset 44 inside the first segment record).
         let mut bytes = good;

@@ -11,12 +11,38 @@ pub struct Probe {
     pub ts_ms: i64,
     pub lat: f64,
     pub lon: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "f32_in_range",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub speed_mps: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "f32_in_range",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub heading_deg: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "f32_in_range",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub accuracy_m: Option<f32>,
+}
+
+/// An optional 32-bit float that must fit one. Without this check a JSON number beyond
+/// `f32::MAX` became infinity inside a `MatchedPoint` (whose probe is flattened), which
+/// JSON then wrote back as `null`: a record that changed on the way through a sink. Found
+/// by the `decode_json` fuzz target (`testdata/fuzz/decode_json/crash-f32-overflow-*`).
+fn f32_in_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
+    match Option::<f64>::deserialize(d)? {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v.abs() <= f64::from(f32::MAX) => Ok(Some(v as f32)),
+        Some(v) => Err(serde::de::Error::custom(format!(
+            "{v} is out of range for a 32-bit float"
+        ))),
+    }
 }
 
 impl Probe {

@@ -390,10 +390,10 @@ impl Cleaner {
     /// Holds a probe from the future until enough consistent ones confirm that event time
     /// jumped; then admits them all, in arrival order, from the new watermark.
     fn hold_future(&mut self, probe: Probe, drops: &mut DropCounts) {
-        let consistent = self
-            .future_held
-            .last()
-            .is_none_or(|held| (probe.ts_ms - held.ts_ms).abs() <= self.config.max_future_ms);
+        let consistent = self.future_held.last().is_none_or(|held| {
+            // Saturating: timestamps come from input and may sit at the ends of i64.
+            probe.ts_ms.saturating_sub(held.ts_ms).saturating_abs() <= self.config.max_future_ms
+        });
         if !consistent {
             self.drop_held_future(drops);
         }
@@ -432,7 +432,7 @@ impl Cleaner {
                 continue;
             };
             if let Some(last) = &state.last {
-                let dt_s = (probe.ts_ms - last.ts_ms) as f64 / 1000.0;
+                let dt_s = probe.ts_ms.saturating_sub(last.ts_ms) as f64 / 1000.0;
                 let distance_m = haversine_m(last.lat, last.lon, probe.lat, probe.lon);
                 let teleport = dt_s <= 0.0 || distance_m / dt_s > self.config.max_speed_mps;
                 if teleport && state.consecutive_teleports < self.config.teleport_reanchor_after {
@@ -483,7 +483,7 @@ fn initial_watermark(probes: &[Probe], company: usize, max_future_ms: i64) -> Op
     ts.sort_unstable();
     let company = company.clamp(1, ts.len());
     ts.windows(company)
-        .find(|w| w[company - 1] - w[0] <= max_future_ms)
+        .find(|w| w[company - 1].saturating_sub(w[0]) <= max_future_ms)
         .map(|w| w[0])
         .or_else(|| ts.get((ts.len() - 1) / 2).copied())
 }
@@ -577,6 +577,29 @@ mod tests {
         }
         c.flush(&mut out);
         (out, c.totals().clone())
+    }
+
+    /// Found by the `clean` fuzz target: timestamps at both ends of i64 in one batch
+    /// overflowed `ts − ts` in the watermark seed, the future-hold check and the teleport
+    /// speed (a panic in debug builds, a wrong answer in release).
+    #[test]
+    fn extreme_timestamps_do_not_overflow() {
+        let mut cleaner = Cleaner::new(CleanConfig::default());
+        let mut out = Vec::new();
+        let probes = vec![
+            p("a", i64::MIN, 60.0, 24.0),
+            p("a", i64::MAX, 60.0, 24.0),
+            p("b", i64::MIN + 1, 60.0, 24.0),
+            p("b", i64::MAX - 1, 60.0, 24.001),
+            p("a", 0, 60.0, 24.0),
+        ];
+        let n = probes.len() as u64;
+        let mut dropped = cleaner.push(probes, &mut out).total();
+        dropped += cleaner
+            .push(vec![p("c", i64::MAX, 60.0, 24.0)], &mut out)
+            .total();
+        dropped += cleaner.flush(&mut out).total();
+        assert_eq!(out.len() as u64 + dropped, n + 1);
     }
 
     #[test]
