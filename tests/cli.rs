@@ -11,6 +11,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use pipeline::graph::osm_writer::synthetic_grid;
 use pipeline::record::{ArrowRecord, Probe};
 
+#[path = "common/replay_report.rs"]
+mod replay_report;
+use replay_report::Replayed;
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pipeline"));
     c.env("PIPELINE_LOG", "warn");
@@ -122,50 +126,6 @@ fn parquet_rows(path: &Path) -> i64 {
         .num_rows()
 }
 
-/// The value of `name=` in one line of a report.
-fn report_field(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name}= in `{line}`"))
-}
-
-/// The replay report (`--report`): its `observations:` line (the aggregate's input) and its
-/// closing `accounting:` line (probes), each checked to add up; returns the probes' (in,
-/// dropped, matched, unmatched).
-fn assert_balanced(stdout: &str) -> (u64, u64, u64, u64) {
-    let observations = stdout
-        .lines()
-        .find(|l| l.starts_with("observations: "))
-        .unwrap_or_else(|| panic!("no observations line in:\n{stdout}"));
-    let field = |name: &str| report_field(observations, name);
-    assert!(field("accepted") > 0, "{observations}");
-    assert_eq!(
-        field("in"),
-        field("dropped") + field("accepted") + field("late"),
-        "`{observations}` does not add up"
-    );
-    let line = stdout
-        .lines()
-        .last()
-        .filter(|l| l.starts_with("accounting: "))
-        .unwrap_or_else(|| panic!("the report does not end in an accounting line:\n{stdout}"));
-    let field = |name: &str| report_field(line, name);
-    let counts = (
-        field("in"),
-        field("dropped"),
-        field("matched"),
-        field("unmatched"),
-    );
-    assert_eq!(
-        counts.0,
-        counts.1 + counts.2 + counts.3,
-        "`{line}` does not add up"
-    );
-    assert!(line.ends_with("balanced=true"), "{line}");
-    counts
-}
-
 #[test]
 fn generate_then_replay_writes_every_clean_probe() {
     let city = City::new();
@@ -181,7 +141,8 @@ fn generate_then_replay_writes_every_clean_probe() {
     let out_dir = city.path("out");
     let stdout = run_ok(&mut city.replay(&probes, &out_dir));
     assert!(stdout.contains("probes/s"), "{stdout}");
-    let (probes_in, dropped, _, _) = assert_balanced(&stdout);
+    let report = Replayed::parse(&stdout);
+    let (probes_in, dropped) = (report.probes_in, report.dropped.values().sum::<u64>());
     assert_eq!((probes_in, dropped), (generated.len() as u64, 0));
     let cleaned = read_probes(&out_dir.join("probes.parquet"));
     assert_eq!(
@@ -247,7 +208,8 @@ fn replay_is_deterministic_and_counts_dirty_probes() {
         )
     };
     let stdout = replay("a", 1);
-    let (probes_in, dropped, _, _) = assert_balanced(&stdout);
+    let report = Replayed::parse(&stdout);
+    let (probes_in, dropped) = (report.probes_in, report.dropped.values().sum::<u64>());
     assert_eq!(probes_in, probes.len() as u64);
     assert!(dropped >= 5, "{stdout}");
     for reason in [

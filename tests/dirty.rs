@@ -21,6 +21,10 @@ use pipeline::graph::{ImportConfig, RoadGraph};
 use pipeline::record::{DecodeLimits, Encoding, Probe, RecordKind, WireRecord};
 use pipeline::runtime::Records;
 
+#[path = "common/replay_report.rs"]
+mod replay_report;
+use replay_report::{counts_in, Replayed};
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const SEED: u64 = 23;
@@ -120,65 +124,6 @@ impl City {
             cmd.arg("--config").arg(config);
         }
         run_ok(&mut cmd)
-    }
-}
-
-/// `name=N` words of a line.
-fn counts_in(line: &str) -> BTreeMap<String, u64> {
-    line.split(|c: char| c.is_whitespace() || c == ';')
-        .filter_map(|w| {
-            let (k, v) = w.split_once('=')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-/// What a replay reported: the accounting (checked to balance), the drops by reason and the
-/// unmatched probes by reason.
-struct Replayed {
-    probes_in: u64,
-    dropped: BTreeMap<String, u64>,
-    unmatched: BTreeMap<String, u64>,
-}
-
-impl Replayed {
-    fn parse(stdout: &str) -> Self {
-        let line = |prefix: &str| {
-            stdout
-                .lines()
-                .find(|l| l.starts_with(prefix))
-                .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{stdout}"))
-        };
-        let accounting = line("accounting: ");
-        assert!(accounting.ends_with("balanced=true"), "{accounting}");
-        let a = counts_in(accounting);
-        assert_eq!(
-            a["in"],
-            a["dropped"] + a["matched"] + a["unmatched"],
-            "{accounting}"
-        );
-        let observations = line("observations: ");
-        assert!(observations.contains("balanced=true"), "{observations}");
-        let drops = line("probes dropped: ");
-        let (dropped, unmatched) = drops
-            .trim_start_matches("probes dropped: ")
-            .split_once("; unmatched: ")
-            .unwrap_or_else(|| panic!("unexpected `{drops}`"));
-        let dropped = counts_in(dropped);
-        assert_eq!(dropped.values().sum::<u64>(), a["dropped"], "{drops}");
-        Self {
-            probes_in: a["in"],
-            dropped,
-            unmatched: counts_in(unmatched),
-        }
-    }
-
-    fn dropped(&self, reason: &str) -> u64 {
-        self.dropped.get(reason).copied().unwrap_or(0)
-    }
-
-    fn unmatched(&self, reason: &str) -> u64 {
-        self.unmatched.get(reason).copied().unwrap_or(0)
     }
 }
 
