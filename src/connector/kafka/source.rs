@@ -18,6 +18,7 @@ use rdkafka::consumer::{
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Statistics};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -112,6 +113,18 @@ struct SourceContext {
 }
 
 impl ClientContext for SourceContext {
+    /// librdkafka's errors, logged as its default context does, except a partition's end:
+    /// with `enable.partition.eof` that is news, not an error (the source acts on it).
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            return;
+        }
+        tracing::error!(component = %self.component, "librdkafka: {error}: {reason}");
+    }
+
     fn stats(&self, statistics: Statistics) {
         let gauge = lag_gauge();
         for (topic, t) in &statistics.topics {
@@ -377,6 +390,7 @@ impl Source for KafkaSource {
             clocks: LaneClocks::new(),
             sent_frontier: None,
             paused: BTreeSet::new(),
+            read_to: HashMap::new(),
         };
         let max_wait = Duration::from_millis(run.config.batch_max_wait_ms);
         let mut flush_tick = tokio::time::interval(max_wait);
@@ -451,6 +465,10 @@ struct Run {
     sent_frontier: Option<Frontier>,
     /// Partitions paused for running ahead of the frontier (watermark alignment).
     paused: BTreeSet<(String, i32)>,
+    /// Per partition, the offset after the last record received: where a resumed
+    /// partition continues (librdkafka's own resume position was seen to re-read records
+    /// a run had already written).
+    read_to: HashMap<(String, i32), i64>,
 }
 
 impl Run {
@@ -528,6 +546,7 @@ impl Run {
             self.tracker.revoke(topic, *partition);
             self.assigned.remove(&key);
             self.paused.remove(&key);
+            self.read_to.remove(&key);
             if !self.assigned.iter().any(|(_, p)| p == partition) {
                 self.clocks.revoke(lane_of(*partition));
             }
@@ -570,6 +589,7 @@ impl Run {
             return Ok(());
         }
         self.sent_frontier = frontier;
+        tracing::debug!(component = %self.component, ?frontier, "event-time frontier moved");
         if let (Some(out), Some(f)) = (&mut self.out, frontier) {
             out.send(Batch::frontier_only(Records::empty(self.config.record), f))
                 .await?;
@@ -589,7 +609,15 @@ impl Run {
                 pause.add_partition(topic, *partition);
                 self.paused.insert(key);
             } else if !ahead && self.paused.remove(&key) {
-                resume.add_partition(topic, *partition);
+                match self.read_to.get(&key) {
+                    Some(&next) => {
+                        let _ =
+                            resume.add_partition_offset(topic, *partition, Offset::Offset(next));
+                    }
+                    None => {
+                        resume.add_partition(topic, *partition);
+                    }
+                }
             }
         }
         if pause.count() > 0 {
@@ -602,6 +630,20 @@ impl Run {
             tracing::debug!(component = %self.component, partitions = ?partitions_of(&resume), "resuming partitions");
             if let Err(e) = self.consumer.resume(&resume) {
                 crate::warn_limited!(component = %self.component, error = %e, "resuming partitions");
+            }
+            // From exactly where this source stopped reading; asynchronous (errors arrive
+            // through the consumer).
+            let mut seek = TopicPartitionList::new();
+            for e in resume.elements() {
+                if let Offset::Offset(next) = e.offset() {
+                    let _ =
+                        seek.add_partition_offset(e.topic(), e.partition(), Offset::Offset(next));
+                }
+            }
+            if seek.count() > 0 {
+                if let Err(e) = self.consumer.seek_partitions(seek, Duration::ZERO) {
+                    crate::warn_limited!(component = %self.component, error = %e, "positioning resumed partitions");
+                }
             }
         }
     }
@@ -635,6 +677,8 @@ impl Run {
                 since: tokio::time::Instant::now(),
             });
         entry.next_offset = offset + 1;
+        self.read_to
+            .insert((topic.to_string(), partition), offset + 1);
         let limits = self.config.decode_limits();
         if let Err(e) = entry
             .records

@@ -335,9 +335,11 @@ async fn read_shard(ctx: ReaderCtx, shard: String, mut after: Option<String>) {
         if let Some(ms) = out.millis_behind_latest() {
             gauge.set(ms);
         }
-        let caught_up = out.millis_behind_latest() == Some(0);
         let records = out.records();
         let full = records.len() >= usize::try_from(ctx.config.get_records_limit).unwrap_or(0);
+        // Read to its end for now: nothing newer, and a response that was not full (an
+        // emulator such as kinesalite says 0 even while a backlog remains).
+        let caught_up = out.millis_behind_latest() == Some(0) && !full;
         if records.is_empty() && caught_up && !ctx.send(ReaderMsg::AtEnd { lane }).await {
             return;
         }
