@@ -54,7 +54,10 @@ fn families() -> &'static AggregateMetricFamilies {
             ),
             rows: counter(
                 "pipeline_aggregate_speeds_emitted_total",
-                "Segment speed rows emitted, as first emissions or late-data revisions.",
+                "Segment speed rows emitted: `first` when the window closed and \
+                 `first_after_close` when late data first made a closed window's state \
+                 publishable (both revision 0), `revision` when late data revised a published \
+                 one (revision > 0).",
                 &["component", "emission"],
             ),
             accepted: counter(
@@ -97,6 +100,17 @@ pub fn observation_totals(c: &str) -> (u64, u64) {
     )
 }
 
+/// The values of the `emission` label of `pipeline_aggregate_speeds_emitted_total`.
+pub const EMISSIONS: [&str; 3] = ["first", "first_after_close", "revision"];
+
+/// Speed rows aggregate component `c` has emitted so far, per [`EMISSIONS`] value, in that
+/// order (what its metrics say). Rows with revision 0 are the first two; the sinks' rows
+/// with revision > 0, the third.
+pub fn emission_totals(c: &str) -> [u64; 3] {
+    let f = families();
+    EMISSIONS.map(|emission| f.rows.with_label_values(&[c, emission]).get())
+}
+
 /// The aggregate stage as a runtime [`Transform`].
 pub struct AggregateStage {
     aggregator: Aggregator<Arc<RoadGraph>>,
@@ -121,7 +135,7 @@ impl AggregateStage {
         // The stage's own series exist from start-up (drop reasons appear on first use).
         f.open_windows.with_label_values(&[c]).set(0);
         f.state_bytes.with_label_values(&[c]).set(0);
-        for emission in ["first", "revision"] {
+        for emission in EMISSIONS {
             f.rows.with_label_values(&[c, emission]);
         }
         f.accepted.with_label_values(&[c]);
@@ -158,6 +172,9 @@ impl AggregateStage {
         f.rows
             .with_label_values(&[c, "first"])
             .inc_by(now.rows_first - then.rows_first);
+        f.rows
+            .with_label_values(&[c, "first_after_close"])
+            .inc_by(now.rows_first_after_close - then.rows_first_after_close);
         f.rows
             .with_label_values(&[c, "revision"])
             .inc_by(now.rows_revised - then.rows_revised);
