@@ -101,9 +101,6 @@ fn default_auto_offset_reset() -> String {
 fn default_lag_interval_ms() -> u64 {
     5_000
 }
-fn default_max_lane_drift_ms() -> i64 {
-    60_000
-}
 
 /// Topics as a source: a consumer group (cooperative-sticky) that decodes records of one
 /// kind and moves its committed offsets only past records every sink has acknowledged.
@@ -135,11 +132,14 @@ pub struct KafkaSourceConfig {
     /// How often consumer lag is exported (librdkafka statistics interval).
     #[serde(default = "default_lag_interval_ms")]
     pub lag_interval_ms: u64,
-    /// Watermark alignment: a partition whose event time runs more than this ahead of the
-    /// slowest partition still being read is paused until the others catch up, so a
-    /// skewed backlog cannot pile up in the stages' buffers (see `runtime::frontier`).
-    #[serde(default = "default_max_lane_drift_ms")]
-    pub max_lane_drift_ms: i64,
+    /// Watermark alignment, off unless set: a partition whose event time runs more than
+    /// this ahead of the slowest partition still being read is paused until the others
+    /// catch up, so a skewed backlog cannot pile up in the stages' buffers (see
+    /// `runtime::frontier`). Off by default because a run of the at-least-once broker test
+    /// with it re-read records already committed after a pause and resume (librdkafka's
+    /// resume position), which is not understood yet; correctness does not depend on it.
+    #[serde(default)]
+    pub max_lane_drift_ms: Option<i64>,
     /// Records that cannot be decoded are also written here, as they came, when set.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
@@ -297,7 +297,7 @@ impl KafkaSourceConfig {
             "batch_max_wait_ms, commit_interval_ms and lag_interval_ms must be at least 1",
         );
         problems.check(
-            self.max_lane_drift_ms >= 1_000,
+            self.max_lane_drift_ms.is_none_or(|ms| ms >= 1_000),
             format!("{prefix}.max_lane_drift_ms"),
             "must be at least 1000 (one second of event time)",
         );

@@ -600,7 +600,9 @@ impl Run {
     /// Watermark alignment: pauses partitions whose event time runs more than
     /// `max_lane_drift_ms` ahead of the frontier, resumes those back within it.
     fn align(&mut self) {
-        let drift_ms = self.config.max_lane_drift_ms;
+        let Some(drift_ms) = self.config.max_lane_drift_ms else {
+            return;
+        };
         let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
         for (topic, partition) in &self.assigned {
             let key = (topic.clone(), *partition);
