@@ -843,11 +843,16 @@ fn free_addr() -> String {
     addr.to_string()
 }
 
-/// Lines of an NDJSON file (none if it does not exist yet).
+/// Complete lines of an NDJSON file (none if it does not exist yet). A last line without
+/// its newline is being written, or was cut by a kill -9: a reader tailing the file skips
+/// it, as this does (polling a running stage's output once parsed half a row).
 fn ndjson_lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .map(|s| s.lines().map(str::to_string).collect())
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    complete.lines().map(str::to_string).collect()
 }
 
 /// Polls `now` every 2 s until it returns the same value twice and `done` holds for it.
