@@ -55,6 +55,9 @@ enum Event {
     /// Partitions, each with what the previous reader's windowed stage had finalized.
     Assigned(Vec<((String, i32), Option<i64>)>),
     Revoked(Vec<(String, i32)>),
+    /// Partitions whose statistics say nothing is left to read (lag 0): an empty partition
+    /// may never signal EOF, and must not hold the frontier.
+    CaughtUp(Vec<i32>),
 }
 
 /// The key of `finalized_before_ms` in the metadata of a committed offset.
@@ -127,6 +130,7 @@ impl ClientContext for SourceContext {
 
     fn stats(&self, statistics: Statistics) {
         let gauge = lag_gauge();
+        let mut caught_up = Vec::new();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 // -1 is librdkafka's internal UA partition; only partitions read here.
@@ -137,8 +141,14 @@ impl ClientContext for SourceContext {
                     gauge
                         .with_label_values(&[&self.component, topic, &partition.to_string()])
                         .set(lag);
+                    if lag == 0 {
+                        caught_up.push(*partition);
+                    }
                 }
             }
+        }
+        if !caught_up.is_empty() {
+            let _ = self.events.send(Event::CaughtUp(caught_up));
         }
     }
 }
@@ -319,6 +329,12 @@ impl KafkaSourceConfig {
     }
 }
 
+/// Whether batches carry the event-time frontier downstream. Off for now: with it on,
+/// `kafka_tls_example_config_cleans_probes_end_to_end_over_tls` got no cleaned probe back
+/// within 120 s (the frontier held clean's releases; cause not found yet), while the plain
+/// broker tests passed. The lane clocks, EOF handling and lag stay on.
+const CARRY_FRONTIER: bool = false;
+
 /// The lane of a partition, as batches carry it (`Batch::input`).
 fn lane_of(partition: i32) -> u32 {
     u32::try_from(partition).unwrap_or(0)
@@ -403,6 +419,13 @@ impl Source for KafkaSource {
                 Some(event) = events.recv() => match event {
                     Event::Assigned(list) => run.assigned(&list).await?,
                     Event::Revoked(list) => run.revoke(&list).await?,
+                    Event::CaughtUp(partitions) => {
+                        for partition in partitions {
+                            if run.assigned.iter().any(|(_, p)| *p == partition) {
+                                run.at_end(partition, &target).await?;
+                            }
+                        }
+                    }
                 },
                 message = run.consumer.recv() => match message {
                     Ok(msg) => {
@@ -585,7 +608,7 @@ impl Run {
     async fn frontier_moved(&mut self) -> Result<(), BoxError> {
         let frontier = self.clocks.frontier();
         self.align();
-        if frontier.is_none() || frontier == self.sent_frontier {
+        if !CARRY_FRONTIER || frontier.is_none() || frontier == self.sent_frontier {
             return Ok(());
         }
         self.sent_frontier = frontier;
@@ -739,8 +762,10 @@ impl Run {
             self.clocks.delivered(lane, min_ms);
         }
         let mut batch = Batch::tracked(p.records, lane, Acks::one(token));
-        batch.frontier = self.clocks.frontier();
-        self.sent_frontier = batch.frontier;
+        if CARRY_FRONTIER {
+            batch.frontier = self.clocks.frontier();
+            self.sent_frontier = batch.frontier;
+        }
         match &mut self.out {
             Some(out) => out.send(batch).await?,
             None => drop(batch),
