@@ -11,10 +11,15 @@
 //!
 //! - the smallest clock among the lanes not at their end, when there are any: a lane that is
 //!   merely slow (it still has records to read) holds it, however long it takes;
-//! - the largest clock, when every lane is at its end (`caught_up`): nothing is in flight.
+//! - no limit at all (`i64::MAX`), when every lane is at its end (`caught_up`): nothing is
+//!   in flight, so the stages' own clocks apply, as live. (The largest clock would hold
+//!   back a batch's span of records at the end of every lane: a lane's clock is its
+//!   batches' minimum.)
 //!
 //! A lane assigned but not yet heard from (no batch, no end) holds the frontier at its
-//! start. The frontier never goes back. Stages downstream use it as a cap on their own
+//! start. The frontier may go back (from "no limit" to a lane that starts reading again);
+//! a stage caps its own monotone clock with it, so that clock never does. Stages
+//! downstream use it as a cap on their own
 //! event-time clocks (see ARCHITECTURE.md, "Event time"); the source uses [`LaneClocks::ahead`]
 //! to pause lanes running too far ahead of it (watermark alignment), which bounds the state
 //! the stages hold while a skewed backlog is read.
@@ -26,7 +31,8 @@ use std::collections::BTreeMap;
 /// A source's event-time frontier, as batches carry it downstream ([`crate::runtime::Batch::frontier`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frontier {
-    /// Epoch ms (`i64::MIN` while some lane has not been heard from).
+    /// Epoch ms: `i64::MIN` while some lane has not been heard from, `i64::MAX` when every
+    /// lane is at its end.
     pub event_ms: i64,
     /// Every lane the source reads is at its end: nothing is in flight from it, so a stage
     /// may apply a processing-time idle rule. While false, some lane still has records to
@@ -55,7 +61,7 @@ struct LaneClock {
 #[derive(Debug, Clone, Default)]
 pub struct LaneClocks {
     lanes: BTreeMap<u32, LaneClock>,
-    /// The frontier as last computed (monotone).
+    /// The frontier as last computed.
     value_ms: Option<i64>,
 }
 
@@ -121,16 +127,7 @@ impl LaneClocks {
             .filter(|c| !c.at_end)
             .map(|c| c.clock_ms)
             .min();
-        let candidate = match behind {
-            Some(ms) => ms,
-            None => self
-                .lanes
-                .values()
-                .map(|c| c.clock_ms)
-                .max()
-                .unwrap_or(i64::MIN),
-        };
-        let value_ms = self.value_ms.map_or(candidate, |v| v.max(candidate));
+        let value_ms = behind.unwrap_or(i64::MAX);
         self.value_ms = Some(value_ms);
         Some(Frontier {
             event_ms: value_ms,
@@ -142,7 +139,7 @@ impl LaneClocks {
     /// source pauses it until the others catch up). Never true while the frontier is
     /// unknown, nor for a lane at its end.
     pub fn ahead(&self, lane: u32, max_drift_ms: i64) -> bool {
-        let Some(frontier_ms) = self.value_ms.filter(|&v| v != i64::MIN) else {
+        let Some(frontier_ms) = self.value_ms.filter(|&v| v != i64::MIN && v != i64::MAX) else {
             return false;
         };
         self.lanes
@@ -190,19 +187,22 @@ mod tests {
         assert_eq!(
             c.frontier(),
             Some(Frontier {
-                event_ms: 500_000,
+                event_ms: i64::MAX,
                 caught_up: true
-            })
+            }),
+            "nothing in flight: no limit"
         );
     }
 
     #[test]
-    fn the_frontier_never_goes_back() {
+    fn a_lane_that_reads_again_sets_the_frontier_again() {
         let mut c = LaneClocks::new();
         c.delivered(0, 100_000);
         c.at_end(0);
-        assert_eq!(c.frontier().map(|f| f.event_ms), Some(100_000));
-        c.delivered(1, 50_000);
+        assert_eq!(c.frontier().map(|f| f.event_ms), Some(i64::MAX));
+        c.delivered(1, 150_000);
+        assert_eq!(c.frontier().map(|f| f.event_ms), Some(150_000));
+        c.reading(0);
         assert_eq!(c.frontier().map(|f| f.event_ms), Some(100_000));
     }
 

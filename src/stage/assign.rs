@@ -519,11 +519,7 @@ impl Transform for AssignStage {
     }
 
     fn on_frontier(&mut self, frontier: Frontier, _out: &mut Vec<Batch>) {
-        self.frontier_ms = if self.frontier_ms == i64::MAX {
-            frontier.event_ms
-        } else {
-            self.frontier_ms.max(frontier.event_ms)
-        };
+        self.frontier_ms = frontier.event_ms;
     }
 
     fn on_close(&mut self, out: &mut Vec<Batch>) {

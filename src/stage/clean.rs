@@ -303,7 +303,7 @@ impl Cleaner {
 
     /// The upstream frontier moved to `frontier_ms`: releases what it now lets go of.
     pub fn set_frontier(&mut self, frontier_ms: i64, out: &mut Vec<Probe>) -> DropCounts {
-        self.frontier_ms = Some(self.frontier_ms.map_or(frontier_ms, |f| f.max(frontier_ms)));
+        self.frontier_ms = Some(frontier_ms);
         let mut drops = DropCounts::default();
         if let Some(c) = self.clock_ms() {
             self.release_until(

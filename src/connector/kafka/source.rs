@@ -329,12 +329,6 @@ impl KafkaSourceConfig {
     }
 }
 
-/// Whether batches carry the event-time frontier downstream. Off for now: with it on,
-/// `kafka_tls_example_config_cleans_probes_end_to_end_over_tls` got no cleaned probe back
-/// within 120 s (the frontier held clean's releases; cause not found yet), while the plain
-/// broker tests passed. The lane clocks, EOF handling and lag stay on.
-const CARRY_FRONTIER: bool = false;
-
 /// The lane of a partition, as batches carry it (`Batch::input`).
 fn lane_of(partition: i32) -> u32 {
     u32::try_from(partition).unwrap_or(0)
@@ -608,7 +602,7 @@ impl Run {
     async fn frontier_moved(&mut self) -> Result<(), BoxError> {
         let frontier = self.clocks.frontier();
         self.align();
-        if !CARRY_FRONTIER || frontier.is_none() || frontier == self.sent_frontier {
+        if frontier.is_none() || frontier == self.sent_frontier {
             return Ok(());
         }
         self.sent_frontier = frontier;
@@ -762,10 +756,8 @@ impl Run {
             self.clocks.delivered(lane, min_ms);
         }
         let mut batch = Batch::tracked(p.records, lane, Acks::one(token));
-        if CARRY_FRONTIER {
-            batch.frontier = self.clocks.frontier();
-            self.sent_frontier = batch.frontier;
-        }
+        batch.frontier = self.clocks.frontier();
+        self.sent_frontier = batch.frontier;
         match &mut self.out {
             Some(out) => out.send(batch).await?,
             None => drop(batch),
