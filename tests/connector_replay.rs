@@ -8,8 +8,9 @@ use std::time::Duration;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
+use pipeline::connector::parquet::source::PACE_STEP_WALL_MS;
 use pipeline::connector::parquet::{
-    read_probes, ParquetSinkConfig, ParquetSourceConfig, ReplayRate,
+    read_probes, write_records, ParquetSinkConfig, ParquetSourceConfig, ReplayRate,
 };
 use pipeline::record::{ArrowRecord, Probe, RecordKind};
 use pipeline::runtime::{Batch, Input, Output, Records};
@@ -74,15 +75,101 @@ async fn paced_replay_takes_event_time_divided_by_the_factor() -> TestResult {
         )
         .await?;
     let elapsed = start.elapsed();
-    // From the first batch (9 s) to the last (99 s) is 90 s of event time: 9 s at 10×.
+    // From the first record (0 s) to the last (99 s) is 99 s of event time: 9.9 s at 10×.
     assert!(
-        elapsed >= Duration::from_secs(9) && elapsed < Duration::from_millis(9_050),
+        elapsed >= Duration::from_millis(9_900) && elapsed < Duration::from_millis(9_910),
         "{elapsed:?}"
     );
     assert_eq!(
         consumer.await?,
         rows,
         "pacing never changes content or order"
+    );
+    Ok(())
+}
+
+/// Guards `rate = N` replaying event time at N× real time from the first record: the pacer
+/// once started its clock at the newest record of the first 8 192-row batch, so at 10× the
+/// first ~400 s of this file left at once and 600 s took 19 s instead of 60.
+///
+/// Deterministic under the paused clock: the source waits for decoded batches (decoded on
+/// OS threads) without a timer, so virtual time only moves when it sleeps until a run is due.
+#[tokio::test(start_paused = true)]
+async fn replay_rate_paces_from_the_first_record() -> TestResult {
+    const VEHICLES: i64 = 20;
+    const EVENT_SPAN_S: i64 = 600;
+    const T0_MS: i64 = 1_700_000_000_000;
+    const RATE: f64 = 10.0;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("probes.parquet");
+    // 20 vehicles at 1 Hz over 600 s of event time, time-ordered, in one row group.
+    let rows: Vec<Probe> = (0..=EVENT_SPAN_S)
+        .flat_map(|s| {
+            (0..VEHICLES).map(move |v| Probe::new(format!("v{v}"), T0_MS + s * 1000, 45.0, 5.0))
+        })
+        .collect();
+    let mut sink = ParquetSinkConfig::new(&path);
+    sink.row_group_rows = rows.len();
+    write_records(&sink, RecordKind::Probe, [Records::Probes(rows.clone())])?;
+    let mut config = source_config(&path, 8192);
+    config.rate = ReplayRate::Factor(RATE);
+    let source = config.build("test_pace_from_first")?;
+
+    let (tx, mut rx) = mpsc::channel::<Batch>(4);
+    let start = tokio::time::Instant::now();
+    // Per batch: virtual time of arrival, oldest and newest event time; and every probe.
+    let consumer = tokio::spawn(async move {
+        let mut arrivals: Vec<(Duration, i64, i64)> = Vec::new();
+        let mut probes: Vec<Probe> = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            if let Records::Probes(p) = batch.records {
+                let oldest = p.iter().map(|p| p.ts_ms).min().unwrap_or(i64::MAX);
+                let newest = p.iter().map(|p| p.ts_ms).max().unwrap_or(i64::MIN);
+                arrivals.push((start.elapsed(), oldest, newest));
+                probes.extend(p);
+            }
+        }
+        (arrivals, probes)
+    });
+    source
+        .run(
+            Output::to_channels(metrics().component("test_pace_from_first"), vec![tx]),
+            CancellationToken::new(),
+        )
+        .await?;
+    let total = start.elapsed();
+    let (arrivals, probes) = consumer.await?;
+    assert_eq!(probes, rows, "pacing never changes content or order");
+
+    // The stated tolerance: a record leaves no earlier than (its time − first time) / rate
+    // and at most PACE_STEP_WALL_MS after; 1 ms more for the timer's millisecond ticks.
+    let scaled = |ts_ms: i64| Duration::from_secs_f64((ts_ms - T0_MS) as f64 / RATE / 1000.0);
+    let tick = Duration::from_millis(1);
+    let step = Duration::from_millis(PACE_STEP_WALL_MS);
+    for &(at, oldest, newest) in &arrivals {
+        assert!(
+            at + tick >= scaled(newest),
+            "a batch up to {newest} left early, at {at:?}"
+        );
+        assert!(
+            at <= scaled(oldest) + step + tick,
+            "a batch from {oldest} left late, at {at:?}"
+        );
+        assert!(
+            scaled(newest) - scaled(oldest) <= step,
+            "a batch spans {oldest}..{newest}: one burst"
+        );
+    }
+    let first = arrivals.first().ok_or("no batch")?;
+    assert!(
+        first.0 <= step + tick,
+        "the first record waited {:?}",
+        first.0
+    );
+    let expected = scaled(T0_MS + EVENT_SPAN_S * 1000);
+    assert!(
+        total >= expected && total <= expected + tick,
+        "600 s of event time at 10× took {total:?}"
     );
     Ok(())
 }
@@ -139,7 +226,9 @@ async fn a_full_downstream_blocks_the_source() -> TestResult {
 async fn shutdown_stops_a_paced_replay_promptly() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("p.parquet");
-    // Ten minutes of event time between batches at 1×: only shutdown can end this quickly.
+    // A minute of event time between records at 1× (100 minutes in all): only shutdown can
+    // end this quickly. The first record is time zero and leaves at once, alone: the next
+    // is a minute later, far more than one pacing step.
     write_probes(&path, 100, 60_000)?;
     let mut config = source_config(&path, 10);
     config.rate = ReplayRate::Factor(1.0);
@@ -151,7 +240,7 @@ async fn shutdown_stops_a_paced_replay_promptly() -> TestResult {
         shutdown.clone(),
     ));
     let first = rx.recv().await.ok_or("no first batch")?;
-    assert_eq!(first.len(), 10);
+    assert_eq!(first.len(), 1);
     shutdown.cancel();
     let result = tokio::time::timeout(Duration::from_secs(10), task).await?;
     result?.map_err(|e| e.to_string())?;

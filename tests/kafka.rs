@@ -1713,3 +1713,85 @@ async fn kafka_chaos_kill_9_random_stages_and_freeze_the_broker_loses_no_window(
         "{reemitted_rows} re-emitted rows against {reference_rows}"
     );
 }
+
+/// The lag series of `component` in this process's registry: partition → records.
+fn lag_in_registry(component: &str) -> BTreeMap<String, i64> {
+    let text = pipeline::telemetry::metrics::metrics().render();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("pipeline_kafka_consumer_lag_records{")
+                && l.contains(&format!("component=\"{component}\""))
+        })
+        .filter_map(|l| {
+            let partition = l.split("partition=\"").nth(1)?.split('"').next()?;
+            let value = l.rsplit(' ').next()?.parse().ok()?;
+            Some((partition.to_string(), value))
+        })
+        .collect()
+}
+
+/// Guards the lag gauge that stayed at the commit's distance (librdkafka's `consumer_lag`)
+/// long after everything was read, and was missing where nothing had been committed yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_consumer_lag_reads_zero_once_every_partition_is_read_to_its_end() {
+    let Some(brokers) = brokers() else { return };
+    let topic = format!("lag-{}", nonce());
+    create_topic(&brokers, &topic, 3).await;
+    let sent = probes(600);
+    produce_probes(&brokers, &topic, Encoding::Json, &sent, 100).await;
+    let mut source = source_config(
+        &brokers,
+        &topic,
+        &format!("lag-{}", nonce()),
+        RecordKind::Probe,
+        Encoding::Json,
+    );
+    source.lag_interval_ms = 200;
+    let component = format!("lag_in_{}", nonce().replace('-', "_"));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let sink = CollectSink {
+        got: got.clone(),
+        ack_batches: None,
+        // Never reached: the test stops the run itself.
+        want: usize::MAX,
+        stop: CancellationToken::new(),
+    };
+    let topology = Topology::new(
+        vec![
+            (
+                component.clone(),
+                Component::Source(source.build(&component).expect("source")),
+            ),
+            ("lag_collect".to_string(), Component::Sink(Box::new(sink))),
+        ],
+        vec![Link::any(&component, "lag_collect")],
+        &runtime_config(),
+    );
+    let run = tokio::spawn(topology.run(stop.clone()));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let (mut received, mut lag) = (0, BTreeMap::new());
+    while tokio::time::Instant::now() < deadline {
+        received = got
+            .lock()
+            .map(|g| g.iter().map(Records::len).sum::<usize>())
+            .unwrap_or(0);
+        lag = lag_in_registry(&component);
+        if received == sent.len() && lag.len() == 3 && lag.values().all(|&l| l == 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    run.await.expect("joins").expect("the run ends cleanly");
+    assert_eq!(received, sent.len(), "every record read");
+    assert_eq!(
+        lag.len(),
+        3,
+        "a lag series per partition, commits or not: {lag:?}"
+    );
+    assert!(
+        lag.values().all(|&l| l == 0),
+        "lag reads 0 once caught up: {lag:?}"
+    );
+}

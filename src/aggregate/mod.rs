@@ -320,6 +320,11 @@ impl<C: SegmentCatalog> Aggregator<C> {
             .saturating_add(1)
     }
 
+    /// The event-time frontier of the sources upstream moved (see [`Watermark::set_frontier`]).
+    pub fn set_frontier(&mut self, frontier_ms: i64, caught_up: bool) {
+        self.watermark.set_frontier(frontier_ms, caught_up);
+    }
+
     /// Forgets input `input` (a partition revoked from this instance) and the state of every
     /// segment `of_input` picks, in every window: the partition's new owner rebuilds those
     /// windows from the stream, and rows from both owners would conflict. Returns the

@@ -9,6 +9,12 @@
 //! still emitted, at most one window length after the timeout. The watermark never goes
 //! back.
 //!
+//! Behind a source with lanes (Kafka, Kinesis), the source's event-time frontier (see
+//! [`crate::runtime::frontier`]) caps the watermark at frontier − bound, so records of a
+//! partition read more slowly than the others are not made late by the others' records,
+//! even after stages that mix partitions (clean, assign). While the frontier says some lane
+//! upstream still has records to read, the idle rule is off: such a lane is slow, not idle.
+//!
 //! Processing time is passed in by the caller (`now_ms`, any monotonic millisecond clock):
 //! this module reads no clock, so tests drive it with plain numbers. With `idle_timeout_ms`
 //! = 0 the idle rule is off and the watermark depends on event time only.
@@ -27,6 +33,8 @@ pub struct Watermark {
     idle_timeout_ms: i64,
     inputs: Vec<InputClock>,
     value_ms: i64,
+    /// The upstream frontier (event ms, every lane caught up), once one is known.
+    frontier: Option<(i64, bool)>,
 }
 
 impl Watermark {
@@ -36,6 +44,7 @@ impl Watermark {
             idle_timeout_ms,
             inputs: Vec::new(),
             value_ms: i64::MIN,
+            frontier: None,
         }
     }
 
@@ -81,6 +90,15 @@ impl Watermark {
         }
     }
 
+    /// The upstream frontier moved: the watermark stays at or below `frontier_ms` − bound,
+    /// and while not `caught_up` no input counts as idle.
+    pub fn set_frontier(&mut self, frontier_ms: i64, caught_up: bool) {
+        let ms = self
+            .frontier
+            .map_or(frontier_ms, |(f, _)| f.max(frontier_ms));
+        self.frontier = Some((ms, caught_up));
+    }
+
     /// Forgets an input (e.g. a partition revoked from this instance).
     pub fn remove_input(&mut self, input: u32) {
         self.inputs.retain(|c| c.input != input);
@@ -88,9 +106,12 @@ impl Watermark {
 
     /// Recomputes the watermark at processing time `now_ms` and returns it.
     pub fn advance(&mut self, now_ms: i64) -> i64 {
-        let idle = |c: &InputClock| {
-            self.idle_timeout_ms > 0 && now_ms - c.last_seen_ms >= self.idle_timeout_ms
-        };
+        let idle_rule =
+            self.idle_timeout_ms > 0 && self.frontier.is_none_or(|(_, caught_up)| caught_up);
+        let idle = |c: &InputClock| idle_rule && now_ms - c.last_seen_ms >= self.idle_timeout_ms;
+        let cap_ms = self
+            .frontier
+            .map_or(i64::MAX, |(f, _)| f.saturating_sub(self.bound_ms));
         let active_min = self
             .inputs
             .iter()
@@ -98,7 +119,9 @@ impl Watermark {
             .map(|c| c.max_event_ms)
             .min();
         let candidate = match active_min {
-            Some(max_event_ms) => Some(max_event_ms.saturating_sub(self.bound_ms)),
+            Some(max_event_ms) => Some(max_event_ms.saturating_sub(self.bound_ms).min(cap_ms)),
+            // Every input idle, which the idle rule allows only when nothing is in flight
+            // upstream either: no cap.
             None => self
                 .inputs
                 .iter()
@@ -160,6 +183,21 @@ mod tests {
         w.observe(0, 120_000, 13_000);
         w.observe(1, 120_000, 13_000);
         assert_eq!(w.advance(13_000), 120_000);
+    }
+
+    #[test]
+    fn the_upstream_frontier_caps_the_watermark_and_holds_the_idle_rule_while_behind() {
+        let mut w = Watermark::new(30_000, 10_000);
+        w.observe(0, 500_000, 0);
+        w.set_frontier(200_000, false);
+        assert_eq!(w.advance(0), 170_000, "capped at frontier - bound");
+        // Nothing arrives for long, but a lane upstream still has records: not idle.
+        assert_eq!(w.advance(60_000), 170_000);
+        w.set_frontier(400_000, false);
+        assert_eq!(w.advance(61_000), 370_000);
+        // Every lane caught up: the idle rule applies again.
+        w.set_frontier(500_000, true);
+        assert_eq!(w.advance(62_000), 500_000 + 62_000 - 10_000);
     }
 
     #[test]

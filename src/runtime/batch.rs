@@ -1,6 +1,7 @@
 //! What travels on an in-process edge: a batch of records of one kind, never single events.
 
 use super::ack::Acks;
+use super::frontier::Frontier;
 use crate::record::{
     DecodeError, DecodeLimits, Encoding, MatchedPoint, Probe, RecordKind, SegmentObservation,
     SegmentSpeed, WireRecord,
@@ -80,6 +81,16 @@ impl Records {
         self.len() == 0
     }
 
+    /// The smallest event time in the batch, in epoch ms (None when empty).
+    pub fn min_event_ts_ms(&self) -> Option<i64> {
+        match self {
+            Records::Probes(v) => v.iter().map(|p| p.ts_ms).min(),
+            Records::MatchedPoints(v) => v.iter().map(|m| m.probe.ts_ms).min(),
+            Records::Observations(v) => v.iter().map(|o| o.exit_ts_ms).min(),
+            Records::Speeds(v) => v.iter().map(|s| s.window_end_ms).min(),
+        }
+    }
+
     /// The largest event time in the batch, in epoch ms (None when empty).
     pub fn max_event_ts_ms(&self) -> Option<i64> {
         match self {
@@ -113,14 +124,20 @@ pub struct AssignedLane {
 /// One message on an edge. Besides its records it carries `input`, the lane it came in on
 /// (a Kafka partition; 0 otherwise), so a stage can keep per-partition state such as the
 /// aggregate's watermark, `acks`, the acknowledgement tokens of the source batches it
-/// derives from (see [`super::ack`]; empty unless the source can replay), and `lanes`, a
-/// lane event (then the records are empty).
+/// derives from (see [`super::ack`]; empty unless the source can replay), `lanes`, a
+/// lane event (then the records are empty), and `frontier`, the event-time frontier of the
+/// source upstream as of this batch (see [`super::frontier`]; `None` from sources without
+/// lanes). A batch with no records, no lane event and a frontier only moves the frontier.
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub records: Records,
     pub input: u32,
     pub acks: Acks,
     pub lanes: Option<LaneEvent>,
+    pub frontier: Option<Frontier>,
+    /// The component that sent it (set by [`super::Output`]), so a stage with several
+    /// upstreams takes the minimum of their frontiers.
+    pub origin: u32,
 }
 
 /// Two batches are equal when their records and lane are; tokens are bookkeeping.
@@ -142,7 +159,23 @@ impl Batch {
             input,
             acks,
             lanes: None,
+            frontier: None,
+            origin: 0,
         }
+    }
+
+    /// A batch that only moves the frontier (no records; `empty`: the empty records of the
+    /// sender's kind).
+    pub fn frontier_only(empty: Records, frontier: Frontier) -> Self {
+        Self {
+            frontier: Some(frontier),
+            ..Self::new(empty)
+        }
+    }
+
+    /// Nothing but bookkeeping: no records and no lane event (a frontier, at most).
+    pub fn carries_no_event(&self) -> bool {
+        self.records.is_empty() && self.lanes.is_none()
     }
 
     /// A lane event, with no records (`empty`: the empty records of the source's kind, so

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{Batch, LaneEvent};
+use super::frontier::Frontier;
 use crate::record::RecordKind;
 use crate::telemetry::metrics::ComponentMetrics;
 use crate::telemetry::tap::TapPoint;
@@ -37,6 +38,8 @@ pub struct Edge {
 pub struct Output {
     metrics: Arc<ComponentMetrics>,
     edges: Vec<Edge>,
+    /// Stamped on every batch sent ([`Batch::origin`]).
+    origin: u32,
     /// The record tap's points on this component's edges; empty unless `telemetry.tap`.
     taps: Vec<Arc<TapPoint>>,
 }
@@ -46,8 +49,16 @@ impl Output {
         Self {
             metrics,
             edges,
+            origin: 0,
             taps: Vec::new(),
         }
+    }
+
+    /// Names this output's component in the batches it sends (distinct per component of a
+    /// topology), so a stage with several upstreams can tell their frontiers apart.
+    pub fn with_origin(mut self, origin: u32) -> Self {
+        self.origin = origin;
+        self
     }
 
     /// Lets the record tap sample what this output sends (see [`crate::telemetry::tap`]).
@@ -74,12 +85,14 @@ impl Output {
     }
 
     /// The senders this batch goes to. A port nobody reads is legal: its batches are
-    /// counted as sent and released.
+    /// counted as sent and released. A batch that only moves the frontier goes to every
+    /// edge, whatever its kind.
     fn route(&self, batch: &Batch) -> Vec<&mpsc::Sender<Batch>> {
         let kind = batch.records.kind();
+        let any_kind = batch.carries_no_event();
         self.edges
             .iter()
-            .filter(|e| e.kind.is_none_or(|k| k == kind))
+            .filter(|e| any_kind || e.kind.is_none_or(|k| k == kind))
             .map(|e| &e.tx)
             .collect()
     }
@@ -97,10 +110,11 @@ impl Output {
     }
 
     /// Sends a batch to every downstream of its kind, waiting while a channel is full.
-    pub async fn send(&mut self, batch: Batch) -> Result<(), DownstreamClosed> {
-        if batch.is_empty() && batch.lanes.is_none() {
+    pub async fn send(&mut self, mut batch: Batch) -> Result<(), DownstreamClosed> {
+        if batch.carries_no_event() && batch.frontier.is_none() {
             return Ok(());
         }
+        batch.origin = self.origin;
         self.account(&batch);
         let targets = self.route(&batch);
         let Some((last, rest)) = targets.split_last() else {
@@ -115,10 +129,11 @@ impl Output {
     }
 
     /// [`Output::send`] for components that run on their own OS thread, off the runtime.
-    pub fn blocking_send(&mut self, batch: Batch) -> Result<(), DownstreamClosed> {
-        if batch.is_empty() && batch.lanes.is_none() {
+    pub fn blocking_send(&mut self, mut batch: Batch) -> Result<(), DownstreamClosed> {
+        if batch.carries_no_event() && batch.frontier.is_none() {
             return Ok(());
         }
+        batch.origin = self.origin;
         self.account(&batch);
         let targets = self.route(&batch);
         let Some((last, rest)) = targets.split_last() else {
@@ -191,12 +206,16 @@ impl Input {
         self.rx.is_empty()
     }
 
-    /// The next batch for a sink: lane events are for stages, and are skipped.
+    /// The next batch for a sink: lane events and frontier moves are for stages, and are
+    /// skipped.
     pub async fn next(&mut self) -> Option<Batch> {
         loop {
             let received = self.rx.recv().await;
             let batch = self.account(received);
-            if batch.as_ref().is_none_or(|b| b.lanes.is_none()) {
+            if batch
+                .as_ref()
+                .is_none_or(|b| b.lanes.is_none() && !b.carries_no_event())
+            {
                 return batch;
             }
         }
@@ -290,6 +309,14 @@ pub trait Transform: Send + 'static {
     /// A source upstream got or lost lanes (Kafka partitions); see [`LaneEvent`]. Only a
     /// transform fed by such a source directly sees these; the default ignores them.
     fn on_lanes(&mut self, _event: &LaneEvent, _out: &mut Vec<Batch>) {}
+
+    /// The event-time frontier of the sources upstream (the minimum over this transform's
+    /// upstreams; see [`Frontier`]) moved. Called after the batch that carried it was
+    /// processed, and for batches that carry nothing else. A stage whose clock is event time
+    /// caps that clock at the frontier, so records of a lane read more slowly than others
+    /// are not taken for late; the runtime forwards the frontier downstream itself. The
+    /// default ignores it.
+    fn on_frontier(&mut self, _frontier: Frontier, _out: &mut Vec<Batch>) {}
 
     /// The smallest event time (epoch ms, as [`crate::runtime::Records::max_event_ts_ms`]
     /// measures it) among input records this transform still holds without having emitted

@@ -4,6 +4,7 @@
 pub mod ack;
 pub mod batch;
 pub mod component;
+pub mod frontier;
 pub mod topology;
 
 pub use ack::{AckTarget, AckToken, Acks};
@@ -11,6 +12,7 @@ pub use batch::{AssignedLane, Batch, LaneEvent, Records};
 pub use component::{
     BoxError, DownstreamClosed, Edge, Input, Next, Output, Sink, Source, Transform, VecSource,
 };
+pub use frontier::{Frontier, LaneClocks};
 pub use topology::{Component, Link, RunError, RunReport, Topology};
 
 /// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives before the

@@ -11,10 +11,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::ack::Acks;
-use super::batch::Batch;
+use super::batch::{Batch, Records};
 use super::component::{
     BoxError, DownstreamClosed, Edge, Input, Next, Output, Sink, Source, Transform,
 };
+use super::frontier::Frontier;
 use crate::aggregate::Rejection;
 use crate::config::{
     split_endpoint, PipelineConfig, RuntimeConfig, SinkConfig, SourceConfig, StageConfig,
@@ -217,6 +218,13 @@ impl Topology {
                 receivers.insert(name.clone(), rx);
             }
         }
+        // Each component's number, stamped on what it sends (`Batch::origin`).
+        let origins: BTreeMap<String, u32> = self
+            .components
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.clone(), i as u32))
+            .collect();
         let output_of = |component: &Arc<ComponentMetrics>| {
             let downstream = self
                 .links
@@ -234,7 +242,10 @@ impl Topology {
                 .as_ref()
                 .map(|t| t.points_of(&component.component))
                 .unwrap_or_default();
-            Output::new(component.clone(), downstream).with_taps(taps)
+            let origin = origins.get(&component.component).copied().unwrap_or(0);
+            Output::new(component.clone(), downstream)
+                .with_taps(taps)
+                .with_origin(origin)
         };
 
         let sources_stop = shutdown.child_token();
@@ -514,9 +525,48 @@ impl Drop for HeldAcks {
     }
 }
 
+/// The frontiers of a transform's upstreams (see [`Frontier`]): the latest of each sender,
+/// their minimum, and what was last passed on downstream.
+#[derive(Default)]
+struct UpstreamFrontiers {
+    by_origin: BTreeMap<u32, Frontier>,
+    forwarded: Option<Frontier>,
+}
+
+impl UpstreamFrontiers {
+    /// Notes the batch's frontier; returns the combined one when it changed.
+    fn note(&mut self, batch: &Batch) -> Option<Frontier> {
+        let f = batch.frontier?;
+        let before = self.combined();
+        self.by_origin.insert(batch.origin, f);
+        let now = self.combined();
+        (now != before).then_some(now).flatten()
+    }
+
+    fn combined(&self) -> Option<Frontier> {
+        self.by_origin.values().copied().reduce(Frontier::min)
+    }
+
+    /// Stamps the combined frontier on every output batch; when there is none to carry a
+    /// change of it, adds a batch that carries only the frontier.
+    fn stamp(&mut self, produced: &mut Vec<Batch>, kind: RecordKind) {
+        let Some(f) = self.combined() else {
+            return;
+        };
+        for b in produced.iter_mut() {
+            b.frontier = Some(f);
+        }
+        if produced.is_empty() && self.forwarded != Some(f) {
+            produced.push(Batch::frontier_only(Records::empty(kind), f));
+        }
+        self.forwarded = Some(f);
+    }
+}
+
 /// The loop of a transform on its own thread: batch in, batches out, ticks while idle (with
 /// the runtime's timer, through `handle`), flush at the end. Acknowledgement tokens of the
-/// input are carried over to the output ([`HeldAcks`]).
+/// input are carried over to the output ([`HeldAcks`]); the upstream frontier is handed to
+/// the transform and passed on downstream ([`UpstreamFrontiers`]).
 fn run_transform(
     mut transform: Box<dyn Transform>,
     input: Option<Input>,
@@ -526,6 +576,9 @@ fn run_transform(
 ) -> Result<(), BoxError> {
     let mut produced = Vec::new();
     let mut held = HeldAcks::default();
+    let mut frontiers = UpstreamFrontiers::default();
+    // The kind a batch that carries only the frontier is labelled with (routing ignores it).
+    let mut kind = RecordKind::Probe;
     if let Some(mut input) = input {
         loop {
             let batch = match (transform.tick_interval(), &handle) {
@@ -536,6 +589,7 @@ fn run_transform(
                         Next::TimedOut => {
                             transform.on_tick(&mut produced);
                             held.settle(&mut produced, &*transform, true);
+                            frontiers.stamp(&mut produced, kind);
                             for b in produced.drain(..) {
                                 out.blocking_send(b)?;
                             }
@@ -546,19 +600,21 @@ fn run_transform(
                 _ => input.blocking_next(),
             };
             let Some(mut batch) = batch else { break };
+            kind = batch.records.kind();
+            let moved = frontiers.note(&batch);
             if let Some(event) = batch.lanes.take() {
                 transform.on_lanes(&event, &mut produced);
-                held.settle(&mut produced, &*transform, true);
-                for b in produced.drain(..) {
-                    out.blocking_send(b)?;
-                }
-                continue;
+            } else if !batch.carries_no_event() {
+                held.take_from(&mut batch);
+                let timer = metrics.batch_duration.start_timer();
+                transform.process_batch(batch, &mut produced);
+                timer.observe_duration();
             }
-            held.take_from(&mut batch);
-            let timer = metrics.batch_duration.start_timer();
-            transform.process_batch(batch, &mut produced);
-            timer.observe_duration();
+            if let Some(f) = moved {
+                transform.on_frontier(f, &mut produced);
+            }
             held.settle(&mut produced, &*transform, true);
+            frontiers.stamp(&mut produced, kind);
             for b in produced.drain(..) {
                 out.blocking_send(b)?;
             }

@@ -14,7 +14,7 @@ use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
 use crate::aggregate::{AggregateConfig, AggregateStats, Aggregator, Rejection};
 use crate::graph::RoadGraph;
 use crate::record::SegmentObservation;
-use crate::runtime::{Batch, LaneEvent, Records, Transform};
+use crate::runtime::{Batch, Frontier, LaneEvent, Records, Transform};
 use crate::telemetry::metrics::register_collector;
 use crate::telemetry::ComponentMetrics;
 
@@ -283,6 +283,17 @@ impl Transform for AggregateStage {
             }
         }
         self.emit(Vec::new(), out);
+    }
+
+    /// The sources' frontier caps the watermark (and holds the idle rule while a lane
+    /// upstream is still behind); windows it now closes are emitted.
+    fn on_frontier(&mut self, frontier: Frontier, out: &mut Vec<Batch>) {
+        self.aggregator
+            .set_frontier(frontier.event_ms, frontier.caught_up);
+        let mut speeds = Vec::new();
+        let now_ms = self.now_ms();
+        self.aggregator.advance(now_ms, &mut speeds);
+        self.emit(speeds, out);
     }
 
     fn on_close(&mut self, out: &mut Vec<Batch>) {

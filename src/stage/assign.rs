@@ -4,7 +4,8 @@
 //!
 //! Each shard owns its vehicles' state, so no lock is taken. The output of a batch is sorted
 //! before it leaves (matched points by time then vehicle, observations by exit time, vehicle,
-//! segment), and idle vehicles are evicted against one watermark for all shards, so the
+//! segment), and idle vehicles are evicted against one watermark for all shards (capped at
+//! the upstream event-time frontier, see [`crate::runtime::frontier`]), so the
 //! output is the same whatever the worker count. Each shard sorts its own output on the
 //! pool; the calling thread only splits the batch by shard and merges the sorted runs, so
 //! the serial part of a batch stays small next to the matching (see
@@ -21,7 +22,7 @@ use crate::config::Problems;
 use crate::graph::RoadGraph;
 use crate::matching::{MatchConfig, MatchOutput, MatchStats, Matcher, RouteStats};
 use crate::record::{MatchedPoint, Probe, SegmentObservation};
-use crate::runtime::{Batch, Records, Transform};
+use crate::runtime::{Batch, Frontier, Records, Transform};
 use crate::telemetry::metrics::register_collector;
 use crate::telemetry::ComponentMetrics;
 
@@ -187,6 +188,10 @@ pub struct AssignStage {
     pool: rayon::ThreadPool,
     metrics: Arc<ComponentMetrics>,
     watermark_ms: i64,
+    /// The upstream source's event-time frontier (`i64::MAX` without one): idle vehicles
+    /// are evicted against the watermark capped there, so a vehicle on a partition read
+    /// more slowly than the others is not taken for gone.
+    frontier_ms: i64,
 }
 
 /// Matched points leave in (time, vehicle) order.
@@ -278,6 +283,7 @@ impl AssignStage {
             pool,
             metrics,
             watermark_ms: i64::MIN,
+            frontier_ms: i64::MAX,
         })
     }
 
@@ -499,7 +505,7 @@ impl Transform for AssignStage {
             }
             parts
         };
-        let watermark_ms = self.watermark_ms;
+        let watermark_ms = self.watermark_ms.min(self.frontier_ms);
         self.run_shards(
             parts,
             |matcher, part, output| {
@@ -510,6 +516,14 @@ impl Transform for AssignStage {
             },
             out,
         );
+    }
+
+    fn on_frontier(&mut self, frontier: Frontier, _out: &mut Vec<Batch>) {
+        self.frontier_ms = if self.frontier_ms == i64::MAX {
+            frontier.event_ms
+        } else {
+            self.frontier_ms.max(frontier.event_ms)
+        };
     }
 
     fn on_close(&mut self, out: &mut Vec<Batch>) {

@@ -6,7 +6,9 @@
 //! in time order. Across vehicles, probes leave when the watermark passes them by the
 //! reorder window, in (ts_ms, arrival) order, so the output is nearly time-sorted; a probe
 //! that arrives behind the watermark but after its vehicle's last released probe is still
-//! accepted and leaves at once.
+//! accepted and leaves at once. Behind a source with lanes (Kafka, Kinesis), the watermark
+//! is capped at the source's event-time frontier for releases, staleness and eviction, so
+//! a partition read more slowly than the others is treated as it would be live.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -17,7 +19,7 @@ use serde::Deserialize;
 use crate::config::Problems;
 use crate::geo::{haversine_m, is_plausible_coordinate};
 use crate::record::Probe;
-use crate::runtime::{Batch, Records, Transform};
+use crate::runtime::{Batch, Frontier, Records, Transform};
 use crate::telemetry::ComponentMetrics;
 use crate::warn_limited;
 
@@ -220,6 +222,11 @@ struct VehicleState {
 pub struct Cleaner {
     config: CleanConfig,
     watermark_ms: Option<i64>,
+    /// The upstream source's event-time frontier, when it has lanes (see
+    /// [`crate::runtime::frontier`]): releases, staleness and eviction are judged against
+    /// the watermark capped there, so a lane read more slowly than the others keeps its
+    /// reorder window and is not taken for stale.
+    frontier_ms: Option<i64>,
     /// Vehicle id → slot in `vehicles`; looked up by `&str`, so a known vehicle costs no
     /// allocation.
     slots: HashMap<Box<str>, u32>,
@@ -240,6 +247,7 @@ impl Cleaner {
         Self {
             config,
             watermark_ms: None,
+            frontier_ms: None,
             slots: HashMap::new(),
             vehicles: Vec::new(),
             free_slots: Vec::new(),
@@ -285,6 +293,29 @@ impl Cleaner {
         slot
     }
 
+    /// The watermark capped at the upstream frontier: what releases, staleness and eviction
+    /// are judged against. (Future timestamps are judged against the watermark alone: a
+    /// lane ahead of the frontier is not in the future.)
+    fn clock_ms(&self) -> Option<i64> {
+        let w = self.watermark_ms?;
+        Some(self.frontier_ms.map_or(w, |f| w.min(f)))
+    }
+
+    /// The upstream frontier moved to `frontier_ms`: releases what it now lets go of.
+    pub fn set_frontier(&mut self, frontier_ms: i64, out: &mut Vec<Probe>) -> DropCounts {
+        self.frontier_ms = Some(self.frontier_ms.map_or(frontier_ms, |f| f.max(frontier_ms)));
+        let mut drops = DropCounts::default();
+        if let Some(c) = self.clock_ms() {
+            self.release_until(
+                c.saturating_sub(self.config.reorder_window_ms),
+                out,
+                &mut drops,
+            );
+        }
+        self.totals.merge(&drops);
+        drops
+    }
+
     /// Feeds one batch; appends the probes it releases to `out`. Returns this batch's drops.
     pub fn push(&mut self, probes: Vec<Probe>, out: &mut Vec<Probe>) -> DropCounts {
         let mut drops = DropCounts::default();
@@ -299,9 +330,9 @@ impl Cleaner {
         // how the input happened to be batched.
         for probe in probes {
             self.admit(probe, &mut drops);
-            if let Some(w) = self.watermark_ms {
+            if let Some(c) = self.clock_ms() {
                 self.release_until(
-                    w.saturating_sub(self.config.reorder_window_ms),
+                    c.saturating_sub(self.config.reorder_window_ms),
                     out,
                     &mut drops,
                 );
@@ -341,7 +372,8 @@ impl Cleaner {
             return;
         }
         self.drop_held_future(drops);
-        if probe.ts_ms < watermark.saturating_sub(self.config.max_past_ms) {
+        let clock_ms = self.frontier_ms.map_or(watermark, |f| watermark.min(f));
+        if probe.ts_ms < clock_ms.saturating_sub(self.config.max_past_ms) {
             drops.add(DropReason::StaleTimestamp);
             return;
         }
@@ -448,7 +480,7 @@ impl Cleaner {
     }
 
     fn evict_idle(&mut self) {
-        let Some(w) = self.watermark_ms else {
+        let Some(w) = self.clock_ms() else {
             return;
         };
         let horizon = w.saturating_sub(self.config.vehicle_ttl_ms);
@@ -550,6 +582,12 @@ impl Transform for CleanStage {
 
     fn retained_since_ms(&self) -> Option<i64> {
         self.cleaner.oldest_held_ms()
+    }
+
+    fn on_frontier(&mut self, frontier: Frontier, out: &mut Vec<Batch>) {
+        let mut released = Vec::new();
+        let drops = self.cleaner.set_frontier(frontier.event_ms, &mut released);
+        self.emit(&drops, released, out);
     }
 
     fn on_close(&mut self, out: &mut Vec<Batch>) {

@@ -23,6 +23,7 @@ const OWNED_SOURCE_KEYS: &[&str] = &[
     "group.id",
     "partition.assignment.strategy",
     "enable.auto.offset.store",
+    "enable.partition.eof",
 ];
 
 fn default_linger_ms() -> u64 {
@@ -100,6 +101,9 @@ fn default_auto_offset_reset() -> String {
 fn default_lag_interval_ms() -> u64 {
     5_000
 }
+fn default_max_lane_drift_ms() -> i64 {
+    60_000
+}
 
 /// Topics as a source: a consumer group (cooperative-sticky) that decodes records of one
 /// kind and moves its committed offsets only past records every sink has acknowledged.
@@ -131,6 +135,11 @@ pub struct KafkaSourceConfig {
     /// How often consumer lag is exported (librdkafka statistics interval).
     #[serde(default = "default_lag_interval_ms")]
     pub lag_interval_ms: u64,
+    /// Watermark alignment: a partition whose event time runs more than this ahead of the
+    /// slowest partition still being read is paused until the others catch up, so a
+    /// skewed backlog cannot pile up in the stages' buffers (see `runtime::frontier`).
+    #[serde(default = "default_max_lane_drift_ms")]
+    pub max_lane_drift_ms: i64,
     /// Records that cannot be decoded are also written here, as they came, when set.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
@@ -288,6 +297,11 @@ impl KafkaSourceConfig {
             "batch_max_wait_ms, commit_interval_ms and lag_interval_ms must be at least 1",
         );
         problems.check(
+            self.max_lane_drift_ms >= 1_000,
+            format!("{prefix}.max_lane_drift_ms"),
+            "must be at least 1000 (one second of event time)",
+        );
+        problems.check(
             ["earliest", "latest"].contains(&self.auto_offset_reset.as_str()),
             format!("{prefix}.auto_offset_reset"),
             "must be earliest or latest",
@@ -319,7 +333,10 @@ impl KafkaSourceConfig {
             )
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
             .set("auto.offset.reset", &self.auto_offset_reset)
-            .set("statistics.interval.ms", self.lag_interval_ms.to_string());
+            .set("statistics.interval.ms", self.lag_interval_ms.to_string())
+            // A partition read to its end is announced, so it stops holding the event-time
+            // frontier and its lag reads 0.
+            .set("enable.partition.eof", "true");
         self.security.apply(&mut c);
         self.librdkafka.apply(&mut c);
         c

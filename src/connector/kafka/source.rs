@@ -6,7 +6,7 @@
 //! `commit_interval_ms`, explicitly when partitions are revoked, and at shutdown, after the
 //! pipeline has drained and the last acknowledgements are in.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -15,8 +15,10 @@ use prometheus::{IntGaugeVec, Opts};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Statistics};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -27,7 +29,8 @@ use super::config::KafkaSourceConfig;
 use super::security::create_client;
 use super::KafkaError as Error;
 use crate::runtime::{
-    AckTarget, AckToken, Acks, AssignedLane, Batch, BoxError, LaneEvent, Output, Records, Source,
+    AckTarget, AckToken, Acks, AssignedLane, Batch, BoxError, Frontier, LaneClocks, LaneEvent,
+    Output, Records, Source,
 };
 use crate::telemetry::metrics::{metrics, register_collector, ComponentMetrics};
 
@@ -102,25 +105,62 @@ fn partitions_of(list: &TopicPartitionList) -> Vec<(String, i32)> {
 
 struct SourceContext {
     component: String,
+    /// Whether a partition with nothing consumed or committed starts at its beginning.
+    from_earliest: bool,
     events: mpsc::UnboundedSender<Event>,
     stored: Stored,
     finalized_files: Option<Arc<FinalizedFiles>>,
 }
 
 impl ClientContext for SourceContext {
+    /// librdkafka's errors, logged as its default context does, except a partition's end:
+    /// with `enable.partition.eof` that is news, not an error (the source acts on it).
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            return;
+        }
+        tracing::error!(component = %self.component, "librdkafka: {error}: {reason}");
+    }
+
     fn stats(&self, statistics: Statistics) {
         let gauge = lag_gauge();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                // -1 is librdkafka's internal UA partition; a negative lag is "unknown".
-                if *partition >= 0 && p.consumer_lag >= 0 {
+                // -1 is librdkafka's internal UA partition; only partitions read here.
+                if *partition < 0 || !p.desired {
+                    continue;
+                }
+                if let Some(lag) = position_lag(p, self.from_earliest) {
                     gauge
                         .with_label_values(&[&self.component, topic, &partition.to_string()])
-                        .set(p.consumer_lag);
+                        .set(lag);
                 }
             }
         }
     }
+}
+
+/// Records between a partition's high watermark and what the consumer has read (not what
+/// it has committed: librdkafka's own `consumer_lag` counts from the commit, which trails
+/// by the acknowledgements in flight and is unknown before the first commit). Before the
+/// first record is read, from the commit, or from where a new group starts.
+fn position_lag(p: &rdkafka::statistics::Partition, from_earliest: bool) -> Option<i64> {
+    if p.hi_offset < 0 {
+        return None;
+    }
+    let from = if p.app_offset >= 0 {
+        p.app_offset
+    } else if p.committed_offset >= 0 {
+        p.committed_offset
+    } else if from_earliest {
+        p.lo_offset.max(0)
+    } else {
+        p.hi_offset
+    };
+    Some((p.hi_offset - from).max(0))
 }
 
 impl ConsumerContext for SourceContext {
@@ -303,6 +343,7 @@ impl Source for KafkaSource {
             .map(|dir| Arc::new(FinalizedFiles::new(dir, &config.group_id)));
         let context = SourceContext {
             component: component.clone(),
+            from_earliest: config.auto_offset_reset == "earliest",
             events: events_tx,
             stored: stored.clone(),
             finalized_files: finalized_files.clone(),
@@ -345,6 +386,11 @@ impl Source for KafkaSource {
             pending: BTreeMap::new(),
             next_id: 0,
             out: Some(out),
+            assigned: BTreeSet::new(),
+            clocks: LaneClocks::new(),
+            sent_frontier: None,
+            paused: BTreeSet::new(),
+            read_to: HashMap::new(),
         };
         let max_wait = Duration::from_millis(run.config.batch_max_wait_ms);
         let mut flush_tick = tokio::time::interval(max_wait);
@@ -368,6 +414,7 @@ impl Source for KafkaSource {
                         drop(msg);
                         run.accept(&topic, partition, offset, &payload, key.as_deref(), &target).await?;
                     }
+                    Err(KafkaError::PartitionEOF(partition)) => run.at_end(partition, &target).await?,
                     Err(e) => {
                         run.metrics.error("consume");
                         crate::warn_limited!(component = %run.component, error = %e, "Kafka consumer error");
@@ -410,6 +457,18 @@ struct Run {
     pending: BTreeMap<(String, i32), Pending>,
     next_id: u64,
     out: Option<Output>,
+    /// The partitions read here.
+    assigned: BTreeSet<(String, i32)>,
+    /// Event time per lane, for the frontier batches carry and for alignment.
+    clocks: LaneClocks,
+    /// The frontier last sent downstream.
+    sent_frontier: Option<Frontier>,
+    /// Partitions paused for running ahead of the frontier (watermark alignment).
+    paused: BTreeSet<(String, i32)>,
+    /// Per partition, the offset after the last record received: where a resumed
+    /// partition continues (librdkafka's own resume position was seen to re-read records
+    /// a run had already written).
+    read_to: HashMap<(String, i32), i64>,
 }
 
 impl Run {
@@ -463,6 +522,10 @@ impl Run {
     /// with state per lane can wait for them.
     async fn assigned(&mut self, list: &[((String, i32), Option<i64>)]) -> Result<(), BoxError> {
         tracing::info!(component = %self.component, assigned = ?list, "partitions assigned");
+        for ((topic, partition), _) in list {
+            self.assigned.insert((topic.clone(), *partition));
+            self.clocks.assign(lane_of(*partition));
+        }
         let lanes = list
             .iter()
             .map(|&((_, partition), finalized_before_ms)| AssignedLane {
@@ -478,12 +541,111 @@ impl Run {
     /// batch already sent from those partitions, to drop what they hold for them.
     async fn revoke(&mut self, list: &[(String, i32)]) -> Result<(), BoxError> {
         for (topic, partition) in list {
-            self.pending.remove(&(topic.clone(), *partition));
+            let key = (topic.clone(), *partition);
+            self.pending.remove(&key);
             self.tracker.revoke(topic, *partition);
+            self.assigned.remove(&key);
+            self.paused.remove(&key);
+            self.read_to.remove(&key);
+            if !self.assigned.iter().any(|(_, p)| p == partition) {
+                self.clocks.revoke(lane_of(*partition));
+            }
         }
         tracing::info!(component = %self.component, revoked = list.len(), "partitions revoked");
         let lanes = list.iter().map(|&(_, partition)| lane_of(partition));
-        self.announce(LaneEvent::Revoked(lanes.collect())).await
+        self.announce(LaneEvent::Revoked(lanes.collect())).await?;
+        self.frontier_moved().await
+    }
+
+    /// The consumer read `partition` to its end: what is pending of it leaves now, its
+    /// lag reads 0, and it stops holding the frontier.
+    async fn at_end(
+        &mut self,
+        partition: i32,
+        target: &Arc<dyn AckTarget>,
+    ) -> Result<(), BoxError> {
+        let keys: Vec<(String, i32)> = self
+            .assigned
+            .iter()
+            .filter(|(_, p)| *p == partition)
+            .cloned()
+            .collect();
+        for (topic, partition) in keys {
+            self.send(topic.clone(), partition, target).await?;
+            lag_gauge()
+                .with_label_values(&[&self.component, &topic, &partition.to_string()])
+                .set(0);
+        }
+        self.clocks.at_end(lane_of(partition));
+        self.frontier_moved().await
+    }
+
+    /// Sends the frontier downstream alone when it changed, and resumes the partitions it
+    /// no longer runs far behind.
+    async fn frontier_moved(&mut self) -> Result<(), BoxError> {
+        let frontier = self.clocks.frontier();
+        self.align();
+        if frontier.is_none() || frontier == self.sent_frontier {
+            return Ok(());
+        }
+        self.sent_frontier = frontier;
+        tracing::debug!(component = %self.component, ?frontier, "event-time frontier moved");
+        if let (Some(out), Some(f)) = (&mut self.out, frontier) {
+            out.send(Batch::frontier_only(Records::empty(self.config.record), f))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Watermark alignment: pauses partitions whose event time runs more than
+    /// `max_lane_drift_ms` ahead of the frontier, resumes those back within it.
+    fn align(&mut self) {
+        let drift_ms = self.config.max_lane_drift_ms;
+        let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
+        for (topic, partition) in &self.assigned {
+            let key = (topic.clone(), *partition);
+            let ahead = self.clocks.ahead(lane_of(*partition), drift_ms);
+            if ahead && !self.paused.contains(&key) {
+                pause.add_partition(topic, *partition);
+                self.paused.insert(key);
+            } else if !ahead && self.paused.remove(&key) {
+                match self.read_to.get(&key) {
+                    Some(&next) => {
+                        let _ =
+                            resume.add_partition_offset(topic, *partition, Offset::Offset(next));
+                    }
+                    None => {
+                        resume.add_partition(topic, *partition);
+                    }
+                }
+            }
+        }
+        if pause.count() > 0 {
+            tracing::debug!(component = %self.component, partitions = ?partitions_of(&pause), "pausing partitions ahead of the event-time frontier");
+            if let Err(e) = self.consumer.pause(&pause) {
+                crate::warn_limited!(component = %self.component, error = %e, "pausing partitions");
+            }
+        }
+        if resume.count() > 0 {
+            tracing::debug!(component = %self.component, partitions = ?partitions_of(&resume), "resuming partitions");
+            if let Err(e) = self.consumer.resume(&resume) {
+                crate::warn_limited!(component = %self.component, error = %e, "resuming partitions");
+            }
+            // From exactly where this source stopped reading; asynchronous (errors arrive
+            // through the consumer).
+            let mut seek = TopicPartitionList::new();
+            for e in resume.elements() {
+                if let Offset::Offset(next) = e.offset() {
+                    let _ =
+                        seek.add_partition_offset(e.topic(), e.partition(), Offset::Offset(next));
+                }
+            }
+            if seek.count() > 0 {
+                if let Err(e) = self.consumer.seek_partitions(seek, Duration::ZERO) {
+                    crate::warn_limited!(component = %self.component, error = %e, "positioning resumed partitions");
+                }
+            }
+        }
     }
 
     async fn announce(&mut self, event: LaneEvent) -> Result<(), BoxError> {
@@ -505,6 +667,7 @@ impl Run {
         target: &Arc<dyn AckTarget>,
     ) -> Result<(), BoxError> {
         let kind = self.config.record;
+        self.clocks.reading(lane_of(partition));
         let entry = self
             .pending
             .entry((topic.to_string(), partition))
@@ -514,6 +677,8 @@ impl Run {
                 since: tokio::time::Instant::now(),
             });
         entry.next_offset = offset + 1;
+        self.read_to
+            .insert((topic.to_string(), partition), offset + 1);
         let limits = self.config.decode_limits();
         if let Err(e) = entry
             .records
@@ -567,11 +732,18 @@ impl Run {
         self.next_id += 1;
         self.tracker.open(id, &topic, partition, p.next_offset);
         let token = AckToken::new(id, target.clone());
-        let batch = Batch::tracked(p.records, lane_of(partition), Acks::one(token));
+        let lane = lane_of(partition);
+        if let Some(min_ms) = p.records.min_event_ts_ms() {
+            self.clocks.delivered(lane, min_ms);
+        }
+        let mut batch = Batch::tracked(p.records, lane, Acks::one(token));
+        batch.frontier = self.clocks.frontier();
+        self.sent_frontier = batch.frontier;
         match &mut self.out {
             Some(out) => out.send(batch).await?,
             None => drop(batch),
         }
+        self.align();
         Ok(())
     }
 }

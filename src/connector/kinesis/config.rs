@@ -102,6 +102,9 @@ fn default_checkpoint_interval_ms() -> u64 {
 fn default_shard_refresh_interval_ms() -> u64 {
     10_000
 }
+fn default_max_lane_drift_ms() -> i64 {
+    60_000
+}
 fn default_instance_count() -> u32 {
     1
 }
@@ -157,6 +160,11 @@ pub struct KinesisSourceConfig {
     /// whose parents have ended.
     #[serde(default = "default_shard_refresh_interval_ms")]
     pub shard_refresh_interval_ms: u64,
+    /// Watermark alignment: a shard whose event time runs more than this ahead of the
+    /// slowest shard still being read waits until the others catch up (see
+    /// `runtime::frontier`).
+    #[serde(default = "default_max_lane_drift_ms")]
+    pub max_lane_drift_ms: i64,
     /// This instance's index among `instance_count` instances that split the shards.
     #[serde(default)]
     pub instance_index: u32,
@@ -305,6 +313,11 @@ impl KinesisSourceConfig {
             (1..=MAX_GET_RECORDS).contains(&self.get_records_limit),
             format!("{prefix}.get_records_limit"),
             format!("must be between 1 and {MAX_GET_RECORDS}"),
+        );
+        problems.check(
+            self.max_lane_drift_ms >= 1_000,
+            format!("{prefix}.max_lane_drift_ms"),
+            "must be at least 1000 (one second of event time)",
         );
         problems.check(
             self.poll_interval_ms >= 1

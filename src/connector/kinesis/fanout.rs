@@ -168,6 +168,11 @@ pub(super) async fn read_shard_fan_out(
             }
         };
         loop {
+            // Watermark alignment: a shard far ahead stops taking events (the stream's flow
+            // control holds the rest) until the others catch up.
+            if !ctx.wait_unpaused(lane).await {
+                return;
+            }
             let next = tokio::select! {
                 _ = ctx.cancel.cancelled() => return,
                 e = events.recv() => e,
@@ -176,7 +181,12 @@ pub(super) async fn read_shard_fan_out(
                 Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(ev))) => {
                     failures = 0;
                     gauge.set(ev.millis_behind_latest());
+                    let caught_up = ev.millis_behind_latest() == 0;
                     let records = ev.records();
+                    if records.is_empty() && caught_up && !ctx.send(ReaderMsg::AtEnd { lane }).await
+                    {
+                        return;
+                    }
                     if let Some(last) = records.last() {
                         let last_sequence = last.sequence_number().to_string();
                         let decoded = decode_all(
@@ -192,6 +202,7 @@ pub(super) async fn read_shard_fan_out(
                             lane,
                             records: decoded,
                             last_sequence,
+                            at_end: caught_up,
                         };
                         if !ctx.send(msg).await {
                             return;

@@ -15,7 +15,7 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_sdk_kinesis::Client;
 use prometheus::IntGaugeVec;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{Checkpoint, FileCheckpointStore};
@@ -24,7 +24,9 @@ use super::config::{validated, KinesisSourceConfig, StartPosition};
 use super::shards::{owns_shard, parents_done, shard_number, ShardInfo};
 use super::KinesisError;
 use crate::record::{DecodeLimits, Encoding, RecordKind};
-use crate::runtime::{AckTarget, AckToken, Acks, Batch, BoxError, Output, Records, Source};
+use crate::runtime::{
+    AckTarget, AckToken, Acks, Batch, BoxError, Frontier, LaneClocks, Output, Records, Source,
+};
 use crate::telemetry::metrics::{metrics, ComponentMetrics};
 
 /// `pipeline_kinesis_millis_behind_latest` (component, shard), defined in telemetry so that
@@ -35,13 +37,18 @@ pub(super) fn behind_gauge() -> &'static IntGaugeVec {
 
 /// What a shard reader tells the source task.
 pub(super) enum ReaderMsg {
-    /// One response's records, and the sequence number of its last record.
+    /// One response's records, and the sequence number of its last record; `at_end`: the
+    /// response said the shard has nothing newer (`MillisBehindLatest` = 0) and these are
+    /// its last records.
     Records {
         shard: String,
         lane: u32,
         records: Records,
         last_sequence: String,
+        at_end: bool,
     },
+    /// A response with no records said the shard has nothing newer.
+    AtEnd { lane: u32 },
     /// The shard is closed and read to its end.
     End { shard: String },
 }
@@ -194,6 +201,9 @@ pub(super) struct ReaderCtx {
     pub cancel: CancellationToken,
     /// With enhanced fan-out: the registered consumer's ARN.
     pub consumer_arn: Option<String>,
+    /// Lanes running too far ahead of the frontier (watermark alignment): their readers
+    /// wait before asking for more.
+    pub paused: watch::Receiver<BTreeSet<u32>>,
 }
 
 impl ReaderCtx {
@@ -202,6 +212,15 @@ impl ReaderCtx {
         tokio::select! {
             _ = self.cancel.cancelled() => false,
             _ = tokio::time::sleep(d) => true,
+        }
+    }
+
+    /// Waits while `lane` is paused for running ahead; false when cancelled.
+    pub(super) async fn wait_unpaused(&self, lane: u32) -> bool {
+        let mut paused = self.paused.clone();
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            r = paused.wait_for(|p| !p.contains(&lane)) => r.is_ok(),
         }
     }
 
@@ -232,7 +251,7 @@ async fn read_shard(ctx: ReaderCtx, shard: String, mut after: Option<String>) {
     let mut iterator: Option<String> = None;
     let mut failures = 0u32;
     loop {
-        if ctx.cancel.is_cancelled() {
+        if ctx.cancel.is_cancelled() || !ctx.wait_unpaused(lane).await {
             return;
         }
         let Some(it) = iterator.clone() else {
@@ -318,7 +337,17 @@ async fn read_shard(ctx: ReaderCtx, shard: String, mut after: Option<String>) {
         }
         let records = out.records();
         let full = records.len() >= usize::try_from(ctx.config.get_records_limit).unwrap_or(0);
-        for chunk in records.chunks(ctx.config.batch_max_records.max(1)) {
+        // Read to its end for now: nothing newer, and a response that was not full (an
+        // emulator such as kinesalite says 0 even while a backlog remains).
+        let caught_up = out.millis_behind_latest() == Some(0) && !full;
+        if records.is_empty() && caught_up && !ctx.send(ReaderMsg::AtEnd { lane }).await {
+            return;
+        }
+        let chunks = records.chunks(ctx.config.batch_max_records.max(1)).count();
+        for (i, chunk) in records
+            .chunks(ctx.config.batch_max_records.max(1))
+            .enumerate()
+        {
             let Some(last) = chunk.last() else { continue };
             let last_sequence = last.sequence_number().to_string();
             let decoded = decode_all(
@@ -335,6 +364,7 @@ async fn read_shard(ctx: ReaderCtx, shard: String, mut after: Option<String>) {
                 lane,
                 records: decoded,
                 last_sequence,
+                at_end: caught_up && i + 1 == chunks,
             };
             if !ctx.send(msg).await {
                 return;
@@ -434,6 +464,7 @@ impl Source for KinesisSource {
             FileCheckpointStore::new(&config.checkpoint_dir, &config.application, &config.stream);
         let (tx, rx) = mpsc::channel(8);
         let (ack_tx, acks) = mpsc::unbounded_channel();
+        let (paused, paused_rx) = watch::channel(BTreeSet::new());
         let mut run = Run {
             ctx: ReaderCtx {
                 client,
@@ -442,6 +473,7 @@ impl Source for KinesisSource {
                 tx,
                 cancel: CancellationToken::new(),
                 consumer_arn: None,
+                paused: paused_rx,
             },
             component,
             store,
@@ -452,6 +484,9 @@ impl Source for KinesisSource {
             next_id: 0,
             target: Arc::new(AckChannel(ack_tx)),
             out: Some(out),
+            clocks: LaneClocks::new(),
+            sent_frontier: None,
+            paused,
         };
         if config.enhanced_fan_out {
             let arn = super::fanout::register_consumer(&run.ctx).await?;
@@ -475,6 +510,10 @@ struct Run {
     next_id: u64,
     target: Arc<dyn AckTarget>,
     out: Option<Output>,
+    /// Event time per shard lane, for the frontier batches carry and for alignment.
+    clocks: LaneClocks,
+    sent_frontier: Option<Frontier>,
+    paused: watch::Sender<BTreeSet<u32>>,
 }
 
 impl Run {
@@ -591,23 +630,75 @@ impl Run {
                 lane,
                 records,
                 last_sequence,
+                at_end,
             } => {
                 let id = self.next_id;
                 self.next_id += 1;
                 self.tracker.open(id, &shard, last_sequence);
                 let token = AckToken::new(id, self.target.clone());
-                let batch = Batch::tracked(records, lane, Acks::one(token));
+                match records.min_event_ts_ms() {
+                    Some(min_ms) => self.clocks.delivered(lane, min_ms),
+                    None => self.clocks.reading(lane),
+                }
+                let mut batch = Batch::tracked(records, lane, Acks::one(token));
+                batch.frontier = self.clocks.frontier();
+                self.sent_frontier = batch.frontier;
                 // An empty batch (every record undecodable) is released at once by `send`
                 // dropping it, which acknowledges the token: the checkpoint moves past it.
                 if let Some(out) = &mut self.out {
                     out.send(batch).await?;
                 }
+                if at_end {
+                    self.clocks.at_end(lane);
+                }
+                self.frontier_moved().await?;
+            }
+            ReaderMsg::AtEnd { lane } => {
+                self.clocks.at_end(lane);
+                self.frontier_moved().await?;
             }
             ReaderMsg::End { shard } => {
+                // A closed shard read to its end holds nothing back any more.
+                if let Some(lane) = shard_number(&shard).and_then(|n| u32::try_from(n).ok()) {
+                    self.clocks.at_end(lane);
+                }
                 if let Some((shard, c)) = self.tracker.end(&shard) {
                     self.moved(shard, c).await?;
                 }
+                self.frontier_moved().await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Sends the frontier downstream alone when it changed, and pauses or resumes the
+    /// readers of shards by how far they run ahead of it (watermark alignment).
+    async fn frontier_moved(&mut self) -> Result<(), BoxError> {
+        let frontier = self.clocks.frontier();
+        let drift_ms = self.ctx.config.max_lane_drift_ms;
+        let ahead: BTreeSet<u32> = self
+            .clocks
+            .lanes()
+            .filter(|&lane| self.clocks.ahead(lane, drift_ms))
+            .collect();
+        self.paused.send_if_modified(|paused| {
+            let changed = *paused != ahead;
+            if changed {
+                tracing::debug!(component = %self.component, ahead = ?ahead, "shards paused for running ahead of the event-time frontier");
+                *paused = ahead;
+            }
+            changed
+        });
+        if frontier.is_none() || frontier == self.sent_frontier {
+            return Ok(());
+        }
+        self.sent_frontier = frontier;
+        if let (Some(out), Some(f)) = (&mut self.out, frontier) {
+            out.send(Batch::frontier_only(
+                Records::empty(self.ctx.config.record),
+                f,
+            ))
+            .await?;
         }
         Ok(())
     }
@@ -640,6 +731,9 @@ impl Run {
                 _ => None,
             };
             tracing::info!(component = %self.component, shard = %id, resume_after = ?after, "reading shard");
+            if let Some(lane) = shard_number(id).and_then(|n| u32::try_from(n).ok()) {
+                self.clocks.assign(lane);
+            }
             self.started.insert(id.clone());
             self.readers
                 .push(start_reader(self.ctx.clone(), id.clone(), after));

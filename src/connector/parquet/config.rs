@@ -110,7 +110,31 @@ pub enum TimestampUnit {
     Arrow,
 }
 
-/// Replay speed: as fast as possible, or N× real time by event time.
+/// Replay speed: as fast as possible (`"max"`, the default: no waiting at all), or N× real
+/// time by event time.
+///
+/// With a factor N, time zero is the earliest event time of the first batch read (ignoring
+/// a lone outlier: the earliest record with 7 others within the hour after it), taken at
+/// the instant that batch arrives from the decoder, and a record is due once the real time
+/// elapsed since reaches (its event time − time zero) / N.
+///
+/// Tolerance: a record never leaves before it is due, and at most [`PACE_STEP_WALL_MS`]
+/// (100 ms) after, plus scheduling delay and any time downstream backpressure holds the
+/// source. To keep to that, each decoded batch is cut into runs spanning at most
+/// N × 100 ms of event time, each sent when its newest record is due, so a large row group
+/// trickles out instead of leaving in one burst (at most about ten extra batches per
+/// second of replay).
+///
+/// Pacing follows the newest event time seen so far. A record older than that (out of
+/// order) leaves with its neighbours. A jump more than an hour ahead is followed only once
+/// 8 consecutive records within the hour of each other confirm it (a real gap in the
+/// data, then waited out at N×); those 8 leave together when the last of them is due (any
+/// of them decoded in an earlier batch already left at the pace before the jump). An
+/// unconfirmed record that far ahead is an outlier, such as a probe stamped 2099: it
+/// leaves with its neighbours instead of stalling the replay for decades. Pacing delays
+/// only; content and order are the same as unpaced.
+///
+/// [`PACE_STEP_WALL_MS`]: super::source::PACE_STEP_WALL_MS
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum ReplayRate {
     #[default]
@@ -170,6 +194,8 @@ pub struct ParquetSourceConfig {
     /// Keep probes with `ts_ms < end_ms` (exclusive).
     #[serde(default)]
     pub end_ms: Option<i64>,
+    /// `"max"` or a factor N: replay event time at N× real time from the first record, see
+    /// [`ReplayRate`] for the rule and its tolerance.
     #[serde(default)]
     pub rate: ReplayRate,
     /// Threads decoding row groups; default: the available cores.
