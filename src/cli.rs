@@ -370,7 +370,7 @@ fn print_summary(config: &PipelineConfig, report: &runtime::RunReport) -> Result
         );
     }
     for name in config.stages.keys().chain(config.sinks.keys()) {
-        let flow = if config.sinks.contains_key(name) {
+        let mut flow = if config.sinks.contains_key(name) {
             format!("sink {name}: wrote {}", m.received_total(name))
         } else {
             format!(
@@ -379,6 +379,11 @@ fn print_summary(config: &PipelineConfig, report: &runtime::RunReport) -> Result
                 m.sent_total(name)
             )
         };
+        // An aggregate's late observations are neither output nor drops: say where they went.
+        if let Some(StageConfig::Aggregate(_)) = config.stages.get(name) {
+            let (_, late) = pipeline::stage::aggregate::observation_totals(name);
+            flow.push_str(&format!(", late {late} ({})", late_fate(config, name)));
+        }
         let dropped: Vec<String> = m
             .dropped_totals(name)
             .iter()
@@ -400,6 +405,15 @@ fn print_summary(config: &PipelineConfig, report: &runtime::RunReport) -> Result
         }
     );
     Ok(())
+}
+
+/// Where aggregate `name`'s late observations go: its `late` port, or nowhere.
+fn late_fate(config: &PipelineConfig, name: &str) -> String {
+    if config.reads_port(name, "late") {
+        format!("sent to {name}.late")
+    } else {
+        format!("discarded: no edge reads {name}.late")
+    }
 }
 
 fn graph_command(cmd: GraphCommand) -> Result<()> {
@@ -650,7 +664,7 @@ fn replay(a: ReplayArgs) -> Result<()> {
         m.busy_seconds("assign"),
         m.busy_seconds("aggregate")
     );
-    let balance = Balance::of_replay(m);
+    let balance = Balance::of_replay(m, &config);
     if a.report {
         balance.print_details()?;
     }
@@ -674,10 +688,12 @@ struct Balance {
     observations_dropped: Vec<(String, u64)>,
     accepted: u64,
     late: u64,
+    /// Where the late observations went (`late_fate`).
+    late_fate: String,
 }
 
 impl Balance {
-    fn of_replay(m: &telemetry::Metrics) -> Self {
+    fn of_replay(m: &telemetry::Metrics, config: &PipelineConfig) -> Self {
         let nonzero = |v: Vec<(String, u64)>| -> Vec<(String, u64)> {
             v.into_iter().filter(|&(_, n)| n > 0).collect()
         };
@@ -696,6 +712,7 @@ impl Balance {
             observations_dropped: nonzero(m.dropped_totals("aggregate")),
             accepted,
             late,
+            late_fate: late_fate(config, "aggregate"),
         }
     }
 
@@ -731,13 +748,15 @@ impl Balance {
             list(&unmatched)
         );
         say!(
-            "observations: in={} dropped={} accepted={} late={} balanced={} (dropped: {})",
+            "observations: in={} dropped={} accepted={} late={} balanced={} (dropped: {}; \
+             late {})",
             self.observations_in,
             sum(&self.observations_dropped),
             self.accepted,
             self.late,
             self.observations_balance(),
-            list(&self.observations_dropped)
+            list(&self.observations_dropped),
+            self.late_fate
         );
         Ok(())
     }

@@ -226,6 +226,7 @@ fn out_of_order_input_within_the_bound_gives_the_windows_of_sorted_input() {
         agg.flush_all(&mut out);
         assert_eq!(agg.stats().late, 0);
         assert_eq!(agg.stats().rows_revised, 0);
+        assert_eq!(agg.stats().rows_first_after_close, 0);
         out
     };
     let a = run(&sorted);

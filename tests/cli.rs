@@ -591,8 +591,23 @@ fn every_example_config_validates_and_the_embedded_ones_run() {
     );
     assert!(parquet_rows(&city.path("out/assign/observations.parquet")) > 0);
 
-    run("speeds.toml", &[]);
+    let stdout = run("speeds.toml", &[]);
     assert!(parquet_rows(&city.path("out/speeds/speeds.parquet")) > 0);
+    // The summary lists the aggregate's late observations, and where they went.
+    let aggregate = stdout
+        .lines()
+        .find(|l| l.starts_with("stage aggregate: "))
+        .unwrap_or_else(|| panic!("no aggregate summary in:\n{stdout}"));
+    let late: u64 = aggregate
+        .split_once(", late ")
+        .and_then(|(_, rest)| rest.split_once(" (sent to aggregate.late)"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no late count in `{aggregate}`"));
+    let late_lines = std::fs::read_to_string(city.path("out/speeds/late_observations.ndjson"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(late, late_lines as u64, "{aggregate}");
 
     run(
         "generator.toml",

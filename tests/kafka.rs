@@ -474,7 +474,13 @@ async fn kafka_example_configs_chain_ingest_assign_and_two_aggregate_groups() {
         eprintln!("skipping the example-config chain: the configs name 127.0.0.1:9092");
         return;
     }
-    for topic in ["probes.raw", "probes.clean", "observations", "speeds"] {
+    for topic in [
+        "probes.raw",
+        "probes.clean",
+        "observations",
+        "speeds",
+        "observations.late",
+    ] {
         create_topic(&brokers, topic, 4).await;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1146,7 +1146,12 @@ async fn kinesis_example_configs_chain_assign_and_two_aggregates() {
         return;
     }
     let client = admin(&endpoint);
-    for stream in ["probes-clean", "observations", "speeds"] {
+    for stream in [
+        "probes-clean",
+        "observations",
+        "speeds",
+        "observations-late",
+    ] {
         // The configs name these streams, so they outlive a run: start them empty (what
         // earlier runs left would be read again from TRIM_HORIZON, all of it late).
         if client

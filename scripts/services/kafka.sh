@@ -29,7 +29,7 @@ TLS_DIR="$SVC_DIR/kafka-tls"
 TLS_PIDFILES=("$SVC_DIR/tansu-tls.pid" "$SVC_DIR/tls-proxy.pid")
 SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
 # The topics of pipelines/kafka-*.toml, with the partition count each gets.
-TOPICS=(probes.raw:4 probes.clean:4 observations:4 speeds:4)
+TOPICS=(probes.raw:4 probes.clean:4 observations:4 speeds:4 observations.late:4)
 
 mkdir -p "$SVC_DIR"
 

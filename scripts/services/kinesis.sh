@@ -20,7 +20,7 @@ DIR="$SVC_DIR/kinesalite"
 PIDFILE="$SVC_DIR/kinesalite.pid"
 LOG="$SVC_DIR/kinesalite.log"
 # The streams of pipelines/kinesis-*.toml, with the shard count each gets.
-STREAMS=(probes-clean:4 observations:4 speeds:4)
+STREAMS=(probes-clean:4 observations:4 speeds:4 observations-late:4)
 
 mkdir -p "$SVC_DIR"
 

@@ -6,8 +6,10 @@
 //! window's end. Nothing is ever rescanned: a window's state is dropped as a whole once the
 //! watermark is `allowed_lateness_ms` past its end. In between, a late observation updates
 //! the state and the window is emitted again as a revision (consumers upsert on
-//! (segment_id, window_start_ms, estimator)). Anything later is counted and handed back to
-//! the caller as late.
+//! (segment_id, window_start_ms, estimator)), or, if the state did not meet the publication
+//! rule when its window closed and now does, emitted for the first time (revision 0;
+//! [`AggregateStats`] counts the three kinds of emission apart). Anything later is counted
+//! and handed back to the caller as late.
 //!
 //! `push` decides at once whether an observation is valid and which windows take it (lateness
 //! is judged against the watermark of the last advance), but folds it later, in batches
@@ -97,9 +99,12 @@ pub struct AggregateStats {
     pub late: u64,
     /// Observations re-read after a restart whose windows were already finalized.
     pub already_emitted: u64,
-    /// Rows emitted when their window closed.
+    /// Rows emitted when their window closed (`revision` 0).
     pub rows_first: u64,
-    /// Rows emitted as late-data revisions.
+    /// Rows of a state published for the first time after its window closed, because late
+    /// data made it meet the publication rule (`revision` 0, like `rows_first`).
+    pub rows_first_after_close: u64,
+    /// Rows re-publishing a state already published, after late data (`revision` > 0).
     pub rows_revised: u64,
     /// Segment-windows closed by the watermark (or by the final flush).
     pub windows_closed: u64,
@@ -626,7 +631,15 @@ impl<C: SegmentCatalog> Aggregator<C> {
             };
             let state = &mut slot.table.entry_mut(index).state;
             state.set_dirty(false);
-            self.stats.rows_revised += self.publisher.rows(segment_id, start_ms, state, out);
+            // A state that met the publication rule only now is published for the first time
+            // (its rows carry revision 0); one published before is revised.
+            let published_before = state.emissions() > 0;
+            let rows = self.publisher.rows(segment_id, start_ms, state, out);
+            if published_before {
+                self.stats.rows_revised += rows;
+            } else {
+                self.stats.rows_first_after_close += rows;
+            }
         }
         self.dirty = dirty;
     }
@@ -905,6 +918,91 @@ mod tests {
             out.len(),
             6,
             "the revision of window 0 and window 60 s: {out:?}"
+        );
+    }
+
+    /// Guards the emission counts against rows: a state published for the first time after
+    /// its window closed carries revision 0 and must not be counted as a revision.
+    #[test]
+    fn a_window_first_published_after_its_close_counts_as_first_after_close_not_revision() {
+        let obs = |segment_id: u64, mid_ms: i64, vehicle: &str| SegmentObservation {
+            observation_id: 0,
+            segment_id,
+            vehicle_id: vehicle.to_string(),
+            enter_ts_ms: mid_ms - 5_000,
+            exit_ts_ms: mid_ms + 5_000,
+            traversed_m: 100.0,
+            speed_mps: 10.0,
+            next_segment_id: None,
+            flags: 0,
+        };
+        // Publication rule: 2 samples (from any vehicles), for each of the 3 estimators.
+        let mut config = AggregateConfig {
+            min_samples: 2,
+            ..config(None)
+        };
+        for e in &mut config.estimators {
+            e.min_vehicles = None;
+        }
+        let mut agg = Aggregator::new(&config, Known);
+        let mut out = Vec::new();
+        // Window [0, 60 s): segment 1 has 2 samples, segment 2 only 1.
+        for (segment_id, vehicle) in [(1, "a"), (1, "b"), (2, "a")] {
+            assert_eq!(agg.push(&obs(segment_id, 20_000, vehicle), 0, 0), Ok(()));
+        }
+        // Event time 75 s, bound 10 s: the watermark reaches 65 s and closes the window.
+        assert_eq!(agg.push(&obs(3, 75_000, "a"), 0, 0), Ok(()));
+        agg.advance(0, &mut out);
+        assert_eq!(out.len(), 3, "segment 1 only: {out:?}");
+        assert!(out.iter().all(|r| r.segment_id == 1 && r.revision == 0));
+        let stats = *agg.stats();
+        assert_eq!(
+            (
+                stats.rows_first,
+                stats.rows_first_after_close,
+                stats.rows_revised
+            ),
+            (3, 0, 0)
+        );
+
+        // Late data within the lateness: segment 2 reaches 2 samples and is published for
+        // the first time; segment 1 is revised.
+        out.clear();
+        for segment_id in [1, 2] {
+            assert_eq!(agg.push(&obs(segment_id, 30_000, "c"), 0, 0), Ok(()));
+        }
+        agg.advance(0, &mut out);
+        let rows_of = |out: &[SegmentSpeed], segment_id: u64| -> Vec<u32> {
+            out.iter()
+                .filter(|r| r.segment_id == segment_id && r.window_start_ms == 0)
+                .map(|r| r.revision)
+                .collect()
+        };
+        assert_eq!(rows_of(&out, 1), vec![1; 3]);
+        assert_eq!(rows_of(&out, 2), vec![0; 3]);
+        let stats = *agg.stats();
+        assert_eq!(
+            (
+                stats.rows_first,
+                stats.rows_first_after_close,
+                stats.rows_revised
+            ),
+            (3, 3, 3)
+        );
+
+        // More late data for segment 2: now it is a revision.
+        out.clear();
+        assert_eq!(agg.push(&obs(2, 40_000, "d"), 0, 0), Ok(()));
+        agg.advance(0, &mut out);
+        assert_eq!(rows_of(&out, 2), vec![1; 3]);
+        let stats = *agg.stats();
+        assert_eq!(
+            (
+                stats.rows_first,
+                stats.rows_first_after_close,
+                stats.rows_revised
+            ),
+            (3, 3, 6)
         );
     }
 

@@ -199,6 +199,13 @@ impl PipelineConfig {
             .any(|(from, _)| split_endpoint(from).0 == name)
     }
 
+    /// Whether an edge reads port `port` of component `name` (an edge from `name.port`).
+    pub fn reads_port(&self, name: &str, port: &str) -> bool {
+        self.edges
+            .iter()
+            .any(|(from, _)| split_endpoint(from) == (name, Some(port)))
+    }
+
     pub fn needs_graph(&self) -> bool {
         self.sources.values().any(SourceConfig::needs_graph)
             || self.stages.values().any(StageConfig::needs_graph)

@@ -134,7 +134,10 @@ impl Topology {
                             "the aggregate stage needs a road graph (graph.path)".into(),
                         )
                     })?;
-                    Box::new(AggregateStage::new(c, graph, metrics().component(name)))
+                    Box::new(
+                        AggregateStage::new(c, graph, metrics().component(name))
+                            .with_late_port(config.reads_port(name, "late")),
+                    )
                 }
                 StageConfig::Assign(c) => {
                     let graph = graph.clone().ok_or_else(|| {

@@ -1,6 +1,8 @@
 //! The aggregate stage: folds segment observations into event-time windows with
 //! [`crate::aggregate::Aggregator`] and emits segment speeds (the default port); observations
-//! past the allowed lateness go to the `late` port, if anything reads it.
+//! past the allowed lateness go to the `late` port. When no edge reads that port
+//! ([`AggregateStage::with_late_port`]), they are not even batched: they are counted (as
+//! late, like the others) and a rate-limited warning says how many were discarded.
 //!
 //! Processing time, which only the idle rule of the watermark uses, is read here (a
 //! monotonic clock since the stage started) and handed to the pure aggregator.
@@ -54,7 +56,10 @@ fn families() -> &'static AggregateMetricFamilies {
             ),
             rows: counter(
                 "pipeline_aggregate_speeds_emitted_total",
-                "Segment speed rows emitted, as first emissions or late-data revisions.",
+                "Segment speed rows emitted: `first` when the window closed and \
+                 `first_after_close` when late data first made a closed window's state \
+                 publishable (both revision 0), `revision` when late data revised a published \
+                 one (revision > 0).",
                 &["component", "emission"],
             ),
             accepted: counter(
@@ -97,6 +102,17 @@ pub fn observation_totals(c: &str) -> (u64, u64) {
     )
 }
 
+/// The values of the `emission` label of `pipeline_aggregate_speeds_emitted_total`.
+pub const EMISSIONS: [&str; 3] = ["first", "first_after_close", "revision"];
+
+/// Speed rows aggregate component `c` has emitted so far, per [`EMISSIONS`] value, in that
+/// order (what its metrics say). Rows with revision 0 are the first two; the sinks' rows
+/// with revision > 0, the third.
+pub fn emission_totals(c: &str) -> [u64; 3] {
+    let f = families();
+    EMISSIONS.map(|emission| f.rows.with_label_values(&[c, emission]).get())
+}
+
 /// The aggregate stage as a runtime [`Transform`].
 pub struct AggregateStage {
     aggregator: Aggregator<Arc<RoadGraph>>,
@@ -108,6 +124,11 @@ pub struct AggregateStage {
     /// announces lanes (Kafka), so a revoked lane's segments can be dropped. Observations
     /// are keyed by segment, so a segment has one lane.
     lane_of_segment: Option<HashMap<u64, u32>>,
+    /// Whether an edge reads the `late` port; when not, late observations are counted and
+    /// discarded without being batched.
+    late_port: bool,
+    /// Late observations discarded because nothing reads the `late` port.
+    late_discarded: u64,
 }
 
 impl AggregateStage {
@@ -121,7 +142,7 @@ impl AggregateStage {
         // The stage's own series exist from start-up (drop reasons appear on first use).
         f.open_windows.with_label_values(&[c]).set(0);
         f.state_bytes.with_label_values(&[c]).set(0);
-        for emission in ["first", "revision"] {
+        for emission in EMISSIONS {
             f.rows.with_label_values(&[c, emission]);
         }
         f.accepted.with_label_values(&[c]);
@@ -136,7 +157,16 @@ impl AggregateStage {
             metrics,
             exported: AggregateStats::default(),
             lane_of_segment: None,
+            late_port: true,
+            late_discarded: 0,
         }
+    }
+
+    /// Whether an edge reads this stage's `late` port. `Topology::build` tells it from the
+    /// config's edges; a stage built in code emits late batches unless told otherwise.
+    pub fn with_late_port(mut self, connected: bool) -> Self {
+        self.late_port = connected;
+        self
     }
 
     fn now_ms(&self) -> i64 {
@@ -158,6 +188,9 @@ impl AggregateStage {
         f.rows
             .with_label_values(&[c, "first"])
             .inc_by(now.rows_first - then.rows_first);
+        f.rows
+            .with_label_values(&[c, "first_after_close"])
+            .inc_by(now.rows_first_after_close - then.rows_first_after_close);
         f.rows
             .with_label_values(&[c, "revision"])
             .inc_by(now.rows_revised - then.rows_revised);
@@ -211,9 +244,11 @@ impl Transform for AggregateStage {
             lanes.extend(observations.iter().map(|o| (o.segment_id, input)));
         }
         let mut late: Vec<SegmentObservation> = Vec::new();
+        let mut discarded = 0u64;
         for o in observations {
             match self.aggregator.push(&o, input, now_ms) {
-                Err(Rejection::Late) => late.push(o),
+                Err(Rejection::Late) if self.late_port => late.push(o),
+                Err(Rejection::Late) => discarded += 1,
                 // Re-read after a restart: emitted before, by the previous reader.
                 Err(Rejection::AlreadyEmitted) => {}
                 Err(reason) => crate::warn_limited!(
@@ -229,6 +264,15 @@ impl Transform for AggregateStage {
         self.emit(speeds, out);
         if !late.is_empty() {
             out.push(Batch::new(Records::Observations(late)));
+        }
+        if discarded > 0 {
+            self.late_discarded += discarded;
+            crate::warn_limited!(
+                component = %self.metrics.component,
+                discarded,
+                discarded_total = self.late_discarded,
+                "aggregate: discarding late observations: no edge reads its `late` port"
+            );
         }
     }
 
@@ -308,4 +352,87 @@ impl Transform for AggregateStage {
     /// consumers upserting on (segment, window, estimator) would take as the whole. Nothing is
     /// emitted; the restart rebuilds every window held here and emits it complete.
     fn on_close_replayable(&mut self, _out: &mut Vec<Batch>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{osm_writer::synthetic_grid, ImportConfig};
+    use crate::telemetry::metrics::metrics;
+
+    fn observation(segment_id: u64, vehicle: &str, mid_ms: i64) -> SegmentObservation {
+        SegmentObservation {
+            observation_id: 0,
+            segment_id,
+            vehicle_id: vehicle.to_string(),
+            enter_ts_ms: mid_ms - 5_000,
+            exit_ts_ms: mid_ms + 5_000,
+            traversed_m: 10.0,
+            speed_mps: 1.0,
+            next_segment_id: None,
+            flags: 0,
+        }
+    }
+
+    /// Two batches whose second holds one observation past the allowed lateness; what the
+    /// stage emitted, as (speeds, late observations) per kind of batch.
+    fn run_with_late_port(component: &str, connected: bool) -> (usize, usize, AggregateStage) {
+        let graph = Arc::new(
+            synthetic_grid(3, 3, 100.0, 60.17, 24.94)
+                .build_graph(&ImportConfig::default())
+                .expect("grid builds"),
+        );
+        let segment = graph.segment(0).segment_id;
+        let config = AggregateConfig {
+            window_ms: 60_000,
+            max_out_of_orderness_ms: 10_000,
+            allowed_lateness_ms: 60_000,
+            idle_timeout_ms: 0,
+            ..AggregateConfig::default()
+        };
+        let mut stage = AggregateStage::new(&config, graph, metrics().component(component))
+            .with_late_port(connected);
+        let mut out = Vec::new();
+        // The watermark reaches 190 s: window [0, 60 s) expires at 120 s.
+        let first = vec![
+            observation(segment, "a", 10_000),
+            observation(segment, "a", 200_000),
+        ];
+        stage.process_batch(Batch::new(Records::Observations(first)), &mut out);
+        let late = vec![
+            observation(segment, "b", 20_000),
+            observation(segment, "b", 195_000),
+        ];
+        stage.process_batch(Batch::new(Records::Observations(late)), &mut out);
+        stage.on_close(&mut out);
+        let count = |kind: crate::record::RecordKind| {
+            out.iter()
+                .filter(|b| b.records.kind() == kind)
+                .map(|b| b.records.len())
+                .sum::<usize>()
+        };
+        (
+            count(crate::record::RecordKind::SegmentSpeed),
+            count(crate::record::RecordKind::SegmentObservation),
+            stage,
+        )
+    }
+
+    #[test]
+    fn late_observations_go_to_a_connected_late_port() {
+        let (speeds, late, stage) = run_with_late_port("late_port_connected", true);
+        assert!(speeds > 0);
+        assert_eq!(late, 1);
+        assert_eq!(stage.late_discarded, 0);
+        assert_eq!(observation_totals("late_port_connected"), (3, 1));
+    }
+
+    #[test]
+    fn late_observations_nobody_reads_are_counted_not_batched() {
+        let (speeds, late, stage) = run_with_late_port("late_port_unread", false);
+        assert!(speeds > 0);
+        assert_eq!(late, 0, "no late batch is built");
+        assert_eq!(stage.late_discarded, 1);
+        assert_eq!(observation_totals("late_port_unread"), (3, 1));
+    }
 }

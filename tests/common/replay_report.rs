@@ -1,5 +1,6 @@
 //! Parsing of `pipeline replay --report` output for the CLI and dirty-data tests: the
-//! balance lines, each checked to add up, and the counts per reason.
+//! balance lines, each checked to add up (and to say where late observations went), and
+//! the counts per reason.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,12 @@ impl Replayed {
             "`{observations}` does not add up"
         );
         assert!(observations.contains("balanced=true"), "{observations}");
+        // Late observations are listed next to the drops, with where they went: replay
+        // connects nothing to the aggregate's `late` port.
+        assert!(
+            observations.ends_with("; late discarded: no edge reads aggregate.late)"),
+            "{observations}"
+        );
         let accounting = stdout
             .lines()
             .last()
