@@ -311,8 +311,9 @@ pub trait Transform: Send + 'static {
     fn on_lanes(&mut self, _event: &LaneEvent, _out: &mut Vec<Batch>) {}
 
     /// The event-time frontier of the sources upstream (the minimum over this transform's
-    /// upstreams; see [`Frontier`]) moved. Called after the batch that carried it was
-    /// processed, and for batches that carry nothing else. A stage whose clock is event time
+    /// upstreams; see [`Frontier`]) moved. Called before the batch that carried it is
+    /// processed (the frontier already counts that batch), and for batches that carry
+    /// nothing else. A stage whose clock is event time
     /// caps that clock at the frontier, so records of a lane read more slowly than others
     /// are not taken for late; the runtime forwards the frontier downstream itself. The
     /// default ignores it.

@@ -604,7 +604,12 @@ fn run_transform(
             };
             let Some(mut batch) = batch else { break };
             kind = batch.records.kind();
-            let moved = frontiers.note(&batch);
+            // Before the batch: a stage must never process records under a clock the
+            // frontier that came with them does not allow (the first batch of a backlog
+            // would otherwise be cleaned, matched and aggregated with no cap at all).
+            if let Some(f) = frontiers.note(&batch) {
+                transform.on_frontier(f, &mut produced);
+            }
             if let Some(event) = batch.lanes.take() {
                 transform.on_lanes(&event, &mut produced);
             } else if !batch.carries_no_event() {
@@ -612,9 +617,6 @@ fn run_transform(
                 let timer = metrics.batch_duration.start_timer();
                 transform.process_batch(batch, &mut produced);
                 timer.observe_duration();
-            }
-            if let Some(f) = moved {
-                transform.on_frontier(f, &mut produced);
             }
             held.settle(&mut produced, &*transform, true);
             frontiers.stamp(&mut produced, kind);
