@@ -182,11 +182,30 @@ pub enum Next {
 pub struct Input {
     metrics: Arc<ComponentMetrics>,
     rx: mpsc::Receiver<Batch>,
+    /// A sink's input: batches that carry only bookkeeping for stages (lane events, the
+    /// frontier) are skipped.
+    sink: bool,
 }
 
 impl Input {
     pub fn new(metrics: Arc<ComponentMetrics>, rx: mpsc::Receiver<Batch>) -> Self {
-        Self { metrics, rx }
+        Self {
+            metrics,
+            rx,
+            sink: false,
+        }
+    }
+
+    /// The input of a sink: [`Input::next`] and [`Input::blocking_next`] skip lane events
+    /// and batches that only move the frontier.
+    pub fn for_sink(mut self) -> Self {
+        self.sink = true;
+        self
+    }
+
+    /// Whether a sink has nothing to do with `batch`.
+    fn skipped(&self, batch: &Batch) -> bool {
+        self.sink && (batch.lanes.is_some() || batch.carries_no_event())
     }
 
     pub fn component(&self) -> &str {
@@ -206,16 +225,12 @@ impl Input {
         self.rx.is_empty()
     }
 
-    /// The next batch for a sink: lane events and frontier moves are for stages, and are
-    /// skipped.
+    /// The next batch (for a sink, the next one with records).
     pub async fn next(&mut self) -> Option<Batch> {
         loop {
             let received = self.rx.recv().await;
             let batch = self.account(received);
-            if batch
-                .as_ref()
-                .is_none_or(|b| b.lanes.is_none() && !b.carries_no_event())
-            {
+            if !batch.as_ref().is_some_and(|b| self.skipped(b)) {
                 return batch;
             }
         }
@@ -223,8 +238,13 @@ impl Input {
 
     /// [`Input::next`] for components that run on their own OS thread.
     pub fn blocking_next(&mut self) -> Option<Batch> {
-        let batch = self.rx.blocking_recv();
-        self.account(batch)
+        loop {
+            let received = self.rx.blocking_recv();
+            let batch = self.account(received);
+            if !batch.as_ref().is_some_and(|b| self.skipped(b)) {
+                return batch;
+            }
+        }
     }
 
     /// [`Input::blocking_next`] that gives up after `timeout`, using the timer of the

@@ -273,7 +273,7 @@ impl Topology {
                     })
                 }
                 (Component::Sink(sink), Some(input)) => {
-                    tokio::spawn(async move { sink.run(input).await })
+                    tokio::spawn(async move { sink.run(input.for_sink()).await })
                 }
                 (Component::Sink(_), None) => continue,
             };
