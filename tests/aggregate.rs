@@ -53,13 +53,7 @@ fn config() -> AggregateConfig {
             EstimatorKind::TrimmedMean,
         ]
         .into_iter()
-        .map(|kind| EstimatorConfig {
-            kind,
-            name: None,
-            trim_fraction: None,
-            min_samples: None,
-            min_vehicles: None,
-        })
+        .map(EstimatorConfig::from)
         .collect(),
         ..AggregateConfig::default()
     }

@@ -71,13 +71,7 @@ fn config() -> AggregateConfig {
         min_vehicles: 2,
         estimators: [EstimatorKind::SpaceMean, EstimatorKind::Median]
             .into_iter()
-            .map(|kind| EstimatorConfig {
-                kind,
-                name: None,
-                trim_fraction: None,
-                min_samples: None,
-                min_vehicles: None,
-            })
+            .map(EstimatorConfig::from)
             .collect(),
         ..AggregateConfig::default()
     }

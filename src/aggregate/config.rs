@@ -30,13 +30,7 @@ fn default_trim_fraction() -> f64 {
     0.1
 }
 fn default_estimators() -> Vec<EstimatorConfig> {
-    vec![EstimatorConfig {
-        kind: EstimatorKind::SpaceMean,
-        name: None,
-        trim_fraction: None,
-        min_samples: None,
-        min_vehicles: None,
-    }]
+    vec![EstimatorKind::SpaceMean.into()]
 }
 
 /// The estimators, as a closed set.
@@ -79,6 +73,19 @@ pub struct EstimatorConfig {
     /// Overrides the stage's `min_vehicles` for this estimator.
     #[serde(default)]
     pub min_vehicles: Option<u32>,
+}
+
+/// An estimator of `kind` with every option at its default.
+impl From<EstimatorKind> for EstimatorConfig {
+    fn from(kind: EstimatorKind) -> Self {
+        Self {
+            kind,
+            name: None,
+            trim_fraction: None,
+            min_samples: None,
+            min_vehicles: None,
+        }
+    }
 }
 
 impl EstimatorConfig {

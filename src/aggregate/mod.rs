@@ -875,9 +875,9 @@ mod tests {
         (out, results, checkpoints)
     }
 
-    #[test]
-    fn removing_an_input_drops_its_segments_windows_and_pending_revisions_only() {
-        let obs = |segment_id: u64, mid_ms: i64, vehicle: &str| SegmentObservation {
+    /// A 10 s traversal of 100 m of `segment_id` centred on `mid_ms`.
+    fn obs(segment_id: u64, mid_ms: i64, vehicle: &str) -> SegmentObservation {
+        SegmentObservation {
             observation_id: 0,
             segment_id,
             vehicle_id: vehicle.to_string(),
@@ -887,7 +887,11 @@ mod tests {
             speed_mps: 10.0,
             next_segment_id: None,
             flags: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn removing_an_input_drops_its_segments_windows_and_pending_revisions_only() {
         let mut agg = Aggregator::new(&config(None), Known);
         let mut out = Vec::new();
         for (segment_id, input) in [(1, 0), (2, 1)] {
@@ -925,17 +929,6 @@ mod tests {
     /// its window closed carries revision 0 and must not be counted as a revision.
     #[test]
     fn a_window_first_published_after_its_close_counts_as_first_after_close_not_revision() {
-        let obs = |segment_id: u64, mid_ms: i64, vehicle: &str| SegmentObservation {
-            observation_id: 0,
-            segment_id,
-            vehicle_id: vehicle.to_string(),
-            enter_ts_ms: mid_ms - 5_000,
-            exit_ts_ms: mid_ms + 5_000,
-            traversed_m: 100.0,
-            speed_mps: 10.0,
-            next_segment_id: None,
-            flags: 0,
-        };
         // Publication rule: 2 samples (from any vehicles), for each of the 3 estimators.
         let mut config = AggregateConfig {
             min_samples: 2,

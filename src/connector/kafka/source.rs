@@ -482,9 +482,9 @@ struct Run {
     sent_frontier: Option<Frontier>,
     /// Partitions paused for running ahead of the frontier (watermark alignment).
     paused: BTreeSet<(String, i32)>,
-    /// Per partition, the offset after the last record received: where a resumed
-    /// partition continues (librdkafka's own resume position was seen to re-read records
-    /// a run had already written).
+    /// Per partition, the offset after its last batch sent: with what `pending` holds,
+    /// where a resumed partition continues (librdkafka's own resume position was seen to
+    /// re-read records a run had already written).
     read_to: HashMap<(String, i32), i64>,
 }
 
@@ -602,16 +602,13 @@ impl Run {
     async fn frontier_moved(&mut self) -> Result<(), BoxError> {
         let frontier = self.clocks.frontier();
         self.align();
-        if frontier.is_none() || frontier == self.sent_frontier {
+        let Some(f) = frontier.filter(|_| frontier != self.sent_frontier) else {
             return Ok(());
-        }
+        };
         self.sent_frontier = frontier;
-        tracing::debug!(component = %self.component, ?frontier, "event-time frontier moved");
-        if let (Some(out), Some(f)) = (&mut self.out, frontier) {
-            out.send(Batch::frontier_only(Records::empty(self.config.record), f))
-                .await?;
-        }
-        Ok(())
+        tracing::debug!(component = %self.component, frontier = ?f, "event-time frontier moved");
+        let batch = Batch::frontier_only(Records::empty(self.config.record), f);
+        self.forward(batch).await
     }
 
     /// Watermark alignment: pauses partitions whose event time runs more than
@@ -620,7 +617,11 @@ impl Run {
         let Some(drift_ms) = self.config.max_lane_drift_ms else {
             return;
         };
-        let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
+        let (mut pause, mut resume, mut seek) = (
+            TopicPartitionList::new(),
+            TopicPartitionList::new(),
+            TopicPartitionList::new(),
+        );
         for (topic, partition) in &self.assigned {
             let key = (topic.clone(), *partition);
             let ahead = self.clocks.ahead(lane_of(*partition), drift_ms);
@@ -628,14 +629,12 @@ impl Run {
                 pause.add_partition(topic, *partition);
                 self.paused.insert(key);
             } else if !ahead && self.paused.remove(&key) {
-                match self.read_to.get(&key) {
-                    Some(&next) => {
-                        let _ =
-                            resume.add_partition_offset(topic, *partition, Offset::Offset(next));
-                    }
-                    None => {
-                        resume.add_partition(topic, *partition);
-                    }
+                resume.add_partition(topic, *partition);
+                // Where this source stopped reading: past what it holds unsent, or past
+                // its last batch.
+                let next = self.pending.get(&key).map(|p| p.next_offset);
+                if let Some(next) = next.or_else(|| self.read_to.get(&key).copied()) {
+                    let _ = seek.add_partition_offset(topic, *partition, Offset::Offset(next));
                 }
             }
         }
@@ -652,13 +651,6 @@ impl Run {
             }
             // From exactly where this source stopped reading; asynchronous (errors arrive
             // through the consumer).
-            let mut seek = TopicPartitionList::new();
-            for e in resume.elements() {
-                if let Offset::Offset(next) = e.offset() {
-                    let _ =
-                        seek.add_partition_offset(e.topic(), e.partition(), Offset::Offset(next));
-                }
-            }
             if seek.count() > 0 {
                 if let Err(e) = self.consumer.seek_partitions(seek, Duration::ZERO) {
                     crate::warn_limited!(component = %self.component, error = %e, "positioning resumed partitions");
@@ -669,6 +661,11 @@ impl Run {
 
     async fn announce(&mut self, event: LaneEvent) -> Result<(), BoxError> {
         let batch = Batch::lane_event(Records::empty(self.config.record), event);
+        self.forward(batch).await
+    }
+
+    /// Sends `batch` downstream; after shutdown began (the output closed), drops it.
+    async fn forward(&mut self, batch: Batch) -> Result<(), BoxError> {
         match &mut self.out {
             Some(out) => out.send(batch).await?,
             None => drop(batch),
@@ -686,18 +683,20 @@ impl Run {
         target: &Arc<dyn AckTarget>,
     ) -> Result<(), BoxError> {
         let kind = self.config.record;
-        self.clocks.reading(lane_of(partition));
+        let clocks = &mut self.clocks;
         let entry = self
             .pending
             .entry((topic.to_string(), partition))
-            .or_insert_with(|| Pending {
-                records: Records::empty(kind),
-                next_offset: offset + 1,
-                since: tokio::time::Instant::now(),
+            .or_insert_with(|| {
+                // Records of this lane are waiting: it is not at its end.
+                clocks.reading(lane_of(partition));
+                Pending {
+                    records: Records::empty(kind),
+                    next_offset: offset + 1,
+                    since: tokio::time::Instant::now(),
+                }
             });
         entry.next_offset = offset + 1;
-        self.read_to
-            .insert((topic.to_string(), partition), offset + 1);
         let limits = self.config.decode_limits();
         if let Err(e) = entry
             .records
@@ -750,6 +749,10 @@ impl Run {
         let id = self.next_id;
         self.next_id += 1;
         self.tracker.open(id, &topic, partition, p.next_offset);
+        if self.config.max_lane_drift_ms.is_some() {
+            self.read_to
+                .insert((topic.clone(), partition), p.next_offset);
+        }
         let token = AckToken::new(id, target.clone());
         let lane = lane_of(partition);
         if let Some(min_ms) = p.records.min_event_ts_ms() {
@@ -758,10 +761,7 @@ impl Run {
         let mut batch = Batch::tracked(p.records, lane, Acks::one(token));
         batch.frontier = self.clocks.frontier();
         self.sent_frontier = batch.frontier;
-        match &mut self.out {
-            Some(out) => out.send(batch).await?,
-            None => drop(batch),
-        }
+        self.forward(batch).await?;
         self.align();
         Ok(())
     }
