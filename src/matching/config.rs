@@ -85,7 +85,8 @@ pub struct MatchConfig {
     /// revision there, never a late drop.
     #[serde(default = "default_lag_ms")]
     pub lag_ms: i64,
-    /// A longer time gap between consecutive probes starts a new trace.
+    /// A longer time gap between consecutive probes starts a new trace (so does one longer
+    /// than `vehicle_ttl_ms`: see [`MatchConfig::trace_gap_ms`]).
     #[serde(default = "default_max_gap_ms")]
     pub max_gap_ms: i64,
     /// A longer great-circle jump between consecutive probes starts a new trace.
@@ -233,7 +234,16 @@ impl MatchConfig {
         );
     }
 
-    /// Extra route length allowed above `max_speed_mps × Δt`, for GPS noise on both ends.
+    /// The time gap between consecutive probes that ends a trace: `max_gap_ms`, or
+    /// `vehicle_ttl_ms` when shorter. A vehicle quiet that long is evicted (its trace
+    /// flushed) whenever eviction runs, so its trace ends there whether eviction ran before
+    /// its next probe or not: what is emitted does not depend on when eviction runs (which
+    /// depends on how the input's lanes interleave), and a re-read after a restart
+    /// rebuilds the same traces.
+    pub fn trace_gap_ms(&self) -> i64 {
+        self.max_gap_ms.min(self.vehicle_ttl_ms)
+    }
+
     /// The longest route searched between two probes `dt_ms` and `great_circle_m` apart:
     /// what the speed limit allows, capped by the detour rule.
     pub fn max_route_m(&self, dt_ms: i64, great_circle_m: f64) -> f64 {
@@ -255,6 +265,7 @@ impl MatchConfig {
         (1.25 * great_circle_m + self.route_slack_m()).min(self.max_detour_route_m(great_circle_m))
     }
 
+    /// Extra route length allowed above `max_speed_mps × Δt`, for GPS noise on both ends.
     pub fn route_slack_m(&self) -> f64 {
         4.0 * self.sigma_m
     }

@@ -14,9 +14,14 @@
 //! break the trace (`max_gap_ms`, `max_gap_m`) gives `PARTIAL_END` and `PARTIAL_START`
 //! instead: no path is inferred across it.
 //!
-//! `observation_id` is FNV-1a 64 over the vehicle id's UTF-8 bytes, then the segment id
-//! and the rounded entry time as little-endian 8-byte integers, masked to 63 bits (so it
-//! fits a signed 64-bit column). Same input, same id, on any machine.
+//! `observation_id` names a traversal: FNV-1a 64 over the vehicle id's UTF-8 bytes, then
+//! the segment id and the rounded **exit** time as little-endian 8-byte integers, masked to
+//! 63 bits (so it fits a signed 64-bit column). Same input, same id, on any machine. The
+//! exit, not the entry, because a re-match after a restart (the stream re-read from a
+//! committed offset) starts a trace at a replayed probe: the first observation it emits is
+//! a `PARTIAL_START` version of a traversal already emitted in full, with a later entry but
+//! the same exit, and so the same id. Consumers keep the first version of an id (the
+//! aggregate does).
 
 use super::path::Piece;
 use crate::graph::RoadGraph;
@@ -34,10 +39,10 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 /// assert!(id < 1 << 63);
 /// assert_ne!(id, observation_id("veh-2", 42, 1_700_000_000_000));
 /// ```
-pub fn observation_id(vehicle_id: &str, segment_id: u64, enter_ts_ms: i64) -> u64 {
+pub fn observation_id(vehicle_id: &str, segment_id: u64, exit_ts_ms: i64) -> u64 {
     let mut h = FNV_OFFSET;
-    let (segment, enter) = (segment_id.to_le_bytes(), enter_ts_ms.to_le_bytes());
-    let bytes = vehicle_id.as_bytes().iter().chain(&segment).chain(&enter);
+    let (segment, exit) = (segment_id.to_le_bytes(), exit_ts_ms.to_le_bytes());
+    let bytes = vehicle_id.as_bytes().iter().chain(&segment).chain(&exit);
     for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(FNV_PRIME);
@@ -85,7 +90,8 @@ impl ObservationBuilder {
     /// The vehicle went along `pieces` (the first on the open segment) from the previous
     /// point's time to `to_ms`. Closes an observation at every segment change, and adds
     /// `crossing_flags` to every observation whose entry or exit falls in this stretch
-    /// (the caller passes `GAP` when the stretch is a gap in the probes).
+    /// (the caller passes `GAP` when the stretch is a gap in the probes). True when the
+    /// observation open afterwards was entered in this stretch.
     pub fn advance(
         &mut self,
         graph: &RoadGraph,
@@ -94,10 +100,11 @@ impl ObservationBuilder {
         to_ms: i64,
         crossing_flags: u32,
         out: &mut Vec<SegmentObservation>,
-    ) {
+    ) -> bool {
         let from_ms = self.last_ts_ms as f64;
         let total_m: f64 = pieces.iter().map(|p| p.length_m().max(0.0)).sum();
         let span_ms = to_ms as f64 - from_ms;
+        let mut entered = self.open.is_none();
         let mut x_m = 0.0;
         for (i, piece) in pieces.iter().enumerate() {
             x_m += piece.length_m().max(0.0);
@@ -124,9 +131,11 @@ impl ObservationBuilder {
                     reach_m: next.start_m,
                     flags: crossing_flags,
                 });
+                entered = true;
             }
         }
         self.last_ts_ms = to_ms;
+        entered
     }
 
     /// The trace ends at the last point: the vehicle was not seen leaving the segment.
@@ -161,13 +170,13 @@ impl ObservationBuilder {
         }
         let segment_id = graph.segment(open.segment).segment_id;
         let traversed_m = (open.reach_m - open.start_m).max(0.0);
-        let enter_ts_ms = open.enter_ms.round() as i64;
+        let exit_ts_ms = exit_ms.round() as i64;
         out.push(SegmentObservation {
-            observation_id: observation_id(vehicle_id, segment_id, enter_ts_ms),
+            observation_id: observation_id(vehicle_id, segment_id, exit_ts_ms),
             segment_id,
             vehicle_id: vehicle_id.to_owned(),
-            enter_ts_ms,
-            exit_ts_ms: exit_ms.round() as i64,
+            enter_ts_ms: open.enter_ms.round() as i64,
+            exit_ts_ms,
             traversed_m,
             speed_mps: traversed_m / (duration_ms / 1000.0),
             next_segment_id,

@@ -8,7 +8,7 @@
 //! at once, so they may come out before earlier matched probes of the same vehicle.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use super::candidates::CandidateSearch;
@@ -21,6 +21,9 @@ use super::route::{Position, RouteStats, Router};
 use crate::geo::{haversine_m, is_plausible_coordinate};
 use crate::graph::RoadGraph;
 use crate::record::{observation_flags, MatchedPoint, Probe, SegmentObservation};
+
+/// A min-heap of (last seen, vehicle): see [`Matcher`].
+type IdleQueue = BinaryHeap<Reverse<(i64, Arc<str>)>>;
 
 /// Why a probe was not matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -221,7 +224,7 @@ impl VehicleMatcher {
         if let Some(prev) = self.lattice.last() {
             let dt_ms = probe.ts_ms.saturating_sub(prev.probe.ts_ms);
             let great_circle_m = haversine_m(prev.probe.lat, prev.probe.lon, probe.lat, probe.lon);
-            if dt_ms > config.max_gap_ms {
+            if dt_ms > config.trace_gap_ms() {
                 broke = Some(BreakReason::TimeGap);
             } else if great_circle_m > config.max_gap_m {
                 broke = Some(BreakReason::DistanceGap);
@@ -381,22 +384,93 @@ struct VehicleState {
     builder: ObservationBuilder,
     /// The previous committed point of the current trace and its event time.
     last: Option<(Position, i64)>,
+    /// Where a re-match must start to rebuild the open observation.
+    context: TraceContext,
     last_seen_ms: i64,
+    /// The input lane (Kafka partition, Kinesis shard) its newest probe came on: it is idle
+    /// against that lane's event time.
+    lane: u32,
+}
+
+/// How far before the point a segment's entry was interpolated from a re-match must start
+/// for its decisions there to match the first run's. One point is not enough: at 1 s
+/// sampling the point before is a few metres back, within the GPS noise, and the replayed
+/// trace then puts the segment boundary a point earlier or later about one crash in ten
+/// (`matching_restart_from_oldest_held_rebuilds_every_unemitted_observation`).
+const CONTEXT_M: f64 = 50.0;
+/// Points are kept at least this far apart, at most [`CONTEXT_POINTS`] of them: a vehicle
+/// standing at a light for minutes keeps the points from before it stopped.
+const CONTEXT_STEP_M: f64 = 20.0;
+const CONTEXT_POINTS: usize = 4;
+
+/// Where a re-match must start to rebuild a vehicle's open observation, and a few committed
+/// points of the current trace, thinned by distance, to choose it from when a segment is
+/// entered. Bounded: at most [`CONTEXT_POINTS`] points of 24 bytes.
+#[derive(Debug, Clone, Default)]
+struct TraceContext {
+    kept: std::collections::VecDeque<(i64, f64, f64)>,
+    /// The newest committed point, kept or not.
+    newest: Option<(i64, f64, f64)>,
+    /// `None` when no observation is open.
+    open_held_ms: Option<i64>,
+}
+
+impl TraceContext {
+    /// A trace starts at this point, and its first observation with it.
+    fn restart(&mut self, ts_ms: i64, lat: f64, lon: f64) {
+        self.kept.clear();
+        self.kept.push_back((ts_ms, lat, lon));
+        self.newest = Some((ts_ms, lat, lon));
+        self.open_held_ms = Some(ts_ms);
+    }
+
+    fn push(&mut self, ts_ms: i64, lat: f64, lon: f64) {
+        let far = self
+            .kept
+            .back()
+            .is_none_or(|&(_, a, b)| haversine_m(a, b, lat, lon) >= CONTEXT_STEP_M);
+        if far {
+            self.kept.push_back((ts_ms, lat, lon));
+            if self.kept.len() > CONTEXT_POINTS {
+                self.kept.pop_front();
+            }
+        }
+        self.newest = Some((ts_ms, lat, lon));
+    }
+
+    /// For a segment entered after the newest point: the newest kept point at least
+    /// [`CONTEXT_M`] from it, else the oldest kept (the trace's start, or as far back as
+    /// is kept).
+    fn rebuild_from_ms(&self) -> i64 {
+        let Some((newest_ms, lat, lon)) = self.newest else {
+            return i64::MIN;
+        };
+        self.kept
+            .iter()
+            .rev()
+            .find(|&&(_, a, b)| haversine_m(a, b, lat, lon) >= CONTEXT_M)
+            .or(self.kept.front())
+            .map_or(newest_ms, |&(ts_ms, _, _)| ts_ms)
+    }
 }
 
 /// Many vehicles' matchers, sharing one candidate buffer and one router (with its cache).
 /// Not `Sync` by design: the stage shards vehicles over workers, one `Matcher` each.
 ///
-/// Idle eviction costs O(expired · log vehicles), not a scan of every vehicle: `idle_queue`
-/// is a min-heap of (last seen, vehicle) with at least one entry at or before each held
-/// vehicle's `last_seen_ms`. An entry is pushed when a vehicle appears (and in the rare case
-/// that its `last_seen_ms` moves back); an entry that comes due for a vehicle seen since is
-/// pushed back with its current time, so a vehicle seen without pause costs one heap
-/// operation per TTL, and none per probe.
+/// Idle eviction is per input lane: a vehicle is idle when the event time of the lane it
+/// arrives on has moved `vehicle_ttl_ms` past its newest probe, so a lane read ahead of the
+/// others (a partition with a backlog, a producer sending in bursts) does not evict the
+/// vehicles of the lanes behind it. It costs O(expired · log vehicles), not a scan of every
+/// vehicle: `idle_queues` holds a min-heap of (last seen, vehicle) per lane, with at least
+/// one entry at or before each held vehicle's `last_seen_ms` in its lane's heap. An entry is
+/// pushed when a vehicle appears or changes lane (and in the rare case that its
+/// `last_seen_ms` moves back); an entry that comes due for a vehicle seen since is pushed
+/// back with its current time, so a vehicle seen without pause costs one heap operation per
+/// TTL, and none per probe. Entries of a vehicle that left the lane are dropped when due.
 pub struct Matcher {
     core: Core,
     vehicles: HashMap<Arc<str>, VehicleState>,
-    idle_queue: BinaryHeap<Reverse<(i64, Arc<str>)>>,
+    idle_queues: BTreeMap<u32, IdleQueue>,
     /// Sum of `VehicleMatcher::pending` over `vehicles`, kept up to date so that reading it
     /// costs nothing per batch.
     pending: usize,
@@ -433,7 +507,7 @@ impl Matcher {
                 scratch: Scratch::default(),
             },
             vehicles: HashMap::new(),
-            idle_queue: BinaryHeap::new(),
+            idle_queues: BTreeMap::new(),
             pending: 0,
         }
     }
@@ -455,10 +529,14 @@ impl Matcher {
         self.vehicles.len()
     }
 
-    /// The event time of the oldest probe any vehicle still holds (undecided, or the last
-    /// decided point that anchors the next transition and observation); `None` when no
-    /// vehicle holds one. A scan of every vehicle: called only when acknowledgements are
-    /// tracked (a Kafka source upstream).
+    /// The event time from which re-matching a vehicle's probes rebuilds everything it has
+    /// not emitted yet, over all vehicles; `None` when no vehicle holds anything. Per
+    /// vehicle: its oldest undecided probe, the last decided point (it anchors the next
+    /// transition), and where its open observation is rebuilt from (see [`TraceContext`]:
+    /// some way before the point its entry was interpolated from). An input may be
+    /// acknowledged (its offset committed) only once it is older than this. A scan of every
+    /// vehicle: called only when acknowledgements are tracked (a replayable source
+    /// upstream).
     pub fn oldest_held_ms(&self) -> Option<i64> {
         self.vehicles
             .values()
@@ -469,6 +547,7 @@ impl Matcher {
                     .oldest_ts_ms()
                     .into_iter()
                     .chain(anchor)
+                    .chain(v.context.open_held_ms)
                     .min()
             })
             .min()
@@ -479,19 +558,28 @@ impl Matcher {
         self.pending
     }
 
-    /// Matches one probe; appends what got decided to `out`.
+    /// Matches one probe of lane 0; appends what got decided to `out`.
     pub fn push(&mut self, probe: Probe, out: &mut MatchOutput) {
+        self.push_in_lane(0, probe, out);
+    }
+
+    /// Matches one probe that arrived on input lane `lane`; appends what got decided to
+    /// `out`.
+    pub fn push_in_lane(&mut self, lane: u32, probe: Probe, out: &mut MatchOutput) {
         let state = match self.vehicles.get_mut(probe.vehicle_id.as_str()) {
             Some(state) => state,
             None => {
                 let id: Arc<str> = Arc::from(probe.vehicle_id.as_str());
-                self.idle_queue.push(Reverse((probe.ts_ms, id.clone())));
+                let queue = self.idle_queues.entry(lane).or_default();
+                queue.push(Reverse((probe.ts_ms, id.clone())));
                 self.vehicles.entry(id.clone()).or_insert(VehicleState {
                     id,
                     matcher: VehicleMatcher::new(),
                     builder: ObservationBuilder::new(),
                     last: None,
+                    context: TraceContext::default(),
                     last_seen_ms: probe.ts_ms,
+                    lane,
                 })
             }
         };
@@ -501,8 +589,10 @@ impl Matcher {
         } else {
             state.last_seen_ms.max(probe.ts_ms)
         };
-        if seen_ms < state.last_seen_ms {
-            self.idle_queue.push(Reverse((seen_ms, state.id.clone())));
+        if seen_ms < state.last_seen_ms || state.lane != lane {
+            state.lane = lane;
+            let queue = self.idle_queues.entry(lane).or_default();
+            queue.push(Reverse((seen_ms, state.id.clone())));
         }
         state.last_seen_ms = seen_ms;
         let pending_before = state.matcher.pending();
@@ -510,37 +600,94 @@ impl Matcher {
         self.pending = self.pending - pending_before + state.matcher.pending();
     }
 
-    /// Matches probes in order.
+    /// Matches probes of lane 0 in order.
     pub fn push_all(&mut self, probes: impl IntoIterator<Item = Probe>, out: &mut MatchOutput) {
+        self.push_all_in_lane(0, probes, out);
+    }
+
+    /// Matches probes of input lane `lane` in order.
+    pub fn push_all_in_lane(
+        &mut self,
+        lane: u32,
+        probes: impl IntoIterator<Item = Probe>,
+        out: &mut MatchOutput,
+    ) {
         for probe in probes {
-            self.push(probe, out);
+            self.push_in_lane(lane, probe, out);
         }
     }
 
-    /// Flushes and drops every vehicle whose newest probe is older than
+    /// Flushes and drops every vehicle, of any lane, whose newest probe is older than
     /// `watermark_ms − vehicle_ttl_ms`, in vehicle id order. Returns how many. Costs
     /// O(log n) per vehicle that expired or came due in the queue, not O(vehicles).
     pub fn evict_idle(&mut self, watermark_ms: i64, out: &mut MatchOutput) -> usize {
         let cutoff_ms = watermark_ms.saturating_sub(self.core.config.vehicle_ttl_ms);
+        let lanes: Vec<u32> = self.idle_queues.keys().copied().collect();
         let mut idle: Vec<Arc<str>> = Vec::new();
-        while self
-            .idle_queue
+        for lane in lanes {
+            self.collect_idle(lane, cutoff_ms, &mut idle);
+        }
+        self.evict_sorted(idle, out)
+    }
+
+    /// [`Matcher::evict_idle`] for the vehicles of one lane, against that lane's event time.
+    pub fn evict_idle_in_lane(
+        &mut self,
+        lane: u32,
+        watermark_ms: i64,
+        out: &mut MatchOutput,
+    ) -> usize {
+        let cutoff_ms = watermark_ms.saturating_sub(self.core.config.vehicle_ttl_ms);
+        let mut idle: Vec<Arc<str>> = Vec::new();
+        self.collect_idle(lane, cutoff_ms, &mut idle);
+        self.evict_sorted(idle, out)
+    }
+
+    /// Pops `lane`'s due entries; adds the vehicles of that lane unseen since `cutoff_ms`.
+    fn collect_idle(&mut self, lane: u32, cutoff_ms: i64, idle: &mut Vec<Arc<str>>) {
+        let Some(queue) = self.idle_queues.get_mut(&lane) else {
+            return;
+        };
+        while queue
             .peek()
             .is_some_and(|Reverse((seen_ms, _))| *seen_ms < cutoff_ms)
         {
-            let Some(Reverse((_, id))) = self.idle_queue.pop() else {
+            let Some(Reverse((_, id))) = queue.pop() else {
                 break;
             };
             match self.vehicles.get(&id) {
-                // Left already (evicted, or flushed and gone): a stale entry.
+                // Left already (evicted, flushed and gone, or moved to another lane, whose
+                // queue has an entry for it): a stale entry.
                 None => {}
+                Some(v) if v.lane != lane => {}
                 Some(v) if v.last_seen_ms < cutoff_ms => idle.push(id),
-                Some(v) => self.idle_queue.push(Reverse((v.last_seen_ms, id))),
+                Some(v) => queue.push(Reverse((v.last_seen_ms, id))),
             }
         }
+    }
+
+    fn evict_sorted(&mut self, mut idle: Vec<Arc<str>>, out: &mut MatchOutput) -> usize {
         idle.sort_unstable();
         idle.dedup();
         self.evict(&idle, out)
+    }
+
+    /// Drops the vehicles whose newest probe came on `lane`, emitting nothing: the lane is
+    /// read elsewhere now (a rebalance), and its new reader re-matches them from the
+    /// committed offset, which [`Matcher::oldest_held_ms`] held back for them. Returns how
+    /// many. A scan of every vehicle (rebalances are rare).
+    pub fn drop_lane(&mut self, lane: u32) -> usize {
+        let before = self.vehicles.len();
+        let pending = &mut self.pending;
+        self.vehicles.retain(|_, v| {
+            let keep = v.lane != lane;
+            if !keep {
+                *pending -= v.matcher.pending();
+            }
+            keep
+        });
+        self.idle_queues.remove(&lane);
+        before - self.vehicles.len()
     }
 
     /// Flushes and drops every vehicle (end of input), in vehicle id order.
@@ -548,7 +695,7 @@ impl Matcher {
         let mut all: Vec<Arc<str>> = self.vehicles.keys().cloned().collect();
         all.sort_unstable();
         let n = self.evict(&all, out);
-        self.idle_queue.clear();
+        self.idle_queues.clear();
         n
     }
 
@@ -595,6 +742,7 @@ impl Core {
                 Committed::TraceEnd => {
                     state.builder.end(graph, vehicle_id, &mut out.observations);
                     state.last = None;
+                    state.context.open_held_ms = None;
                 }
                 Committed::Point(point) => {
                     let here = Position {
@@ -602,6 +750,7 @@ impl Core {
                         offset_m: point.candidate.offset_m,
                     };
                     let ts_ms = point.probe.ts_ms;
+                    let (lat, lon) = (point.probe.lat, point.probe.lon);
                     match (state.last, point.route_m) {
                         (Some((from, from_ms)), Some(route_m)) => {
                             let ok = pieces_between(
@@ -620,7 +769,8 @@ impl Core {
                                     } else {
                                         0
                                     };
-                                state.builder.advance(
+                                let held_ms = state.context.rebuild_from_ms();
+                                let entered = state.builder.advance(
                                     graph,
                                     vehicle_id,
                                     &self.path.pieces,
@@ -628,15 +778,21 @@ impl Core {
                                     crossing_flags,
                                     &mut out.observations,
                                 );
+                                if entered {
+                                    state.context.open_held_ms = Some(held_ms);
+                                }
+                                state.context.push(ts_ms, lat, lon);
                             } else {
                                 self.stats.path_failures += 1;
                                 state.builder.end(graph, vehicle_id, &mut out.observations);
                                 state.builder.start(here.segment, here.offset_m, ts_ms);
+                                state.context.restart(ts_ms, lat, lon);
                             }
                         }
                         _ => {
                             state.builder.end(graph, vehicle_id, &mut out.observations);
                             state.builder.start(here.segment, here.offset_m, ts_ms);
+                            state.context.restart(ts_ms, lat, lon);
                         }
                     }
                     state.last = Some((here, ts_ms));

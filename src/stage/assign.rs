@@ -4,14 +4,17 @@
 //!
 //! Each shard owns its vehicles' state, so no lock is taken. The output of a batch is sorted
 //! before it leaves (matched points by time then vehicle, observations by exit time, vehicle,
-//! segment), and idle vehicles are evicted against one watermark for all shards (capped at
-//! the upstream event-time frontier, see [`crate::runtime::frontier`]), so the
-//! output is the same whatever the worker count. Each shard sorts its own output on the
+//! segment), and idle vehicles are evicted against the event time of the input lane they
+//! arrive on (a Kafka partition, a Kinesis shard: the batch's `input`), kept by the stage for
+//! all shards and capped at the upstream event-time frontier (see
+//! [`crate::runtime::frontier`]), so the output is the same whatever the worker count, and
+//! a lane read ahead of the others does not evict the vehicles of the lanes behind it. Each shard sorts its own output on the
 //! pool; the calling thread only splits the batch by shard and merges the sorted runs, so
 //! the serial part of a batch stays small next to the matching (see
 //! `benches/assign_scaling.rs`).
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
@@ -22,7 +25,7 @@ use crate::config::Problems;
 use crate::graph::RoadGraph;
 use crate::matching::{MatchConfig, MatchOutput, MatchStats, Matcher, RouteStats};
 use crate::record::{MatchedPoint, Probe, SegmentObservation};
-use crate::runtime::{Batch, Frontier, Records, Transform};
+use crate::runtime::{Batch, Frontier, LaneEvent, Records, Transform};
 use crate::telemetry::metrics::register_collector;
 use crate::telemetry::ComponentMetrics;
 
@@ -187,10 +190,11 @@ pub struct AssignStage {
     shards: Vec<Shard>,
     pool: rayon::ThreadPool,
     metrics: Arc<ComponentMetrics>,
-    watermark_ms: i64,
-    /// The upstream source's event-time frontier (`i64::MAX` without one): idle vehicles
-    /// are evicted against the watermark capped there, so a vehicle on a partition read
-    /// more slowly than the others is not taken for gone.
+    /// Per input lane, the newest event time seen on it: a vehicle is idle against the
+    /// watermark of its lane.
+    lane_watermarks_ms: BTreeMap<u32, i64>,
+    /// The upstream source's event-time frontier (`i64::MAX` without one): each lane's
+    /// watermark is capped there too (in one process, clean's output comes on one lane).
     frontier_ms: i64,
 }
 
@@ -282,7 +286,7 @@ impl AssignStage {
             shards,
             pool,
             metrics,
-            watermark_ms: i64::MIN,
+            lane_watermarks_ms: BTreeMap::new(),
             frontier_ms: i64::MAX,
         })
     }
@@ -490,8 +494,10 @@ impl Transform for AssignStage {
                 return;
             }
         };
+        let lane = batch.input;
         if let Some(max_ts_ms) = probes.iter().map(|p| p.ts_ms).max() {
-            self.watermark_ms = self.watermark_ms.max(max_ts_ms);
+            let watermark_ms = self.lane_watermarks_ms.entry(lane).or_insert(i64::MIN);
+            *watermark_ms = (*watermark_ms).max(max_ts_ms);
         }
         let n = self.shards.len();
         let parts: Vec<Vec<Probe>> = if n == 1 {
@@ -505,17 +511,48 @@ impl Transform for AssignStage {
             }
             parts
         };
-        let watermark_ms = self.watermark_ms.min(self.frontier_ms);
+        // Every lane, not only this batch's: a frontier that moved lets lanes capped by it
+        // evict. A peek per lane and shard when nothing is due.
+        let frontier_ms = self.frontier_ms;
+        let lane_watermarks_ms: Vec<(u32, i64)> = self
+            .lane_watermarks_ms
+            .iter()
+            .map(|(&lane, &watermark_ms)| (lane, watermark_ms.min(frontier_ms)))
+            .collect();
         self.run_shards(
             parts,
             |matcher, part, output| {
-                matcher.push_all(part, output);
-                if watermark_ms != i64::MIN {
-                    matcher.evict_idle(watermark_ms, output);
+                matcher.push_all_in_lane(lane, part, output);
+                for &(lane, watermark_ms) in &lane_watermarks_ms {
+                    matcher.evict_idle_in_lane(lane, watermark_ms, output);
                 }
             },
             out,
         );
+    }
+
+    /// A revoked lane's vehicles are dropped unemitted, as the aggregate drops its windows:
+    /// the lane's new reader re-matches them from the commit, which their open observations
+    /// held back (see [`Matcher::oldest_held_ms`]). Flushing them here would publish
+    /// truncated (`PARTIAL_END`) observations of traversals the new reader emits whole.
+    fn on_lanes(&mut self, event: &LaneEvent, _out: &mut Vec<Batch>) {
+        let LaneEvent::Revoked(revoked) = event else {
+            return;
+        };
+        for &lane in revoked {
+            self.lane_watermarks_ms.remove(&lane);
+            let dropped: usize = self
+                .shards
+                .iter_mut()
+                .map(|s| s.matcher.drop_lane(lane))
+                .sum();
+            tracing::info!(
+                component = %self.metrics.component,
+                lane,
+                dropped_vehicles = dropped,
+                "partition revoked: its vehicles are left to the new reader"
+            );
+        }
     }
 
     fn on_frontier(&mut self, frontier: Frontier, _out: &mut Vec<Batch>) {
@@ -539,6 +576,7 @@ mod tests {
     use super::*;
     use crate::connector::generator::{generate, GeneratorSourceConfig};
     use crate::graph::{osm_writer::synthetic_grid, ImportConfig};
+    use crate::runtime::Acks;
     use crate::telemetry::metrics;
 
     fn run(workers: usize, probes: &[Probe]) -> Vec<Batch> {
@@ -589,6 +627,65 @@ mod tests {
         assert!(one
             .iter()
             .any(|b| matches!(b.records, Records::Observations(_))));
+    }
+
+    /// The observations of a run, sorted, as a set to compare runs fed in other orders.
+    fn observations(batches: &[Batch]) -> Vec<SegmentObservation> {
+        let mut all: Vec<SegmentObservation> = batches
+            .iter()
+            .filter_map(|b| match &b.records {
+                Records::Observations(o) => Some(o.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        all.sort_by(observation_order);
+        all
+    }
+
+    #[test]
+    fn assign_evicts_a_vehicle_against_its_own_lane_not_the_fastest() {
+        let graph = Arc::new(
+            synthetic_grid(6, 6, 150.0, 60.17, 24.94)
+                .build_graph(&ImportConfig::default())
+                .expect("grid builds"),
+        );
+        let (probes, _) = generate(
+            &graph,
+            &GeneratorSourceConfig {
+                vehicles: 20,
+                duration_s: 600.0,
+                interval_s: 5.0,
+                ..GeneratorSourceConfig::default()
+            },
+        );
+        let stage = || {
+            let config = AssignConfig {
+                workers: Some(1),
+                ..AssignConfig::default()
+            };
+            AssignStage::new(config, graph.clone(), metrics().component("assign_lanes"))
+                .expect("builds")
+        };
+        // Reference: every probe on one lane, in time order.
+        let in_order = run(1, &probes);
+        // Two lanes; lane 1 is read to its end before lane 0 starts, 600 s ahead, which is
+        // five times `vehicle_ttl_ms`.
+        let (lane_0, lane_1): (Vec<Probe>, Vec<Probe>) = probes
+            .iter()
+            .cloned()
+            .partition(|p| shard_of(&p.vehicle_id, 2) == 0);
+        assert!(!lane_0.is_empty() && !lane_1.is_empty());
+        let mut assign = stage();
+        let mut out = Vec::new();
+        for (lane, part) in [(1, &lane_1), (0, &lane_0)] {
+            for chunk in part.chunks(100) {
+                let batch = Batch::tracked(Records::Probes(chunk.to_vec()), lane, Acks::none());
+                assign.process_batch(batch, &mut out);
+            }
+        }
+        assign.on_close(&mut out);
+        assert_eq!(observations(&out), observations(&in_order));
     }
 
     #[test]
