@@ -78,13 +78,20 @@ fn sink_config_defaults_and_validation() -> TestResult {
     bad.compression = Compression::Snappy;
     bad.compression_level = Some(3);
     bad.max_rows_per_file = Some(0);
+    bad.roll_interval_ms = Some(10);
     let mut problems = Problems::new();
     bad.validate("sinks.out", &mut problems);
     let keys: Vec<String> = problems.into_vec().into_iter().map(|p| p.key).collect();
     assert_eq!(
         keys,
-        ["sinks.out.compression_level", "sinks.out.max_rows_per_file"]
+        [
+            "sinks.out.compression_level",
+            "sinks.out.max_rows_per_file",
+            "sinks.out.roll_interval_ms"
+        ]
     );
+    let timed: ParquetSinkConfig = toml::from_str("path = \"out/\"\nroll_interval_ms = 60000")?;
+    assert!(timed.is_rolling(), "a time-based roll alone rolls");
     Ok(())
 }
 

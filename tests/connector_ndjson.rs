@@ -1,5 +1,5 @@
 //! NDJSON sink: one JSON object per line that parses back to the record; a matched point
-//! flattens its probe.
+//! flattens its probe; with `append`, a restart keeps earlier lines and cuts a torn one.
 
 use pipeline::connector::ndjson::{self, NdjsonSinkConfig};
 use pipeline::record::{MatchedPoint, Probe, RecordKind};
@@ -70,4 +70,50 @@ fn validation_rejects_an_empty_path() {
     let list = problems.into_vec();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].key, "sinks.look.path");
+}
+
+#[tokio::test]
+async fn an_appending_ndjson_sink_keeps_earlier_runs_and_cuts_a_torn_line() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("late.ndjson");
+    let earlier: Vec<Probe> = (0..2).map(probe).collect();
+    let mut text = String::new();
+    for p in &earlier {
+        text.push_str(&serde_json::to_string(p)?);
+        text.push('\n');
+    }
+    // A crash mid-line: these bytes were never acknowledged.
+    text.push_str("{\"vehicle_id\":\"v9\",\"ts");
+    std::fs::write(&path, text)?;
+    let component = "test_ndjson_append";
+    let mut config = NdjsonSinkConfig::new(path.display().to_string());
+    config.append = true;
+    let sink = config.build(component, Some(RecordKind::Probe))?;
+    let (tx, rx) = mpsc::channel(4);
+    let later: Vec<Probe> = (2..5).map(probe).collect();
+    tx.send(Batch::from(later.clone())).await?;
+    drop(tx);
+    sink.run(Input::new(metrics().component(component), rx))
+        .await
+        .map_err(|e| e.to_string())?;
+    let parsed: Vec<Probe> = std::fs::read_to_string(&path)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(parsed, [earlier, later].concat());
+    let series = format!(
+        "pipeline_component_files_total{{component=\"{component}\",outcome=\"repaired\"}} 1"
+    );
+    assert!(metrics().render().contains(&series), "{series}");
+    Ok(())
+}
+
+#[test]
+fn validation_rejects_appending_to_stdout() {
+    let mut problems = pipeline::config::Problems::new();
+    let mut config = NdjsonSinkConfig::new("-");
+    config.append = true;
+    config.validate("sinks.look", &mut problems);
+    let keys: Vec<String> = problems.into_vec().into_iter().map(|p| p.key).collect();
+    assert_eq!(keys, ["sinks.look.append"]);
 }

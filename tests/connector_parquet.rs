@@ -1,10 +1,13 @@
 //! Parquet replay reader and sink, synchronously: column mapping and timestamp types, errors
 //! that name the file and column, time range and projection, bad files, determinism across
-//! thread counts, rolling files, and every record kind round-tripping through Arrow.
+//! thread counts, rolling files, and every record kind round-tripping through Arrow. Then the
+//! rolling sink on the runtime: acknowledgements as each file closes, the time-based roll,
+//! and what a restart finds in the directory.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_array::{
     ArrayRef, BinaryArray, Float32Array, Float64Array, Int64Array, LargeStringArray, RecordBatch,
@@ -22,7 +25,7 @@ use pipeline::connector::parquet::{
 use pipeline::record::{
     ArrowRecord, MatchedPoint, Probe, RecordKind, SegmentObservation, SegmentSpeed,
 };
-use pipeline::runtime::Records;
+use pipeline::runtime::{AckTarget, AckToken, Acks, Batch, Input, Records};
 use pipeline::telemetry::metrics;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -758,5 +761,272 @@ fn a_row_group_failing_to_decode_skips_the_rest_of_that_file_in_a_glob() -> Test
         matches!(err, ParquetError::Decode { row_group: 1, .. }),
         "{err}"
     );
+    Ok(())
+}
+
+/// How long a test waits for something the sink does on its own thread; a bound against a
+/// hang, not a timing assertion.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The names of the complete (renamed) Parquet files in `dir`, sorted.
+fn complete_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".parquet"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Reports each released token as (id, ok, complete files in `dir` at that moment), so a
+/// test can tell which file had closed when a batch was acknowledged.
+struct FileAckLog {
+    dir: PathBuf,
+    tx: tokio::sync::mpsc::UnboundedSender<(u64, bool, usize)>,
+}
+
+impl AckTarget for FileAckLog {
+    fn release(&self, id: u64, ok: bool) {
+        let _ = self.tx.send((id, ok, complete_files(&self.dir).len()));
+    }
+}
+
+/// A rolling sink writing probes to `dir/out-NNNNN.parquet` on the runtime.
+struct RunningSink {
+    /// Feeds the sink; dropping it ends the input.
+    tx: tokio::sync::mpsc::Sender<Batch>,
+    /// The target of the tokens the test attaches.
+    log: Arc<dyn AckTarget>,
+    /// What the tokens reported.
+    acks: tokio::sync::mpsc::UnboundedReceiver<(u64, bool, usize)>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+fn spawn_sink(
+    dir: &Path,
+    component: &str,
+    configure: impl FnOnce(&mut ParquetSinkConfig),
+) -> Result<RunningSink, Box<dyn std::error::Error>> {
+    let mut config = ParquetSinkConfig::new(dir.join("out.parquet"));
+    configure(&mut config);
+    let sink = config.build(component, Some(RecordKind::Probe))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let input = Input::new(metrics().component(component), rx).for_sink();
+    let task = tokio::spawn(async move { sink.run(input).await.map_err(|e| e.to_string()) });
+    let (ack_tx, acks) = tokio::sync::mpsc::unbounded_channel();
+    let log: Arc<dyn AckTarget> = Arc::new(FileAckLog {
+        dir: dir.to_path_buf(),
+        tx: ack_tx,
+    });
+    Ok(RunningSink {
+        tx,
+        log,
+        acks,
+        task,
+    })
+}
+
+fn tracked(rows: Vec<Probe>, id: u64, log: &Arc<dyn AckTarget>) -> Batch {
+    Batch::tracked(
+        Records::Probes(rows),
+        0,
+        Acks::one(AckToken::new(id, log.clone())),
+    )
+}
+
+/// The next `n` acknowledgements, in the order they came.
+async fn next_acks(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(u64, bool, usize)>,
+    n: usize,
+) -> Result<Vec<(u64, bool, usize)>, Box<dyn std::error::Error>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match tokio::time::timeout(PATIENCE, rx.recv()).await {
+            Ok(Some(ack)) => got.push(ack),
+            Ok(None) => return Err(format!("the sink went away after {got:?}").into()),
+            Err(_) => {
+                return Err(format!("no acknowledgement in {PATIENCE:?} after {got:?}").into())
+            }
+        }
+    }
+    Ok(got)
+}
+
+#[tokio::test]
+async fn a_rolling_sink_acknowledges_each_batch_once_the_file_with_its_last_row_is_closed(
+) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let RunningSink {
+        tx,
+        log,
+        mut acks,
+        task,
+    } = spawn_sink(dir.path(), "test_ack_per_file", |c| {
+        c.max_rows_per_file = Some(10);
+    })?;
+    // Batches of 4 rows against files of 10: batch 2 spans files 0 and 1, batch 4 ends
+    // exactly where file 1 does, batch 5 starts file 2.
+    let rows = probes(24, 0);
+    for (id, chunk) in rows.chunks(4).enumerate().take(5) {
+        tx.send(tracked(chunk.to_vec(), id as u64, &log)).await?;
+    }
+    // The input is still open: these come as files close, not at the end of the run.
+    let mut during = next_acks(&mut acks, 5).await?;
+    during.sort();
+    assert_eq!(
+        during,
+        [
+            (0, true, 1),
+            (1, true, 1),
+            (2, true, 2),
+            (3, true, 2),
+            (4, true, 2)
+        ],
+        "(batch, ok, files closed when it was acknowledged)"
+    );
+    tx.send(tracked(rows[20..].to_vec(), 5, &log)).await?;
+    drop((tx, log));
+    task.await??;
+    assert_eq!(next_acks(&mut acks, 1).await?, [(5, true, 3)]);
+    assert_eq!(
+        complete_files(dir.path()),
+        [
+            "out-00000.parquet",
+            "out-00001.parquet",
+            "out-00002.parquet"
+        ]
+    );
+    let mut all = Vec::new();
+    for name in complete_files(dir.path()) {
+        all.extend(read_back::<Probe>(&dir.path().join(name))?);
+    }
+    assert_eq!(all, rows);
+    Ok(())
+}
+
+#[tokio::test]
+async fn roll_interval_closes_and_acknowledges_a_file_on_a_quiet_stream() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let RunningSink {
+        tx,
+        log,
+        mut acks,
+        task,
+    } = spawn_sink(dir.path(), "test_roll_interval", |c| {
+        c.roll_interval_ms = Some(100);
+    })?;
+    let rows = probes(6, 0);
+    // One batch, then nothing while the input stays open: only the clock can close the file.
+    tx.send(tracked(rows[..3].to_vec(), 1, &log)).await?;
+    assert_eq!(next_acks(&mut acks, 1).await?, [(1, true, 1)]);
+    assert_eq!(
+        read_back::<Probe>(&dir.path().join("out-00000.parquet"))?,
+        rows[..3]
+    );
+    // The next row starts the next file, closed by the clock again.
+    tx.send(tracked(rows[3..].to_vec(), 2, &log)).await?;
+    assert_eq!(next_acks(&mut acks, 1).await?, [(2, true, 2)]);
+    drop((tx, log));
+    task.await??;
+    // Quiet time with no file open, and the end of input, write no file without rows.
+    assert_eq!(
+        complete_files(dir.path()),
+        ["out-00000.parquet", "out-00001.parquet"]
+    );
+    assert_eq!(
+        read_back::<Probe>(&dir.path().join("out-00001.parquet"))?,
+        rows[3..]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_restarted_rolling_sink_keeps_earlier_files_and_continues_the_numbering() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut sink = ParquetSinkConfig::new(dir.path().join("out.parquet"));
+    sink.max_rows_per_file = Some(10);
+    let (first, second) = (probes(25, 0), probes(15, 100_000));
+    write_records(&sink, RecordKind::Probe, [Records::Probes(first.clone())])?;
+    let earlier: Vec<Vec<u8>> = complete_files(dir.path())
+        .iter()
+        .map(|n| fs::read(dir.path().join(n)))
+        .collect::<Result<_, _>>()?;
+    let files = write_records(&sink, RecordKind::Probe, [Records::Probes(second.clone())])?;
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(names, ["out-00003.parquet", "out-00004.parquet"]);
+    // A run that gets no rows adds no empty file once the directory has files.
+    assert!(write_records(&sink, RecordKind::Probe, [])?.is_empty());
+    let all = complete_files(dir.path());
+    assert_eq!(all.len(), 5, "{all:?}");
+    for (name, bytes) in all.iter().zip(&earlier) {
+        assert_eq!(&fs::read(dir.path().join(name))?, bytes, "{name} unchanged");
+    }
+    // A reader of the directory sees both runs, in write order.
+    let (read, _) = read_probes(&config_glob(dir.path()))?;
+    assert_eq!(read, bare([first, second].concat()));
+    Ok(())
+}
+
+fn config_glob(dir: &Path) -> ParquetSourceConfig {
+    let mut c = ParquetSourceConfig::new([format!("{}/*.parquet", dir.display())]);
+    c.progress = false;
+    c
+}
+
+#[test]
+fn a_leftover_tmp_is_recovered_if_its_footer_is_valid_and_removed_otherwise() -> TestResult {
+    use pipeline::connector::parquet::sink::SinkTarget;
+    let dir = tempfile::tempdir()?;
+    let component = "test_leftover_tmp";
+    let path = dir.path().join("out.parquet");
+    let mut sink = ParquetSinkConfig::new(&path);
+    sink.max_rows_per_file = Some(10);
+    write_records(&sink, RecordKind::Probe, [Records::Probes(probes(5, 0))])?;
+    // Killed after the footer but before the rename, and killed mid-file.
+    write_probe_file(
+        &dir.path().join("out-00001.parquet.tmp"),
+        &probes(3, 10_000),
+        10,
+    )?;
+    fs::write(
+        dir.path().join("out-00002.parquet.tmp"),
+        b"PAR1 half a row group",
+    )?;
+    let mut writer = pipeline::connector::parquet::RollingWriter::new(
+        component,
+        &SinkTarget::File(path),
+        &sink,
+        RecordKind::Probe,
+    )?;
+    assert_eq!(
+        complete_files(dir.path()),
+        ["out-00000.parquet", "out-00001.parquet"],
+        "the complete one renamed, the torn one gone"
+    );
+    assert_eq!(
+        read_back::<Probe>(&dir.path().join("out-00001.parquet"))?,
+        probes(3, 10_000)
+    );
+    writer.write(&Records::Probes(probes(2, 20_000)))?;
+    let written = writer.finish()?;
+    assert_eq!(written, [dir.path().join("out-00003.parquet")]);
+    assert!(fs::read_dir(dir.path())?
+        .filter_map(Result::ok)
+        .all(|e| !e.file_name().to_string_lossy().ends_with(".tmp")));
+    let text = metrics().render();
+    for outcome in ["recovered", "discarded"] {
+        let series = format!(
+            "pipeline_component_files_total{{component=\"{component}\",outcome=\"{outcome}\"}} 1"
+        );
+        assert!(text.contains(&series), "{series} in {text}");
+    }
     Ok(())
 }

@@ -1,10 +1,14 @@
 //! NDJSON sink, for looking at data: one JSON object per line (the records' serde form;
 //! a matched point flattens its probe), to a file or to stdout. A closed stdout (`| head`)
-//! ends the sink quietly: a broken pipe is success.
+//! ends the sink quietly: a broken pipe is success. Acknowledgements follow a flush, made
+//! whenever the input goes quiet and at least every [`MAX_UNFLUSHED`] under a steady stream.
+//! With `append`, a restart keeps what earlier runs wrote and cuts a line a crash left half
+//! written.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -34,16 +38,28 @@ pub enum NdjsonError {
     Task(String),
 }
 
-/// The NDJSON sink. `path` is a file (created or truncated), or `-` / `stdout`.
+/// The longest a steady stream holds written lines unflushed, and so unacknowledged.
+pub const MAX_UNFLUSHED: Duration = Duration::from_secs(1);
+
+/// The NDJSON sink. `path` is a file, or `-` / `stdout`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NdjsonSinkConfig {
     pub path: String,
+    /// Keep what the file holds and write after it, instead of truncating it: what a sink
+    /// fed by Kafka or Kinesis wants, since a restart resumes after the records earlier runs
+    /// wrote. A last line without its newline (a crash mid-write; its records were never
+    /// acknowledged) is cut first.
+    #[serde(default)]
+    pub append: bool,
 }
 
 impl NdjsonSinkConfig {
     pub fn new(path: impl Into<String>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            append: false,
+        }
     }
 
     fn is_stdout(&self) -> bool {
@@ -56,6 +72,11 @@ impl NdjsonSinkConfig {
             !self.path.trim().is_empty(),
             format!("{key_prefix}.path"),
             "a file path, or \"-\" for stdout, is required",
+        );
+        problems.check(
+            !(self.append && self.is_stdout()),
+            format!("{key_prefix}.append"),
+            "only a file can be appended to, not stdout",
         );
     }
 
@@ -82,7 +103,12 @@ impl NdjsonSinkConfig {
                     source,
                 })?;
             }
-            let file = File::create(&path).map_err(|source| NdjsonError::Create {
+            let opened = if self.append {
+                open_for_append(&path, component)
+            } else {
+                File::create(&path)
+            };
+            let file = opened.map_err(|source| NdjsonError::Create {
                 path: path.clone(),
                 source,
             })?;
@@ -94,6 +120,50 @@ impl NdjsonSinkConfig {
             kind,
         }))
     }
+}
+
+/// Opens `path` to write after its last complete line, cutting a torn one (counted as a
+/// `repaired` file and logged).
+fn open_for_append(path: &Path, component: &str) -> io::Result<File> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    let complete = complete_lines_len(&mut file, len)?;
+    if complete < len {
+        file.set_len(complete)?;
+        metrics()
+            .files
+            .with_label_values(&[component, "repaired"])
+            .inc();
+        tracing::warn!(
+            component,
+            file = %path.display(),
+            cut_bytes = len - complete,
+            "cut a line an earlier run left half written; its records were never acknowledged"
+        );
+    }
+    Ok(file)
+}
+
+/// The length of `file` up to and including its last newline (0 if it has none).
+fn complete_lines_len(file: &mut File, len: u64) -> io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut end = len;
+    let mut buf = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        buf.clear();
+        file.seek(SeekFrom::Start(start))?;
+        (&mut *file).take(end - start).read_to_end(&mut buf)?;
+        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 enum Output {
@@ -159,6 +229,7 @@ fn write_all<W: Write>(
     let component_metrics = metrics().component(component);
     let mut out = BufWriter::with_capacity(1 << 16, out);
     let mut unflushed = Acks::none();
+    let mut flushed_at = Instant::now();
     let quiet = |e: &io::Error| broken_pipe_ok && e.kind() == io::ErrorKind::BrokenPipe;
     while let Some(batch) = input.blocking_next() {
         let expected = *kind.get_or_insert(batch.records.kind());
@@ -186,9 +257,11 @@ fn write_all<W: Write>(
             });
         }
         unflushed.extend(batch.acks);
-        // Flush when the input has nothing more for now, so acknowledgements (and lines
-        // for a reader of the file) do not wait for the end of a long-running stream.
-        if !unflushed.is_empty() && input.is_idle() {
+        // Flush when the input has nothing more for now, or a steady stream has kept lines
+        // unflushed for long enough, so acknowledgements (and lines for a reader of the
+        // file) do not wait for the end of a long-running stream.
+        let due = input.is_idle() || flushed_at.elapsed() >= MAX_UNFLUSHED;
+        if !unflushed.is_empty() && due {
             if let Err(e) = out.flush() {
                 unflushed.fail();
                 if quiet(&e) {
@@ -200,6 +273,7 @@ fn write_all<W: Write>(
                 });
             }
             std::mem::take(&mut unflushed).ack();
+            flushed_at = Instant::now();
         }
     }
     match out.flush() {

@@ -196,8 +196,9 @@ impl Input {
         }
     }
 
-    /// The input of a sink: [`Input::next`] and [`Input::blocking_next`] skip lane events
-    /// and batches that only move the frontier.
+    /// The input of a sink: [`Input::next`], [`Input::blocking_next`] and
+    /// [`Input::blocking_next_timeout`] skip lane events and batches that only move the
+    /// frontier.
     pub fn for_sink(mut self) -> Self {
         self.sink = true;
         self
@@ -248,19 +249,26 @@ impl Input {
     }
 
     /// [`Input::blocking_next`] that gives up after `timeout`, using the timer of the
-    /// runtime behind `handle`.
+    /// runtime behind `handle`. A batch that is already waiting is returned even when
+    /// `timeout` is zero.
     pub fn blocking_next_timeout(
         &mut self,
         handle: &tokio::runtime::Handle,
         timeout: std::time::Duration,
     ) -> Next {
         // The timer is created inside `block_on`, where the runtime's context is entered.
-        let rx = &mut self.rx;
-        match handle.block_on(async { tokio::time::timeout(timeout, rx.recv()).await }) {
-            Ok(batch) => match self.account(batch) {
-                Some(b) => Next::Batch(b),
-                None => Next::Closed,
-            },
+        let next = async {
+            loop {
+                let received = self.rx.recv().await;
+                let batch = self.account(received);
+                if !batch.as_ref().is_some_and(|b| self.skipped(b)) {
+                    return batch;
+                }
+            }
+        };
+        match handle.block_on(async { tokio::time::timeout(timeout, next).await }) {
+            Ok(Some(b)) => Next::Batch(b),
+            Ok(None) => Next::Closed,
             Err(_) => Next::TimedOut,
         }
     }

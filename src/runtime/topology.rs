@@ -402,12 +402,12 @@ fn sink_series(sink: &SinkConfig) -> Series<'static> {
         SinkConfig::Parquet(_) => Series {
             drop_reasons: &["wrong_record_kind"],
             error_types: &["wrong_record_kind"],
-            file_outcomes: &["written", "abandoned"],
+            file_outcomes: &["written", "abandoned", "recovered", "discarded"],
         },
         SinkConfig::Ndjson(_) => Series {
             drop_reasons: &["wrong_record_kind"],
             error_types: &["wrong_record_kind"],
-            file_outcomes: &[],
+            file_outcomes: &["repaired"],
         },
         SinkConfig::Kafka(_) => Series {
             drop_reasons: &["too_large"],

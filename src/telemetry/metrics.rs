@@ -79,7 +79,17 @@ pub const ERROR_TYPES: &[&str] = &[
 ];
 
 /// Every value the `outcome` label of `pipeline_component_files_total` can take.
-pub const FILE_OUTCOMES: &[&str] = &["read", "skipped", "written", "abandoned"];
+pub const FILE_OUTCOMES: &[&str] = &[
+    "read",
+    "skipped",
+    "written",
+    "abandoned",
+    // Parquet sink, on start: a leftover `.tmp` renamed (valid footer) or removed
+    "recovered",
+    "discarded",
+    // NDJSON sink with `append`, on start: a half-written last line cut
+    "repaired",
+];
 
 /// A label value from a closed set, or `other`.
 fn closed<'a>(set: &[&'a str], value: &'a str) -> &'a str {
@@ -219,7 +229,7 @@ impl Metrics {
             files: counter_vec(
                 r,
                 "pipeline_component_files_total",
-                "Files a component opened, by outcome (read, skipped, written).",
+                "Files a component opened, by outcome (read, skipped, written, abandoned, …).",
                 &["component", "outcome"],
             ),
             event_time_lag: gauge_vec(

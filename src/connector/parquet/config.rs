@@ -37,6 +37,8 @@ fn default_true() -> bool {
 fn default_row_group_rows() -> usize {
     65_536
 }
+/// The shortest `roll_interval_ms`: below it a busy sink would write a file per batch or two.
+pub const MIN_ROLL_INTERVAL_MS: u64 = 100;
 /// zstd level 3: zstd's own default, a good ratio at a few hundred MB/s per core.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
@@ -354,10 +356,17 @@ pub enum Compression {
 ///
 /// `path` is a file (written exactly there) or a directory (an existing one, or a path ending
 /// in `/`), in which case the file is `<dir>/<record file stem>.parquet`, e.g.
-/// `out/probes.parquet`. With `max_rows_per_file` or `max_bytes_per_file` set the sink rolls:
-/// files are `<stem>-00000.parquet`, `<stem>-00001.parquet`, … next to where the single file
-/// would be. Each file is written as `<name>.tmp` and renamed when its footer is written, so a
-/// reader never sees a file without a footer.
+/// `out/probes.parquet`, replaced by each run. With `max_rows_per_file`,
+/// `max_bytes_per_file` or `roll_interval_ms` set the sink rolls: files are
+/// `<stem>-00000.parquet`, `<stem>-00001.parquet`, … next to where the single file would be,
+/// and a restarted sink continues after the highest number already in the directory, so
+/// names sort in write order across runs (up to `-99999`; a sixth digit sorts out of order)
+/// and no run replaces another's files. Each file is written as `<name>.tmp` and renamed
+/// when its footer is written, so a reader never sees a file without a footer; a `.tmp` left
+/// by a crash is renamed on start if its footer is valid, removed otherwise. A rolling sink
+/// acknowledges a batch once the file holding its last row is closed. One sink per directory
+/// and file stem: two writing the same numbered files at once would remove each other's
+/// `.tmp` on start.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {
@@ -373,6 +382,11 @@ pub struct ParquetSinkConfig {
     /// to one batch.
     #[serde(default)]
     pub max_bytes_per_file: Option<u64>,
+    /// Close a file this long after its first row, even if no further batch arrives, so that
+    /// a slow stream still has its rows acknowledged. Absent by default; a file never holds
+    /// zero rows.
+    #[serde(default)]
+    pub roll_interval_ms: Option<u64>,
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
 }
@@ -386,13 +400,16 @@ impl ParquetSinkConfig {
             compression_level: None,
             max_rows_per_file: None,
             max_bytes_per_file: None,
+            roll_interval_ms: None,
             row_group_rows: default_row_group_rows(),
         }
     }
 
     /// True when the sink writes numbered files.
     pub fn is_rolling(&self) -> bool {
-        self.max_rows_per_file.is_some() || self.max_bytes_per_file.is_some()
+        self.max_rows_per_file.is_some()
+            || self.max_bytes_per_file.is_some()
+            || self.roll_interval_ms.is_some()
     }
 
     /// Pure validation: no file access.
@@ -425,6 +442,13 @@ impl ParquetSinkConfig {
             key("max_bytes_per_file"),
             "must be at least 1",
         );
+        if let Some(ms) = self.roll_interval_ms {
+            problems.check(
+                ms >= MIN_ROLL_INTERVAL_MS,
+                key("roll_interval_ms"),
+                format!("must be at least {MIN_ROLL_INTERVAL_MS} (milliseconds), got {ms}"),
+            );
+        }
         problems.check_count(
             self.row_group_rows,
             1..=MAX_ROW_GROUP_ROWS,
