@@ -2,9 +2,9 @@
 //! start`, which `make test` runs): round trips of every record type over a 4-shard stream,
 //! restarts from checkpoints without loss, two instances splitting the shards, a
 //! MergeShards during consumption (parents before the child), and an aggregate killed with
-//! `kill -9` that skips, after its restart, what it had finalized before. Faults the emulator never
-//! produces (partial PutRecords failures, throttling, expired iterators) are injected with
-//! a mocked SDK client (`aws-smithy-mocks`).
+//! `kill -9` that skips, after its restart, what it had finalized before. Faults the
+//! emulator never produces (partial PutRecords failures, throttling, expired iterators) are
+//! injected with a mocked SDK client (`aws-smithy-mocks`).
 //!
 //! The endpoint comes from `PIPELINE_KINESIS_ENDPOINT` (default http://127.0.0.1:4567).
 //! When nothing answers there, these tests fail if `CI` is set and are skipped (loudly)
