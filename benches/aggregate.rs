@@ -3,7 +3,8 @@
 //! all observations, each through a fresh aggregator per pass of 1 M observations, and the
 //! uniform 50 k case once more through one long-lived aggregator (steady state); plus the
 //! heap held per open
-//! segment-window at 1 M and 10 M open windows (counting allocator).
+//! segment-window at 1 M and 10 M open windows (counting allocator), and per observation id
+//! remembered for de-duplication (one per observation there).
 //!
 //! Run: `cargo bench --bench aggregate` (env `BENCH_MEMORY_WINDOWS`, default "1000000
 //! 10000000"; set it empty to skip the memory report).
@@ -191,13 +192,19 @@ fn memory_report() {
             let _ = agg.push(&observation(s), 0, 0);
         }
         let live = live_bytes() - before;
+        // One observation per segment-window here, so one remembered id each; a real
+        // window holds many observations, and the ids expire with the windows.
+        let ids_bytes = agg.remembered_ids_bytes();
         println!(
             "memory: {} open segment-windows: {:.1} B each on the heap ({:.1} B by the \
-             aggregator's own count; WindowState is {} B)",
+             aggregator's own count; WindowState is {} B), of which {:.1} B per remembered \
+             observation id ({} ids)",
             agg.open_windows(),
             live as f64 / agg.open_windows() as f64,
             agg.state_bytes() as f64 / agg.open_windows() as f64,
-            std::mem::size_of::<pipeline::aggregate::state::WindowState>()
+            std::mem::size_of::<pipeline::aggregate::state::WindowState>(),
+            ids_bytes as f64 / agg.remembered_ids() as f64,
+            agg.remembered_ids()
         );
         drop(agg);
     }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use pipeline::aggregate::{
     AggregateConfig, Aggregator, EstimatorConfig, EstimatorKind, Rejection, SegmentCatalog,
 };
+use pipeline::matching::observations::observation_id;
 use pipeline::record::{SegmentObservation, SegmentSpeed};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -28,12 +29,13 @@ fn catalog() -> Lengths {
 /// A full traversal of 100 m at `speed_mps`, centred on `mid_ms`.
 fn obs(segment_id: u64, vehicle: &str, mid_ms: i64, speed_mps: f64) -> SegmentObservation {
     let duration_ms = (100_000.0 / speed_mps) as i64;
+    let exit_ts_ms = mid_ms - duration_ms / 2 + duration_ms;
     SegmentObservation {
-        observation_id: segment_id ^ mid_ms as u64,
+        observation_id: observation_id(vehicle, segment_id, exit_ts_ms),
         segment_id,
         vehicle_id: vehicle.to_string(),
         enter_ts_ms: mid_ms - duration_ms / 2,
-        exit_ts_ms: mid_ms - duration_ms / 2 + duration_ms,
+        exit_ts_ms,
         traversed_m: 100.0,
         speed_mps,
         next_segment_id: None,

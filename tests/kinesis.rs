@@ -1,9 +1,10 @@
 //! Kinesis connectors against a real emulator (kinesalite, `scripts/services/kinesis.sh
 //! start`, which `make test` runs): round trips of every record type over a 4-shard stream,
-//! restarts from checkpoints without loss, two instances splitting the shards, and a
-//! MergeShards during consumption (parents before the child). Faults the emulator never
-//! produces (partial PutRecords failures, throttling, expired iterators) are injected with
-//! a mocked SDK client (`aws-smithy-mocks`).
+//! restarts from checkpoints without loss, two instances splitting the shards, a
+//! MergeShards during consumption (parents before the child), and an aggregate killed with
+//! `kill -9` that skips, after its restart, what it had finalized before. Faults the
+//! emulator never produces (partial PutRecords failures, throttling, expired iterators) are
+//! injected with a mocked SDK client (`aws-smithy-mocks`).
 //!
 //! The endpoint comes from `PIPELINE_KINESIS_ENDPOINT` (default http://127.0.0.1:4567).
 //! When nothing answers there, these tests fail if `CI` is set and are skipped (loudly)
@@ -29,6 +30,9 @@ use pipeline::runtime::{
 #[path = "common/kinesis_emulator.rs"]
 mod kinesis_emulator;
 use kinesis_emulator::{admin, create_stream, emulator, wait_active};
+#[path = "common/restart.rs"]
+mod restart;
+use restart::{grid_traffic, matched_observations, ndjson_lines, settle, upsert_speeds, WindowKey};
 
 const T0: i64 = 1_700_000_000_000;
 /// Generous limit for a test to see its records; a hang fails instead of blocking CI.
@@ -1087,6 +1091,12 @@ impl Stage {
         Self { name, child }
     }
 
+    /// SIGKILL: no shutdown, no flush, no checkpoint.
+    fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then waits: the run must end cleanly (outputs flushed, checkpoints written).
     fn stop(mut self) {
         let pid = self.child.id().to_string();
@@ -1114,8 +1124,8 @@ fn free_addr() -> String {
         .expect("a free port")
 }
 
-/// `pipeline_component_received_events_total` of `component`, scraped from `/metrics`.
-fn received(addr: &str, component: &str) -> Option<u64> {
+/// The `/metrics` page of a running stage (None while it does not answer).
+fn scrape(addr: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream
@@ -1123,11 +1133,220 @@ fn received(addr: &str, component: &str) -> Option<u64> {
         .ok()?;
     let mut body = String::new();
     stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// `pipeline_component_received_events_total` of `component`, scraped from `/metrics`.
+fn received(addr: &str, component: &str) -> Option<u64> {
     let series = format!("pipeline_component_received_events_total{{component=\"{component}\"}} ");
-    body.lines()
+    scrape(addr)?
+        .lines()
         .find_map(|l| l.strip_prefix(&series))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
+}
+
+/// `pipeline_component_dropped_events_total` of `component` for `reason`.
+fn dropped(addr: &str, component: &str, reason: &str) -> Option<u64> {
+    let (component, reason) = (
+        format!("component=\"{component}\""),
+        format!("reason=\"{reason}\""),
+    );
+    scrape(addr)?
+        .lines()
+        .filter(|l| l.starts_with("pipeline_component_dropped_events_total{"))
+        .find(|l| l.contains(&component) && l.contains(&reason))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// The `finalized_before_ms` of every shard checkpoint in `dir` (None for a shard without
+/// one).
+fn checkpoint_floors(dir: &std::path::Path) -> BTreeMap<String, Option<i64>> {
+    use pipeline::connector::kinesis::{Checkpoint, FileCheckpointStore};
+    let Ok(files) = std::fs::read_dir(dir) else {
+        return BTreeMap::new();
+    };
+    let store = FileCheckpointStore::new(dir, "", "");
+    files
+        .flatten()
+        .filter_map(|f| {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let shard = name.strip_suffix(".json")?.to_string();
+            let floor = match store.load(&shard).ok().flatten()? {
+                Checkpoint::SequenceNumber {
+                    finalized_before_ms,
+                    ..
+                } => finalized_before_ms,
+                Checkpoint::ShardEnd => None,
+            };
+            Some((shard, floor))
+        })
+        .collect()
+}
+
+/// An aggregate reading Kinesis, killed with `kill -9` once every shard's checkpoint says
+/// which windows it had finalized, and restarted from those checkpoints: the observations
+/// it reads again of finalized windows are counted as `already_emitted` and none of those
+/// windows is published again (from part of its data); every window of an uninterrupted
+/// run (another application on the same stream) ends with the same values, as a consumer
+/// upserting on (segment, window, estimator) sees them. The Kinesis twin of
+/// `kafka_aggregator_restart_emits_every_window`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_aggregator_restart_skips_finalized_windows_and_emits_every_window() {
+    let Some(endpoint) = emulator() else { return };
+    let n = nonce();
+    let stream = format!("agg-restart-{n}");
+    create_stream(&endpoint, &stream, 4).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (graph, probes) = grid_traffic(dir.path(), 40, 1_200.0);
+    let observations = matched_observations(&graph, &probes);
+    assert!(
+        observations.len() > 2_000,
+        "{} observations",
+        observations.len()
+    );
+    // 10 s windows, closing soon after the data stops (once every shard is read to its end
+    // and idle for 10 s); small GetRecords responses, so that batches mix windows.
+    let config = |application: &str, out: &str| {
+        let path = dir.path().join(format!("{out}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "edges = [\"observations -> aggregate -> out\"]\n\
+                 [graph]\npath = \"data/grid.graph\"\n\
+                 [sources.observations]\ntype = \"kinesis\"\nstream = \"{stream}\"\n\
+                 endpoint = \"{endpoint}\"\napplication = \"{application}\"\n\
+                 record = \"segment_observation\"\nencoding = \"json\"\n\
+                 get_records_limit = 100\npoll_interval_ms = 20\n\
+                 checkpoint_interval_ms = 100\nshard_refresh_interval_ms = 500\n\
+                 [stages.aggregate]\ntype = \"aggregate\"\nwindow_ms = 10000\n\
+                 max_out_of_orderness_ms = 5000\nallowed_lateness_ms = 60000\n\
+                 idle_timeout_ms = 10000\n\
+                 [sinks.out]\ntype = \"ndjson\"\npath = \"{out}.ndjson\"\n"
+            ),
+        )
+        .expect("config");
+        path
+    };
+    let (first_half, second_half) = observations.split_at(observations.len() * 2 / 5);
+    let chunks = |o: &[SegmentObservation]| {
+        o.chunks(200)
+            .map(|c| Records::Observations(c.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let reference = Stage::start(
+        &config(&format!("reference-{n}"), "r"),
+        dir.path(),
+        &free_addr(),
+    );
+    let application = format!("crashing-{n}");
+    let crashing = Stage::start(&config(&application, "c1"), dir.path(), &free_addr());
+    produce(&endpoint, &stream, Encoding::Json, chunks(first_half)).await;
+
+    // Kill it once it has emitted rows and every shard's checkpoint carries a floor.
+    let c1 = dir.path().join("c1.ndjson");
+    let checkpoints = dir
+        .path()
+        .join("checkpoints/kinesis")
+        .join(&application)
+        .join(&stream);
+    settle(
+        "rows and a finalized floor in every shard checkpoint of the first run",
+        || (ndjson_lines(&c1).len(), checkpoint_floors(&checkpoints)),
+        |(rows, floors)| *rows > 0 && floors.len() == 4 && floors.values().all(Option::is_some),
+    )
+    .await;
+    crashing.kill_9();
+    let floors = checkpoint_floors(&checkpoints);
+    let lowest_floor_ms = floors.values().flatten().min().copied().unwrap_or(i64::MIN);
+    produce(&endpoint, &stream, Encoding::Json, chunks(second_half)).await;
+    let c2_addr = free_addr();
+    let restarted = Stage::start(&config(&application, "c2"), dir.path(), &c2_addr);
+
+    let (r_out, c2_out) = (dir.path().join("r.ndjson"), dir.path().join("c2.ndjson"));
+    let last_start_ms = observations
+        .iter()
+        .map(|o| (o.enter_ts_ms + (o.exit_ts_ms - o.enter_ts_ms) / 2) / 10_000 * 10_000)
+        .max()
+        .unwrap_or_default();
+    let has_last = |path: &std::path::Path| {
+        let key = format!("\"window_start_ms\":{last_start_ms},");
+        ndjson_lines(path).iter().any(|l| l.contains(&key))
+    };
+    settle(
+        "the last window in the outputs of the reference and the restarted run",
+        || {
+            (
+                has_last(&r_out),
+                has_last(&c2_out),
+                ndjson_lines(&r_out).len(),
+                ndjson_lines(&c2_out).len(),
+            )
+        },
+        |&(r_done, c2_done, _, _)| r_done && c2_done,
+    )
+    .await;
+    let already_emitted = dropped(&c2_addr, "aggregate", "already_emitted").unwrap_or(0);
+    reference.stop();
+    restarted.stop();
+
+    assert!(
+        already_emitted > 0,
+        "the restarted run skipped no re-read observation of a finalized window (floors \
+         {floors:?})"
+    );
+    let republished: Vec<String> = ndjson_lines(&c2_out)
+        .into_iter()
+        .filter(|l| {
+            serde_json::from_str::<SegmentSpeed>(l)
+                .is_ok_and(|s| s.window_start_ms < lowest_floor_ms)
+        })
+        .collect();
+    assert!(
+        republished.is_empty(),
+        "{} rows of windows finalized before the kill (before {lowest_floor_ms}) published \
+         again, e.g. {:?}",
+        republished.len(),
+        republished.first()
+    );
+    let (r_rows, want) = upsert_speeds(&[&r_out]);
+    let (c_rows, got) = upsert_speeds(&[&c1, &c2_out]);
+    let missing: Vec<&WindowKey> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} windows missing after the crash, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let differing: Vec<&WindowKey> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} of {} windows end with other values after the crash, e.g. {:?}: {:?} vs {:?}",
+        differing.len(),
+        want.len(),
+        differing.first(),
+        differing.first().and_then(|k| want.get(*k)),
+        differing.first().and_then(|k| got.get(*k))
+    );
+    let extra: Vec<&WindowKey> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(
+        extra.is_empty(),
+        "{} windows only the restarted run emitted, e.g. {:?}",
+        extra.len(),
+        &extra[..extra.len().min(5)]
+    );
+    eprintln!(
+        "kinesis aggregator restart: {} observations, {} windows, floors {floors:?}; \
+         {already_emitted} observations re-read of finalized windows skipped; rows: \
+         uninterrupted {r_rows}, killed and restarted {c_rows}",
+        observations.len(),
+        want.len(),
+    );
 }
 
 /// The example configs, unchanged, as separate processes against the emulator: probes into

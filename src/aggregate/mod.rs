@@ -17,9 +17,20 @@
 //! `advance` and `flush_all`, so everything observable through the outputs is as if each
 //! observation had been folded in `push`. Per window, states live in a chunked arena (no
 //! reallocation, so no doubling slack) behind an open-addressing segment-id → slot index;
-//! `state_bytes` counts both, and the pending buffer.
+//! `state_bytes` counts both, the pending buffer, and the remembered observation ids.
+//!
+//! **Effectively-once counts.** Upstream stages deliver at least once: after a crash they
+//! emit observations again. `push` remembers the `observation_id` of every observation it
+//! takes ([`dedupe`] says for how long, and what it costs) and drops a later one with the
+//! same id and exit time as [`Rejection::Duplicate`], even when it falls in other windows
+//! (a `PARTIAL_START` re-version, re-matched from a replayed probe, enters later): the first
+//! version seen is the one folded. So every window's samples and vehicles count each
+//! traversal once, the publication rule (`min_samples`, `min_vehicles`) is never met
+//! because of duplicates, and rows re-emitted after a duplicate arrives carry the values
+//! of the first emission.
 
 pub mod config;
+mod dedupe;
 pub mod state;
 mod table;
 pub mod watermark;
@@ -30,6 +41,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 pub use config::{AggregateConfig, EstimatorConfig, EstimatorKind};
+use dedupe::SeenIds;
 use state::{Sample, Summary, WindowState};
 use table::{hash_of, SegmentTable, Spare};
 use watermark::Watermark;
@@ -77,6 +89,10 @@ pub enum Rejection {
     /// Re-read after a restart or rebalance: every window it belongs to had been emitted for
     /// good by the input's previous reader (see [`Aggregator::expect_input`]).
     AlreadyEmitted,
+    /// Delivered again: an observation with the same `observation_id` and exit time was
+    /// taken before (by this aggregator, from the same input, while a duplicate could still
+    /// be accepted), whatever windows this one falls in.
+    Duplicate,
 }
 
 impl Rejection {
@@ -86,6 +102,7 @@ impl Rejection {
             Rejection::UnknownSegment => "unknown_segment",
             Rejection::Late => "late",
             Rejection::AlreadyEmitted => "already_emitted",
+            Rejection::Duplicate => "duplicate",
         }
     }
 }
@@ -99,6 +116,8 @@ pub struct AggregateStats {
     pub late: u64,
     /// Observations re-read after a restart whose windows were already finalized.
     pub already_emitted: u64,
+    /// Observations delivered again (same id as one taken before), dropped.
+    pub duplicate: u64,
     /// Rows emitted when their window closed (`revision` 0).
     pub rows_first: u64,
     /// Rows of a state published for the first time after its window closed, because late
@@ -224,8 +243,10 @@ pub struct Aggregator<C: SegmentCatalog> {
     /// `pending` at which `push` folds (tests set 1 to fold each observation at once).
     fold_batch: usize,
     /// Per input, the window start before which its previous reader finalized everything
-    /// (see [`Aggregator::expect_input`]); empty unless a Kafka source announced one.
+    /// (see [`Aggregator::expect_input`]); empty unless a source announced one.
     input_floors: Vec<(u32, i64)>,
+    /// The ids of the observations taken, until a duplicate of them would be late.
+    seen: SeenIds,
     stats: AggregateStats,
 }
 
@@ -270,6 +291,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
             sort_scratch: table::SortScratch::default(),
             fold_batch: FOLD_BATCH,
             input_floors: Vec::new(),
+            seen: SeenIds::default(),
             stats: AggregateStats::default(),
         }
     }
@@ -333,11 +355,13 @@ impl<C: SegmentCatalog> Aggregator<C> {
     /// Forgets input `input` (a partition revoked from this instance) and the state of every
     /// segment `of_input` picks, in every window: the partition's new owner rebuilds those
     /// windows from the stream, and rows from both owners would conflict. Returns the
-    /// segment-windows dropped.
+    /// segment-windows dropped. The input's remembered observation ids go too: should it
+    /// come back, what is read again from it is folded again.
     pub fn remove_input(&mut self, input: u32, of_input: impl Fn(u64) -> bool) -> usize {
         self.fold_all();
         self.watermark.remove_input(input);
         self.input_floors.retain(|&(i, _)| i != input);
+        self.seen.remove_input(input);
         let mut dropped = 0;
         for slot in self.windows.values_mut() {
             let before = slot.table.len();
@@ -378,8 +402,18 @@ impl<C: SegmentCatalog> Aggregator<C> {
         folded + new.len()
     }
 
-    /// Heap bytes held by window state (arena chunks, indexes, pending observations, and the
-    /// allocations kept from dropped windows).
+    /// Observation ids remembered for de-duplication (see [`dedupe`]).
+    pub fn remembered_ids(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// The part of [`Aggregator::state_bytes`] that holds the remembered ids.
+    pub fn remembered_ids_bytes(&self) -> usize {
+        self.seen.bytes()
+    }
+
+    /// Heap bytes held by window state (arena chunks, indexes, pending observations, the
+    /// allocations kept from dropped windows, and the remembered observation ids).
     pub fn state_bytes(&self) -> usize {
         self.windows
             .values()
@@ -390,6 +424,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
             + self.spare.bytes()
             + self.emit_order.capacity() * std::mem::size_of::<(u64, u32)>()
             + self.sort_scratch.bytes()
+            + self.seen.bytes()
     }
 
     /// The event time of an observation: the middle of its traversal.
@@ -426,6 +461,14 @@ impl<C: SegmentCatalog> Aggregator<C> {
     /// at processing time `now_ms`. Lateness is judged against the watermark as of the last
     /// [`Aggregator::advance`], so the order of observations between two advances does not
     /// matter.
+    ///
+    /// An observation that some window can still take is checked against the remembered
+    /// ids first: a duplicate of one taken before is dropped. Its id is remembered when it
+    /// is folded, and also when it is skipped as [`Rejection::AlreadyEmitted`]: its previous
+    /// reader most likely folded it before finalizing its windows, and then dropped its
+    /// re-versions (later entry, later windows) as duplicates, which this reader must do too.
+    /// A late observation is not remembered: nothing took it, so a re-version that some
+    /// window can still take is the first version taken.
     pub fn push(
         &mut self,
         o: &SegmentObservation,
@@ -437,6 +480,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
             Rejection::UnknownSegment => self.stats.unknown_segment += 1,
             Rejection::Late => self.stats.late += 1,
             Rejection::AlreadyEmitted => self.stats.already_emitted += 1,
+            Rejection::Duplicate => self.stats.duplicate += 1,
         })?;
         let event_ms = Self::event_ms(o);
         let watermark_ms = self.watermark.value_ms();
@@ -448,8 +492,6 @@ impl<C: SegmentCatalog> Aggregator<C> {
                 .find(|&&(i, _)| i == input)
                 .map_or(i64::MIN, |&(_, floor_ms)| floor_ms)
         };
-        let mut folded = false;
-        let mut finalized = false;
         let slide_ms = self.spec.slide_ms.max(1);
         let bucket_ms = match self.last_bucket_ms {
             Some(b)
@@ -465,7 +507,11 @@ impl<C: SegmentCatalog> Aggregator<C> {
                 b
             }
         };
-        // The same starts as `WindowSpec::starts_containing`, earliest first.
+        // The windows that take it are the latest ones (those expired and those finalized
+        // by a previous reader are the earliest): from the `first` of them on, in the order
+        // of `WindowSpec::starts_containing`.
+        let mut first = None;
+        let mut finalized = false;
         for k in (0..self.windows_per_instant).rev() {
             let start_ms = bucket_ms - k * slide_ms;
             let expires_ms = self
@@ -479,25 +525,40 @@ impl<C: SegmentCatalog> Aggregator<C> {
                 finalized = true;
                 continue;
             }
-            if self.last_start_ms != Some(start_ms) {
-                self.windows.entry(start_ms).or_default();
-                self.last_start_ms = Some(start_ms);
+            first = Some(k);
+            break;
+        }
+        if (first.is_some() || finalized)
+            && !self.seen.insert(input, o.exit_ts_ms, o.observation_id)
+        {
+            // The input is alive, but a duplicate moves no event-time clock: its first
+            // version did.
+            self.watermark.heard_from(input, now_ms);
+            self.stats.duplicate += 1;
+            return Err(Rejection::Duplicate);
+        }
+        if let Some(first) = first {
+            for k in (0..=first).rev() {
+                let start_ms = bucket_ms - k * slide_ms;
+                if self.last_start_ms != Some(start_ms) {
+                    self.windows.entry(start_ms).or_default();
+                    self.last_start_ms = Some(start_ms);
+                }
+                if self.pending.first().is_some_and(|p| p.start_ms != start_ms) {
+                    self.pending_mixed = true;
+                }
+                self.pending.push(Pending {
+                    start_ms,
+                    segment_id: o.segment_id,
+                    sample,
+                });
             }
-            if self.pending.first().is_some_and(|p| p.start_ms != start_ms) {
-                self.pending_mixed = true;
-            }
-            self.pending.push(Pending {
-                start_ms,
-                segment_id: o.segment_id,
-                sample,
-            });
-            folded = true;
         }
         self.watermark.observe(input, event_ms, now_ms);
         if self.pending.len() >= self.fold_batch {
             self.fold_all();
         }
-        if folded {
+        if first.is_some() {
             self.stats.accepted += 1;
             Ok(())
         } else if finalized {
@@ -535,6 +596,13 @@ impl<C: SegmentCatalog> Aggregator<C> {
             self.spare.recycle(entry.remove().table);
             self.last_start_ms = None;
         }
+        // Ids whose duplicates would be late now: those of exit times whose latest window is
+        // gone (or would be, had anything fallen in it).
+        self.seen.expire(|exit_ms| {
+            spec.end_ms(spec.bucket_ms(exit_ms))
+                .saturating_add(lateness_ms)
+                <= watermark_ms
+        });
     }
 
     /// End of input: emits every window not yet emitted, and pending revisions, and frees
@@ -553,6 +621,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
         }
         self.windows.clear();
         self.last_start_ms = None;
+        self.seen.clear();
     }
 
     /// Folds every pending observation into its window, keeping arrival order within each:
@@ -875,19 +944,231 @@ mod tests {
         (out, results, checkpoints)
     }
 
-    /// A 10 s traversal of 100 m of `segment_id` centred on `mid_ms`.
+    /// A 10 s traversal of 100 m of `segment_id` centred on `mid_ms`, with the id of that
+    /// traversal (vehicle, segment, exit time).
     fn obs(segment_id: u64, mid_ms: i64, vehicle: &str) -> SegmentObservation {
+        let exit_ts_ms = mid_ms + 5_000;
         SegmentObservation {
-            observation_id: 0,
+            observation_id: crate::matching::observations::observation_id(
+                vehicle, segment_id, exit_ts_ms,
+            ),
             segment_id,
             vehicle_id: vehicle.to_string(),
             enter_ts_ms: mid_ms - 5_000,
-            exit_ts_ms: mid_ms + 5_000,
+            exit_ts_ms,
             traversed_m: 100.0,
             speed_mps: 10.0,
             next_segment_id: None,
             flags: 0,
         }
+    }
+
+    /// `o` re-matched from a replayed probe: the same traversal (id, exit time), entered
+    /// `later_ms` later, so over less distance and at another speed.
+    fn partial_start(o: &SegmentObservation, later_ms: i64) -> SegmentObservation {
+        let enter_ts_ms = o.enter_ts_ms + later_ms;
+        let traversed_m = o.traversed_m / 3.0;
+        SegmentObservation {
+            enter_ts_ms,
+            traversed_m,
+            speed_mps: traversed_m / ((o.exit_ts_ms - enter_ts_ms) as f64 / 1000.0),
+            flags: crate::record::observation_flags::PARTIAL_START,
+            ..o.clone()
+        }
+    }
+
+    #[test]
+    fn an_observation_delivered_twice_gives_the_rows_of_delivering_it_once() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(77);
+        for slide_ms in [None, Some(20_000)] {
+            let config = config(slide_ms);
+            let observations = stream(&mut rng, 30_000);
+            let deliver = |again: bool| {
+                let mut agg = Aggregator::new(&config, Known);
+                let mut out = Vec::new();
+                let mut previous: &[SegmentObservation] = &[];
+                for batch in observations.chunks(1_000) {
+                    for o in batch {
+                        let _ = agg.push(o, 0, 0);
+                    }
+                    if again {
+                        // Within the batch, and the whole previous batch after an advance,
+                        // as an upstream stage replaying after a restart.
+                        for o in batch.iter().step_by(3).chain(previous) {
+                            let _ = agg.push(o, 0, 0);
+                        }
+                    }
+                    agg.advance(0, &mut out);
+                    previous = batch;
+                }
+                agg.flush_all(&mut out);
+                (out, *agg.stats())
+            };
+            let (once, once_stats) = deliver(false);
+            let (twice, twice_stats) = deliver(true);
+            assert_eq!(twice, once);
+            assert_eq!(twice_stats.accepted, once_stats.accepted);
+            assert_eq!(once_stats.duplicate, 0);
+            assert!(twice_stats.duplicate > 20_000, "{twice_stats:?}");
+            assert!(once.len() > 5_000, "{}", once.len());
+        }
+    }
+
+    #[test]
+    fn a_partial_start_re_version_in_another_window_after_the_full_one_changes_nothing() {
+        let full = SegmentObservation {
+            enter_ts_ms: 40_000,
+            exit_ts_ms: 70_000,
+            traversed_m: 100.0,
+            speed_mps: 100.0 / 30.0,
+            ..obs(1, 0, "a")
+        };
+        let again = partial_start(&full, 22_000);
+        assert_eq!(Aggregator::<Known>::event_ms(&full) / 60_000, 0);
+        assert_eq!(Aggregator::<Known>::event_ms(&again) / 60_000, 1);
+        assert_ne!(again.speed_mps, full.speed_mps);
+        let others = [
+            obs(1, 30_000, "b"),
+            obs(1, 70_000, "c"),
+            obs(1, 80_000, "d"),
+        ];
+        let run = |re_versions: &[SegmentObservation]| {
+            let mut agg = Aggregator::new(&config(None), Known);
+            let mut out = Vec::new();
+            for o in others.iter().chain([&full]) {
+                assert_eq!(agg.push(o, 0, 0), Ok(()));
+            }
+            agg.advance(0, &mut out);
+            for o in re_versions {
+                assert_eq!(agg.push(o, 0, 0), Err(Rejection::Duplicate));
+            }
+            agg.advance(0, &mut out);
+            agg.flush_all(&mut out);
+            (out, agg.stats().duplicate)
+        };
+        let (want, _) = run(&[]);
+        assert_eq!(want.len(), 6, "both windows published: {want:?}");
+        // The re-version twice, and the full one again.
+        let (got, duplicates) = run(&[again.clone(), again, full.clone()]);
+        assert_eq!(got, want);
+        assert_eq!(duplicates, 3);
+    }
+
+    #[test]
+    fn two_vehicles_and_a_duplicate_do_not_meet_min_samples_3() {
+        let mut config = config(None);
+        for e in &mut config.estimators {
+            e.min_samples = Some(3);
+        }
+        let rows = |observations: &[SegmentObservation]| {
+            let mut agg = Aggregator::new(&config, Known);
+            let mut out = Vec::new();
+            for o in observations {
+                let _ = agg.push(o, 0, 0);
+            }
+            agg.flush_all(&mut out);
+            out
+        };
+        let (a, b) = (obs(5, 20_000, "a"), obs(5, 30_000, "b"));
+        assert_eq!(rows(&[a.clone(), b.clone(), a.clone()]), vec![]);
+        assert_eq!(
+            rows(&[a.clone(), b.clone(), partial_start(&a, 3_000)]),
+            vec![]
+        );
+        let published = rows(&[a, b, obs(5, 40_000, "c")]);
+        assert!(published.iter().all(|r| r.samples == 3 && r.vehicles == 3));
+        assert_eq!(published.len(), 3);
+    }
+
+    #[test]
+    fn remembered_ids_stay_bounded_on_a_long_stream_and_expire_with_the_watermark() {
+        let config = AggregateConfig {
+            idle_timeout_ms: 1_000,
+            ..config(Some(20_000))
+        };
+        let mut agg = Aggregator::new(&config, Known);
+        let mut out = Vec::new();
+        // 20 observations per second of event time for 3 hours, each delivered twice.
+        let per_s = 20;
+        // Window 60 s + lateness 120 s + bound 10 s + a slide of 20 s, and a batch.
+        let bound = per_s * (60 + 120 + 10 + 20) + 2_000;
+        let mut most = 0;
+        for second in 0..3 * 3_600 {
+            for k in 0..per_s {
+                let o = obs(k as u64, second * 1_000 + k * 50, &format!("v{k}"));
+                assert_eq!(agg.push(&o, 0, 0), Ok(()));
+                assert_eq!(agg.push(&o, 0, 0), Err(Rejection::Duplicate));
+            }
+            if second % 100 == 0 {
+                agg.advance(0, &mut out);
+                out.clear();
+                most = most.max(agg.remembered_ids());
+            }
+        }
+        assert!(most > per_s as usize * 180, "{most}");
+        assert!(
+            most <= bound as usize,
+            "{most} ids remembered, bound {bound}"
+        );
+        let with_ids = agg.state_bytes();
+        // Every input idle: the watermark moves on with processing time.
+        agg.advance(1_000_000_000, &mut out);
+        assert_eq!(agg.remembered_ids(), 0);
+        assert_eq!(agg.open_windows(), 0);
+        assert!(agg.state_bytes() < with_ids);
+    }
+
+    #[test]
+    fn a_revoked_input_that_comes_back_folds_what_is_read_again() {
+        let mut agg = Aggregator::new(&config(None), Known);
+        let (a, b) = (obs(1, 10_000, "a"), obs(1, 20_000, "b"));
+        for o in [&a, &b] {
+            assert_eq!(agg.push(o, 3, 0), Ok(()));
+        }
+        assert_eq!(agg.remembered_ids(), 2);
+        agg.remove_input(3, |_| true);
+        assert_eq!(agg.remembered_ids(), 0);
+        agg.expect_input(3, 0, None);
+        for o in [&a, &b] {
+            assert_eq!(agg.push(o, 3, 0), Ok(()));
+        }
+        let mut out = Vec::new();
+        agg.flush_all(&mut out);
+        assert!(
+            !out.is_empty() && out.iter().all(|r| r.samples == 2),
+            "{out:?}"
+        );
+    }
+
+    /// Guards the restart path: an observation skipped as already emitted is remembered, so
+    /// that its re-version in a window after the floor is dropped, as the previous reader
+    /// (which had folded the first version) dropped it.
+    #[test]
+    fn a_re_version_of_an_already_emitted_observation_is_a_duplicate() {
+        let mut agg = Aggregator::new(&config(None), Known);
+        agg.expect_input(0, 0, Some(60_000));
+        let full = SegmentObservation {
+            enter_ts_ms: 40_000,
+            exit_ts_ms: 70_000,
+            ..obs(1, 0, "a")
+        };
+        assert_eq!(agg.push(&full, 0, 0), Err(Rejection::AlreadyEmitted));
+        assert_eq!(
+            agg.push(&partial_start(&full, 22_000), 0, 0),
+            Err(Rejection::Duplicate)
+        );
+        assert_eq!(agg.push(&obs(2, 400_000, "b"), 0, 0), Ok(()));
+        assert_eq!(agg.remembered_ids(), 2);
+        // The watermark passes the exit bucket of the first: forgotten. A late observation
+        // is not remembered: nothing took it.
+        agg.advance(0, &mut Vec::new());
+        assert_eq!(agg.push(&obs(3, 130_000, "c"), 0, 0), Err(Rejection::Late));
+        assert_eq!(agg.remembered_ids(), 1);
+        let stats = agg.stats();
+        assert_eq!(
+            (stats.already_emitted, stats.duplicate, stats.late),
+            (1, 1, 1)
+        );
     }
 
     #[test]

@@ -90,6 +90,14 @@ impl Watermark {
         }
     }
 
+    /// Notes that `input` delivered at processing time `now_ms`, without an event time (a
+    /// duplicate of an observation already counted): it is not idle, and its clock stays.
+    pub fn heard_from(&mut self, input: u32, now_ms: i64) {
+        if let Some(c) = self.inputs.iter_mut().find(|c| c.input == input) {
+            c.last_seen_ms = c.last_seen_ms.max(now_ms);
+        }
+    }
+
     /// The upstream frontier moved: the watermark stays at or below `frontier_ms` − bound,
     /// and while not `caught_up` no input counts as idle.
     pub fn set_frontier(&mut self, frontier_ms: i64, caught_up: bool) {

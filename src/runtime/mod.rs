@@ -7,7 +7,7 @@ pub mod component;
 pub mod frontier;
 pub mod topology;
 
-pub use ack::{AckTarget, AckToken, Acks};
+pub use ack::{AckChannel, AckTarget, AckToken, AckedPrefix, Acks, Release};
 pub use batch::{AssignedLane, Batch, LaneEvent, Records};
 pub use component::{
     BoxError, DownstreamClosed, Edge, Input, Next, Output, Sink, Source, Transform, VecSource,

@@ -386,6 +386,7 @@ fn preregister_stage(name: &str, stage: &StageConfig) {
             Rejection::Invalid.as_str(),
             Rejection::UnknownSegment.as_str(),
             Rejection::AlreadyEmitted.as_str(),
+            Rejection::Duplicate.as_str(),
         ]),
     }
     metrics().preregister(

@@ -211,6 +211,10 @@ impl AggregateStage {
             Rejection::AlreadyEmitted.as_str(),
             now.already_emitted - then.already_emitted,
         );
+        self.metrics.dropped(
+            Rejection::Duplicate.as_str(),
+            now.duplicate - then.duplicate,
+        );
         f.open_windows
             .with_label_values(&[c])
             .set(self.aggregator.open_windows() as i64);
@@ -249,8 +253,9 @@ impl Transform for AggregateStage {
             match self.aggregator.push(&o, input, now_ms) {
                 Err(Rejection::Late) if self.late_port => late.push(o),
                 Err(Rejection::Late) => discarded += 1,
-                // Re-read after a restart: emitted before, by the previous reader.
-                Err(Rejection::AlreadyEmitted) => {}
+                // Re-read after a restart: emitted before, by the previous reader; or
+                // delivered again by an upstream stage that restarted: counted before.
+                Err(Rejection::AlreadyEmitted | Rejection::Duplicate) => {}
                 Err(reason) => crate::warn_limited!(
                     "aggregate: dropping observation of segment {} ({})",
                     o.segment_id,
@@ -361,12 +366,15 @@ mod tests {
     use crate::telemetry::metrics::metrics;
 
     fn observation(segment_id: u64, vehicle: &str, mid_ms: i64) -> SegmentObservation {
+        let exit_ts_ms = mid_ms + 5_000;
         SegmentObservation {
-            observation_id: 0,
+            observation_id: crate::matching::observations::observation_id(
+                vehicle, segment_id, exit_ts_ms,
+            ),
             segment_id,
             vehicle_id: vehicle.to_string(),
             enter_ts_ms: mid_ms - 5_000,
-            exit_ts_ms: mid_ms + 5_000,
+            exit_ts_ms,
             traversed_m: 10.0,
             speed_mps: 1.0,
             next_segment_id: None,

@@ -23,7 +23,8 @@ use prometheus::{
 /// Every value the `reason` label of `pipeline_component_dropped_events_total` can take.
 /// `other` stands for a value outside the set (a programming error, asserted in debug).
 pub const DROP_REASONS: &[&str] = &[
-    // clean (stage::clean::DropReason)
+    // clean (stage::clean::DropReason); `duplicate` is also the aggregate's
+    // (aggregate::Rejection::Duplicate: an observation id delivered again)
     "missing_vehicle_id",
     "invalid_coordinate",
     "future_timestamp",

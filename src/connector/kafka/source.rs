@@ -6,7 +6,7 @@
 //! `commit_interval_ms`, explicitly when partitions are revoked, and at shutdown, after the
 //! pipeline has drained and the last acknowledgements are in.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -29,8 +29,8 @@ use super::config::KafkaSourceConfig;
 use super::security::create_client;
 use super::KafkaError as Error;
 use crate::runtime::{
-    AckTarget, AckToken, Acks, AssignedLane, Batch, BoxError, Frontier, LaneClocks, LaneEvent,
-    Output, Records, Source,
+    AckChannel, AckTarget, AckToken, AckedPrefix, Acks, AssignedLane, Batch, BoxError, Frontier,
+    LaneClocks, LaneEvent, Output, Records, Source,
 };
 use crate::telemetry::metrics::{metrics, register_collector, ComponentMetrics};
 
@@ -220,52 +220,36 @@ impl ConsumerContext for SourceContext {
     }
 }
 
-/// The acknowledgement side: tokens report (batch id, ok) here from any thread; the source
-/// task turns them into stored offsets.
-struct AckChannel(mpsc::UnboundedSender<(u64, bool, Option<i64>)>);
-
-impl AckTarget for AckChannel {
-    fn release(&self, id: u64, ok: bool) {
-        let _ = self.0.send((id, ok, None));
-    }
-
-    fn release_finalized(&self, id: u64, ok: bool, finalized_before_ms: Option<i64>) {
-        let _ = self.0.send((id, ok, finalized_before_ms));
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    Pending,
-    Acked,
-    Failed,
-}
-
-/// One batch in flight: its id, the offset after its last record, its state, and the
-/// `finalized_before_ms` its acknowledgement brought.
-type InFlightBatch = (u64, i64, State, Option<i64>);
-
-/// Batches in flight per partition, in offset order; the offset to store is the one after
-/// the last batch of the acknowledged prefix.
+/// Batches in flight per partition; the offset to store is the one after the last batch of
+/// the acknowledged prefix, with the partition's `finalized_before_ms` (see [`AckedPrefix`]).
 #[derive(Default)]
 struct Tracker {
     /// batch id → (topic, partition)
     where_: HashMap<u64, (String, i32)>,
-    partitions: HashMap<(String, i32), VecDeque<InFlightBatch>>,
+    partitions: HashMap<(String, i32), AckedPrefix<i64>>,
 }
 
 impl Tracker {
+    /// A partition assigned, whose previous reader had finalized everything before
+    /// `finalized_before_ms`.
+    fn assign(&mut self, topic: &str, partition: i32, finalized_before_ms: Option<i64>) {
+        self.partitions.insert(
+            (topic.to_string(), partition),
+            AckedPrefix::new(finalized_before_ms),
+        );
+    }
+
     fn open(&mut self, id: u64, topic: &str, partition: i32, next_offset: i64) {
         let key = (topic.to_string(), partition);
         self.where_.insert(id, key.clone());
         self.partitions
             .entry(key)
             .or_default()
-            .push_back((id, next_offset, State::Pending, None));
+            .open(id, next_offset);
     }
 
     /// Marks a batch; returns the offset now safe to store for its partition, if it moved,
-    /// with the largest `finalized_before_ms` of the batches it moved past.
+    /// with the partition's `finalized_before_ms`.
     fn release(
         &mut self,
         id: u64,
@@ -273,24 +257,14 @@ impl Tracker {
         finalized_before_ms: Option<i64>,
     ) -> Option<(String, i32, i64, Option<i64>)> {
         let key = self.where_.remove(&id)?;
-        let queue = self.partitions.get_mut(&key)?;
-        if let Some(entry) = queue.iter_mut().find(|e| e.0 == id) {
-            entry.2 = if ok { State::Acked } else { State::Failed };
-            entry.3 = finalized_before_ms;
-        }
-        let mut store = None;
-        let mut finalized = None;
-        while let Some(&(_, next, State::Acked, f)) = queue.front() {
-            store = Some(next);
-            finalized = finalized.max(f);
-            queue.pop_front();
-        }
-        store.map(|offset| (key.0, key.1, offset, finalized))
+        let lane = self.partitions.get_mut(&key)?;
+        let offset = lane.release(id, ok, finalized_before_ms)?;
+        Some((key.0, key.1, offset, lane.finalized_before_ms()))
     }
 
     fn revoke(&mut self, topic: &str, partition: i32) {
-        if let Some(queue) = self.partitions.remove(&(topic.to_string(), partition)) {
-            for (id, ..) in queue {
+        if let Some(lane) = self.partitions.remove(&(topic.to_string(), partition)) {
+            for id in lane.ids() {
                 self.where_.remove(&id);
             }
         }
@@ -539,7 +513,8 @@ impl Run {
     /// with state per lane can wait for them.
     async fn assigned(&mut self, list: &[((String, i32), Option<i64>)]) -> Result<(), BoxError> {
         tracing::info!(component = %self.component, assigned = ?list, "partitions assigned");
-        for ((topic, partition), _) in list {
+        for ((topic, partition), finalized_before_ms) in list {
+            self.tracker.assign(topic, *partition, *finalized_before_ms);
             self.assigned.insert((topic.clone(), *partition));
             self.clocks.assign(lane_of(*partition));
         }

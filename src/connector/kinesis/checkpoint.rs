@@ -2,6 +2,11 @@
 //! closed shard. The file store keeps one small JSON file per shard under
 //! `dir/application/stream/SHARD_ID.json`, replaced atomically (write a temp file, fsync,
 //! rename), so a crash leaves the old or the new checkpoint, never half of one.
+//!
+//! A file holds `{"sequence_number":"…","finalized_before_ms":…}` or `"shard_end"`.
+//! `finalized_before_ms` is what a windowed stage downstream had emitted for good (see
+//! [`crate::runtime::AckedPrefix`]); it is absent when nothing was finalized, and in files
+//! written before it existed, which still load.
 
 use std::path::{Path, PathBuf};
 
@@ -11,13 +16,66 @@ use super::KinesisError;
 
 /// Where a shard's reading resumes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(from = "OnDisk", into = "OnDisk")]
 pub enum Checkpoint {
-    /// Every record up to and including this sequence number is acknowledged: resume
-    /// AFTER_SEQUENCE_NUMBER.
-    SequenceNumber(String),
+    /// Every record up to and including `sequence_number` is acknowledged: resume
+    /// AFTER_SEQUENCE_NUMBER. A windowed stage downstream had emitted every window starting
+    /// before `finalized_before_ms` for good: it skips re-read records of those windows.
+    SequenceNumber {
+        sequence_number: String,
+        finalized_before_ms: Option<i64>,
+    },
     /// The shard is closed and all of it is acknowledged: its children may start.
     ShardEnd,
+}
+
+/// The JSON of a checkpoint file.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum OnDisk {
+    End(EndTag),
+    At(Position),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum EndTag {
+    ShardEnd,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Position {
+    sequence_number: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    finalized_before_ms: Option<i64>,
+}
+
+impl From<OnDisk> for Checkpoint {
+    fn from(c: OnDisk) -> Self {
+        match c {
+            OnDisk::End(EndTag::ShardEnd) => Checkpoint::ShardEnd,
+            OnDisk::At(p) => Checkpoint::SequenceNumber {
+                sequence_number: p.sequence_number,
+                finalized_before_ms: p.finalized_before_ms,
+            },
+        }
+    }
+}
+
+impl From<Checkpoint> for OnDisk {
+    fn from(c: Checkpoint) -> Self {
+        match c {
+            Checkpoint::ShardEnd => OnDisk::End(EndTag::ShardEnd),
+            Checkpoint::SequenceNumber {
+                sequence_number,
+                finalized_before_ms,
+            } => OnDisk::At(Position {
+                sequence_number,
+                finalized_before_ms,
+            }),
+        }
+    }
 }
 
 /// A directory of per-shard checkpoint files for one application and stream.
@@ -100,7 +158,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileCheckpointStore::new(dir.path(), "app", "s");
         assert_eq!(store.load("shardId-000000000001").unwrap(), None);
-        let c = Checkpoint::SequenceNumber("4959".into());
+        let c = Checkpoint::SequenceNumber {
+            sequence_number: "4959".into(),
+            finalized_before_ms: Some(1_700_000_060_000),
+        };
         store.save("shardId-000000000001", &c).unwrap();
         assert_eq!(store.load("shardId-000000000001").unwrap(), Some(c));
         store
@@ -116,6 +177,37 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["shardId-000000000001.json".to_string()]);
+    }
+
+    #[test]
+    fn kinesis_checkpoints_written_before_the_finalized_floor_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCheckpointStore::new(dir.path(), "app", "s");
+        std::fs::create_dir_all(store.dir()).unwrap();
+        std::fs::write(
+            store.dir().join("shardId-1.json"),
+            br#"{"sequence_number":"4959"}"#,
+        )
+        .unwrap();
+        std::fs::write(store.dir().join("shardId-2.json"), br#""shard_end""#).unwrap();
+        assert_eq!(
+            store.load("shardId-1").unwrap(),
+            Some(Checkpoint::SequenceNumber {
+                sequence_number: "4959".into(),
+                finalized_before_ms: None
+            })
+        );
+        assert_eq!(store.load("shardId-2").unwrap(), Some(Checkpoint::ShardEnd));
+        // Without a floor, a new file is what an old one was.
+        let c = Checkpoint::SequenceNumber {
+            sequence_number: "7".into(),
+            finalized_before_ms: None,
+        };
+        store.save("shardId-3", &c).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(store.dir().join("shardId-3.json")).unwrap(),
+            r#"{"sequence_number":"7"}"#
+        );
     }
 
     #[test]

@@ -5,8 +5,13 @@
 //! becomes one batch (its shard's lane) with an acknowledgement token; a shard's checkpoint
 //! moves only past a prefix of acknowledged batches and is written to the file store every
 //! `checkpoint_interval_ms`, when a shard ends, and at shutdown (at-least-once).
+//!
+//! Before a shard's first batch, the stages downstream hear that its lane is assigned
+//! (`LaneEvent::Assigned`), with the `finalized_before_ms` its checkpoint kept: what a
+//! windowed stage had emitted for good when the checkpoint was written. An aggregate skips
+//! re-read observations of those windows (`already_emitted`), as after a Kafka restart.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +30,8 @@ use super::shards::{owns_shard, parents_done, shard_number, ShardInfo};
 use super::KinesisError;
 use crate::record::{DecodeLimits, Encoding, RecordKind};
 use crate::runtime::{
-    AckTarget, AckToken, Acks, Batch, BoxError, Frontier, LaneClocks, Output, Records, Source,
+    AckChannel, AckTarget, AckToken, AckedPrefix, Acks, AssignedLane, Batch, BoxError, Frontier,
+    LaneClocks, LaneEvent, Output, Records, Release, Source,
 };
 use crate::telemetry::metrics::{metrics, ComponentMetrics};
 
@@ -53,31 +59,15 @@ pub(super) enum ReaderMsg {
     End { shard: String },
 }
 
-/// The acknowledgement side: tokens report (batch id, ok) here from any thread.
-struct AckChannel(mpsc::UnboundedSender<(u64, bool)>);
-
-impl AckTarget for AckChannel {
-    fn release(&self, id: u64, ok: bool) {
-        let _ = self.0.send((id, ok));
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum State {
-    Pending,
-    Acked,
-    Failed,
-}
-
 #[derive(Default)]
 struct ShardTrack {
-    /// (batch id, last sequence number, state), in read order.
-    queue: VecDeque<(u64, String, State)>,
+    batches: AckedPrefix<String>,
     ended: bool,
 }
 
 /// Batches in flight per shard; a shard's checkpoint is the last sequence number of its
-/// acknowledged prefix, and SHARD_END once it ended with nothing in flight.
+/// acknowledged prefix, with the shard's `finalized_before_ms` (see [`AckedPrefix`]), and
+/// SHARD_END once it ended with nothing in flight.
 #[derive(Default)]
 pub(super) struct Tracker {
     where_: HashMap<u64, String>,
@@ -85,30 +75,50 @@ pub(super) struct Tracker {
 }
 
 impl Tracker {
+    /// A shard is read from its checkpoint, which kept `finalized_before_ms`.
+    pub(super) fn start(&mut self, shard: &str, finalized_before_ms: Option<i64>) {
+        self.shards.insert(
+            shard.to_string(),
+            ShardTrack {
+                batches: AckedPrefix::new(finalized_before_ms),
+                ended: false,
+            },
+        );
+    }
+
     pub(super) fn open(&mut self, id: u64, shard: &str, last_sequence: String) {
         self.where_.insert(id, shard.to_string());
         self.shards
             .entry(shard.to_string())
             .or_default()
-            .queue
-            .push_back((id, last_sequence, State::Pending));
+            .batches
+            .open(id, last_sequence);
     }
 
-    /// Marks a batch; returns the shard's new checkpoint, if it moved.
-    pub(super) fn release(&mut self, id: u64, ok: bool) -> Option<(String, Checkpoint)> {
+    /// Marks a batch, with the `finalized_before_ms` its token brought; returns the shard's
+    /// new checkpoint, if it moved.
+    pub(super) fn release(
+        &mut self,
+        id: u64,
+        ok: bool,
+        finalized_before_ms: Option<i64>,
+    ) -> Option<(String, Checkpoint)> {
         let shard = self.where_.remove(&id)?;
         let track = self.shards.get_mut(&shard)?;
-        if let Some(entry) = track.queue.iter_mut().find(|e| e.0 == id) {
-            entry.2 = if ok { State::Acked } else { State::Failed };
-        }
-        let mut moved = None;
-        while track.queue.front().is_some_and(|e| e.2 == State::Acked) {
-            moved = track.queue.pop_front().map(|e| e.1);
-        }
-        if track.ended && track.queue.is_empty() {
+        let moved = track.batches.release(id, ok, finalized_before_ms);
+        if track.ended && track.batches.is_empty() {
             return Some((shard, Checkpoint::ShardEnd));
         }
-        moved.map(|s| (shard, Checkpoint::SequenceNumber(s)))
+        let finalized_before_ms = track.batches.finalized_before_ms();
+        moved.map(|sequence_number| {
+            (
+                shard,
+                Checkpoint::SequenceNumber {
+                    sequence_number,
+                    finalized_before_ms,
+                },
+            )
+        })
     }
 
     /// The shard was read to its end; returns SHARD_END when nothing of it is in flight.
@@ -116,7 +126,7 @@ impl Tracker {
         let track = self.shards.entry(shard.to_string()).or_default();
         track.ended = true;
         track
-            .queue
+            .batches
             .is_empty()
             .then(|| (shard.to_string(), Checkpoint::ShardEnd))
     }
@@ -520,7 +530,7 @@ impl Run {
     async fn consume(
         &mut self,
         mut rx: mpsc::Receiver<ReaderMsg>,
-        mut acks: mpsc::UnboundedReceiver<(u64, bool)>,
+        mut acks: mpsc::UnboundedReceiver<Release>,
         shutdown: CancellationToken,
     ) -> Result<(), BoxError> {
         let config = self.ctx.config.clone();
@@ -535,8 +545,8 @@ impl Run {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
-                Some((id, ok)) = acks.recv() => {
-                    if let Err(e) = self.release(id, ok).await { break Err(e.into()) }
+                Some((id, ok, finalized)) = acks.recv() => {
+                    if let Err(e) = self.release(id, ok, finalized).await { break Err(e) }
                 }
                 Some(msg) = rx.recv() => {
                     if let Err(e) = self.accept(msg).await { break Err(e) }
@@ -545,7 +555,10 @@ impl Run {
                     if let Err(e) = self.save_dirty() { break Err(e.into()) }
                 }
                 _ = refresh_tick.tick() => match self.refresh().await {
-                    Ok(()) => refresh_failures = 0,
+                    Ok(started) => {
+                        refresh_failures = 0;
+                        if let Err(e) = self.announce(started).await { break Err(e) }
+                    }
                     Err(e) => {
                         self.ctx.metrics.error("list_shards");
                         crate::warn_limited!(component = %self.component, error = %e, "listing shards failed; trying again later");
@@ -567,8 +580,8 @@ impl Run {
         tracing::info!(component = %self.component, in_flight = self.tracker.in_flight(), "Kinesis source draining acknowledgements");
         while self.tracker.in_flight() > 0 {
             match acks.recv().await {
-                Some((id, ok)) => {
-                    if let Some((shard, c)) = self.tracker.release(id, ok) {
+                Some((id, ok, finalized)) => {
+                    if let Some((shard, c)) = self.tracker.release(id, ok, finalized) {
                         self.dirty.insert(shard, c);
                     }
                 }
@@ -584,11 +597,16 @@ impl Run {
         Ok(())
     }
 
-    async fn release(&mut self, id: u64, ok: bool) -> Result<(), KinesisError> {
+    async fn release(
+        &mut self,
+        id: u64,
+        ok: bool,
+        finalized_before_ms: Option<i64>,
+    ) -> Result<(), BoxError> {
         if !ok {
             tracing::debug!(component = %self.component, id, "a batch failed downstream; its checkpoint stays");
         }
-        if let Some((shard, c)) = self.tracker.release(id, ok) {
+        if let Some((shard, c)) = self.tracker.release(id, ok, finalized_before_ms) {
             self.moved(shard, c).await?;
         }
         Ok(())
@@ -596,7 +614,7 @@ impl Run {
 
     /// A checkpoint moved: SHARD_END is written at once (children may be waiting for it),
     /// anything else at the next checkpoint tick.
-    async fn moved(&mut self, shard: String, c: Checkpoint) -> Result<(), KinesisError> {
+    async fn moved(&mut self, shard: String, c: Checkpoint) -> Result<(), BoxError> {
         if c == Checkpoint::ShardEnd {
             self.dirty.remove(&shard);
             self.store.save(&shard, &c)?;
@@ -604,8 +622,11 @@ impl Run {
                 .remove_label_values(&[&self.component, &shard])
                 .ok();
             tracing::info!(component = %self.component, shard, "shard read to its end");
-            if let Err(e) = self.refresh().await {
-                crate::warn_limited!(component = %self.component, error = %e, "listing shards after a shard end failed; trying again later");
+            match self.refresh().await {
+                Ok(started) => self.announce(started).await?,
+                Err(e) => {
+                    crate::warn_limited!(component = %self.component, error = %e, "listing shards after a shard end failed; trying again later");
+                }
             }
         } else {
             self.dirty.insert(shard, c);
@@ -703,11 +724,27 @@ impl Run {
         Ok(())
     }
 
+    /// Tells the stages downstream which lanes (shards) are now read here, each with what
+    /// its checkpoint says was finalized, before any batch of theirs (their readers' batches
+    /// pass through this task, after this).
+    async fn announce(&mut self, started: Vec<AssignedLane>) -> Result<(), BoxError> {
+        if let (false, Some(out)) = (started.is_empty(), &mut self.out) {
+            let event = LaneEvent::Assigned(started);
+            out.send(Batch::lane_event(
+                Records::empty(self.ctx.config.record),
+                event,
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Lists the shards and starts a reader for every owned shard that is not started,
-    /// not ended, and whose parents have ended.
-    async fn refresh(&mut self) -> Result<(), KinesisError> {
+    /// not ended, and whose parents have ended; returns their lanes, to be announced.
+    async fn refresh(&mut self) -> Result<Vec<AssignedLane>, KinesisError> {
         let config = self.ctx.config.clone();
         let listed = list_shards(&self.ctx.client, &config.stream).await?;
+        let mut started = Vec::new();
         for shard in listed.values() {
             let id = &shard.shard_id;
             if self.started.contains(id)
@@ -726,19 +763,27 @@ impl Run {
                 tracing::debug!(component = %self.component, shard = %id, "waiting for parent shards to end");
                 continue;
             }
-            let after = match checkpoint {
-                Some(Checkpoint::SequenceNumber(s)) => Some(s),
-                _ => None,
+            let (after, finalized_before_ms) = match checkpoint {
+                Some(Checkpoint::SequenceNumber {
+                    sequence_number,
+                    finalized_before_ms,
+                }) => (Some(sequence_number), finalized_before_ms),
+                _ => (None, None),
             };
-            tracing::info!(component = %self.component, shard = %id, resume_after = ?after, "reading shard");
+            tracing::info!(component = %self.component, shard = %id, resume_after = ?after, finalized_before_ms, "reading shard");
             if let Some(lane) = shard_number(id).and_then(|n| u32::try_from(n).ok()) {
                 self.clocks.assign(lane);
+                started.push(AssignedLane {
+                    lane,
+                    finalized_before_ms,
+                });
             }
+            self.tracker.start(id, finalized_before_ms);
             self.started.insert(id.clone());
             self.readers
                 .push(start_reader(self.ctx.clone(), id.clone(), after));
         }
-        Ok(())
+        Ok(started)
     }
 }
 
@@ -752,13 +797,45 @@ mod tests {
         t.open(0, "a", "10".into());
         t.open(1, "a", "20".into());
         t.open(2, "b", "5".into());
-        assert_eq!(t.release(1, true), None, "batch 0 is still out");
         assert_eq!(
-            t.release(0, true),
-            Some(("a".into(), Checkpoint::SequenceNumber("20".into())))
+            t.release(1, true, Some(60_000)),
+            None,
+            "batch 0 is still out"
         );
-        assert_eq!(t.release(2, false), None, "a failed batch never moves it");
+        assert_eq!(
+            t.release(0, true, None),
+            Some((
+                "a".into(),
+                Checkpoint::SequenceNumber {
+                    sequence_number: "20".into(),
+                    finalized_before_ms: Some(60_000)
+                }
+            ))
+        );
+        assert_eq!(
+            t.release(2, false, None),
+            None,
+            "a failed batch never moves it"
+        );
         assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn kinesis_a_shard_keeps_the_floor_its_checkpoint_had() {
+        let mut t = Tracker::default();
+        t.start("a", Some(120_000));
+        t.open(0, "a", "10".into());
+        assert_eq!(
+            t.release(0, true, Some(60_000)),
+            Some((
+                "a".into(),
+                Checkpoint::SequenceNumber {
+                    sequence_number: "10".into(),
+                    finalized_before_ms: Some(120_000)
+                }
+            )),
+            "a restarted reader has not finalized as far as its predecessor yet"
+        );
     }
 
     #[test]
@@ -766,10 +843,17 @@ mod tests {
         let mut t = Tracker::default();
         t.open(0, "a", "10".into());
         assert_eq!(t.end("a"), None);
-        assert_eq!(t.release(0, true), Some(("a".into(), Checkpoint::ShardEnd)));
+        assert_eq!(
+            t.release(0, true, None),
+            Some(("a".into(), Checkpoint::ShardEnd))
+        );
         assert_eq!(t.end("empty"), Some(("empty".into(), Checkpoint::ShardEnd)));
         t.open(1, "c", "1".into());
         t.end("c");
-        assert_eq!(t.release(1, false), None, "a failed batch blocks the end");
+        assert_eq!(
+            t.release(1, false, None),
+            None,
+            "a failed batch blocks the end"
+        );
     }
 }
