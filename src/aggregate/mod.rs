@@ -48,7 +48,7 @@ use watermark::Watermark;
 use window::WindowSpec;
 
 use crate::graph::RoadGraph;
-use crate::record::{SegmentObservation, SegmentSpeed};
+use crate::record::{observation_flags, SegmentObservation, SegmentSpeed};
 
 /// What the aggregator needs to know of the road graph: segment lengths (for travel times)
 /// and the graph version written into every row.
@@ -89,6 +89,12 @@ pub enum Rejection {
     /// Re-read after a restart or rebalance: every window it belongs to had been emitted for
     /// good by the input's previous reader (see [`Aggregator::expect_input`]).
     AlreadyEmitted,
+    /// Flagged `PARTIAL_START`: the first segment of a trace, whose entry nobody saw. Not
+    /// counted, because it is not reproducible: after a restart, assign re-matches each
+    /// vehicle from a replayed probe, with no context before it, and the first segment it
+    /// emits may be a version of a traversal already taken or one the first run never had
+    /// (see ARCHITECTURE.md, "Crash-exact"). Speeds come from traversals seen entered.
+    PartialStart,
     /// Delivered again: an observation with the same `observation_id` and exit time was
     /// taken before (by this aggregator, from the same input, while a duplicate could still
     /// be accepted), whatever windows this one falls in.
@@ -103,6 +109,7 @@ impl Rejection {
             Rejection::Late => "late",
             Rejection::AlreadyEmitted => "already_emitted",
             Rejection::Duplicate => "duplicate",
+            Rejection::PartialStart => "partial_start",
         }
     }
 }
@@ -118,6 +125,8 @@ pub struct AggregateStats {
     pub already_emitted: u64,
     /// Observations delivered again (same id as one taken before), dropped.
     pub duplicate: u64,
+    /// `PARTIAL_START` observations, not counted (see [`Rejection::PartialStart`]).
+    pub partial_start: u64,
     /// Rows emitted when their window closed (`revision` 0).
     pub rows_first: u64,
     /// Rows of a state published for the first time after its window closed, because late
@@ -446,6 +455,9 @@ impl<C: SegmentCatalog> Aggregator<C> {
         if !valid {
             return Err(Rejection::Invalid);
         }
+        if o.flags & observation_flags::PARTIAL_START != 0 {
+            return Err(Rejection::PartialStart);
+        }
         if self.publisher.catalog.length_m(o.segment_id).is_none() {
             return Err(Rejection::UnknownSegment);
         }
@@ -481,6 +493,7 @@ impl<C: SegmentCatalog> Aggregator<C> {
             Rejection::Late => self.stats.late += 1,
             Rejection::AlreadyEmitted => self.stats.already_emitted += 1,
             Rejection::Duplicate => self.stats.duplicate += 1,
+            Rejection::PartialStart => self.stats.partial_start += 1,
         })?;
         let event_ms = Self::event_ms(o);
         let watermark_ms = self.watermark.value_ms();

@@ -387,6 +387,7 @@ fn preregister_stage(name: &str, stage: &StageConfig) {
             Rejection::UnknownSegment.as_str(),
             Rejection::AlreadyEmitted.as_str(),
             Rejection::Duplicate.as_str(),
+            Rejection::PartialStart.as_str(),
         ]),
     }
     metrics().preregister(

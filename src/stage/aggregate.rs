@@ -215,6 +215,10 @@ impl AggregateStage {
             Rejection::Duplicate.as_str(),
             now.duplicate - then.duplicate,
         );
+        self.metrics.dropped(
+            Rejection::PartialStart.as_str(),
+            now.partial_start - then.partial_start,
+        );
         f.open_windows
             .with_label_values(&[c])
             .set(self.aggregator.open_windows() as i64);
@@ -255,7 +259,10 @@ impl Transform for AggregateStage {
                 Err(Rejection::Late) => discarded += 1,
                 // Re-read after a restart: emitted before, by the previous reader; or
                 // delivered again by an upstream stage that restarted: counted before.
-                Err(Rejection::AlreadyEmitted | Rejection::Duplicate) => {}
+                // PARTIAL_START: not counted by design (a trace's first segment).
+                Err(
+                    Rejection::AlreadyEmitted | Rejection::Duplicate | Rejection::PartialStart,
+                ) => {}
                 Err(reason) => crate::warn_limited!(
                     "aggregate: dropping observation of segment {} ({})",
                     o.segment_id,

@@ -38,6 +38,8 @@ pub const DROP_REASONS: &[&str] = &[
     "unknown_segment",
     // re-read after a restart: the previous reader had emitted its windows for good
     "already_emitted",
+    // the first segment of a trace (flag PARTIAL_START), not counted by design
+    "partial_start",
     // Parquet source (connector::parquet::drop_reason)
     "null_field",
     "bad_timestamp",
