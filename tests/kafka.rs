@@ -13,9 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
 use tokio_util::sync::CancellationToken;
 
 use pipeline::config::RuntimeConfig;
@@ -24,6 +21,11 @@ use pipeline::record::{Encoding, Probe, RecordKind, SegmentObservation};
 use pipeline::runtime::{
     Batch, BoxError, Component, Input, Link, Records, Sink, Topology, VecSource,
 };
+
+#[path = "common/chain.rs"]
+mod chain;
+
+use chain::kafka::create_topic;
 
 const T0: i64 = 1_700_000_000_000;
 /// Generous limit for a test to see its records; a hang fails instead of blocking CI.
@@ -62,29 +64,6 @@ fn nonce() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     format!("{}-{ns}", std::process::id())
-}
-
-async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("create topics request");
-    for r in results {
-        if let Err((t, e)) = r {
-            assert_eq!(
-                e,
-                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
-                "creating {t}"
-            );
-        }
-    }
 }
 
 fn runtime_config() -> RuntimeConfig {
@@ -1411,8 +1390,10 @@ impl ChaosStage {
 /// The Kafka deployment under chaos: ingest (clean), assign and aggregate run as separate
 /// processes chained by topics, while a seeded schedule kills a random stage with `kill -9`
 /// (restarting it at once) six times mid-stream and freezes the broker for 5 s. At the end:
-/// every probe reached the cleaned topic, every (vehicle, segment) of an in-process matcher
-/// run reached the observations topic, and every window of an uninterrupted aggregate (its
+/// every probe reached the cleaned topic; every observation of an in-process matcher run
+/// reached the observations topic with the same values (the first version of each
+/// observation id equals the matcher's observation of that id, field for field, and there
+/// is no id the matcher does not make); and every window of an uninterrupted aggregate (its
 /// own group on the same observations) is in the chaos aggregate's outputs with the same
 /// final values, with no extra window. Duplicates are counted at each hop and bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1436,9 +1417,10 @@ async fn kafka_chaos_kill_9_random_stages_and_freeze_the_broker_loses_no_window(
     let [raw, clean, obs] = &topics;
     let dir = tempfile::tempdir().expect("tempdir");
     let (graph, probes) = grid_traffic(dir.path(), 40, 900.0);
-    let want_pairs: BTreeSet<(String, u64)> = matched_observations(&graph, &probes)
-        .into_iter()
-        .map(|o| (o.vehicle_id, o.segment_id))
+    let want_observations = matched_observations(&graph, &probes);
+    let want_pairs: BTreeSet<(String, u64)> = want_observations
+        .iter()
+        .map(|o| (o.vehicle_id.clone(), o.segment_id))
         .collect();
 
     let source = |name: &str, topic: &str, group: &str, record: &str| {
@@ -1571,6 +1553,14 @@ async fn kafka_chaos_kill_9_random_stages_and_freeze_the_broker_loses_no_window(
         vehicle_segments,
     )
     .await;
+    // Hop 2, values: the first version of each observation id on the topic (an id names a
+    // traversal, and lives on one partition) is the in-process matcher's observation of
+    // that id, field for field; every one of those is there, and no other.
+    let observations = chain::check_observations(
+        "chaos: observations topic against the matcher",
+        &chain::kafka::read_all(&brokers, obs),
+        &want_observations,
+    );
     // Hop 3: the windows.
     let chaos_files: Vec<&std::path::Path> = outputs.iter().map(|p| p.as_path()).collect();
     let (reference_rows, want) = upsert_speeds(&[&reference_out]);
@@ -1578,6 +1568,15 @@ async fn kafka_chaos_kill_9_random_stages_and_freeze_the_broker_loses_no_window(
     let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
     let differing = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).count();
     let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
+    assert!(
+        observations.diffs.is_empty(),
+        "{} differences between the matcher's {} observations and the first version of each \
+         id on the topic ({} ids there; kills: {kills:?}), first: {}",
+        observations.diffs.len(),
+        want_observations.len(),
+        observations.ids,
+        observations.diffs[0]
+    );
     assert_eq!(
         (missing, differing, extra),
         (0, 0, 0),

@@ -101,3 +101,57 @@ pub async fn create_stream(endpoint: &str, stream: &str, shards: i32) {
         .unwrap_or_else(|e| panic!("creating stream {stream}: {e:?}"));
     wait_active(&client, stream).await;
 }
+
+/// Every record of `stream` from TRIM_HORIZON to its end now, payloads shard by shard (in
+/// shard-id order), each shard in sequence order. The end of a shard is the first empty
+/// GetRecords answer: call it once nothing writes to the stream any more.
+pub async fn read_stream(endpoint: &str, stream: &str) -> Vec<Vec<u8>> {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+
+    let client = admin(endpoint);
+    let listed = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("listing the shards of {stream}: {e:?}"));
+    let mut shards: Vec<String> = listed
+        .shards()
+        .iter()
+        .map(|s| s.shard_id().to_string())
+        .collect();
+    shards.sort();
+    let mut payloads = Vec::new();
+    for shard in shards {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(&shard)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{stream} {shard}: shard iterator: {e:?}"))
+            .shard_iterator()
+            .map(str::to_string);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while let Some(it) = iterator {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{stream} {shard}: no end in sight"
+            );
+            let out = client
+                .get_records()
+                .shard_iterator(it)
+                .limit(10_000)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{stream} {shard}: get records: {e:?}"));
+            if out.records().is_empty() {
+                break;
+            }
+            payloads.extend(out.records().iter().map(|r| r.data().as_ref().to_vec()));
+            iterator = out.next_shard_iterator().map(str::to_string);
+        }
+    }
+    payloads
+}
