@@ -260,9 +260,8 @@ impl Transform for AggregateStage {
                 // Re-read after a restart: emitted before, by the previous reader; or
                 // delivered again by an upstream stage that restarted: counted before.
                 // PARTIAL_START: not counted by design (a trace's first segment).
-                Err(
-                    Rejection::AlreadyEmitted | Rejection::Duplicate | Rejection::PartialStart,
-                ) => {}
+                Err(Rejection::AlreadyEmitted | Rejection::Duplicate | Rejection::PartialStart) => {
+                }
                 Err(reason) => crate::warn_limited!(
                     "aggregate: dropping observation of segment {} ({})",
                     o.segment_id,
