@@ -52,7 +52,7 @@
 use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pipeline::record::{SegmentObservation, SegmentSpeed};
 
@@ -140,6 +140,58 @@ fn rolling_parquet() -> Vec<(String, String)> {
         "PIPELINE__SINKS__SPEEDS_PARQUET__MAX_ROWS_PER_FILE".to_string(),
         PARQUET_ROWS_PER_FILE.to_string(),
     )]
+}
+
+/// Waits until `prod` (an aggregate) has received the observations to crash at while the
+/// feed still runs, notes the completed Parquet files, kills it with `kill -9` and starts
+/// it again with `restart`; returns the restarted one and the files found before.
+fn kill_9_and_restart(
+    what: &str,
+    prod: Stage,
+    restart: impl FnOnce() -> Stage,
+    feeder: &mut Stage,
+    reference: &Reference,
+    dirs: &[PathBuf],
+) -> (Stage, Files) {
+    let at_crash = wait_for(
+        &format!("{what} has received the observations to crash at"),
+        || prod.aggregate("aggregate"),
+        |c| c.received >= reference.crash_at(),
+    );
+    assert!(!feeder.ended(), "the feed ended before the crash");
+    let before = completed_files(dirs);
+    prod.kill_9();
+    let prod = restart();
+    eprintln!(
+        "kill -9 of {what} at {at_crash:?} (replay: {} observations); restarted; {} Parquet          files completed",
+        reference.observations.len(),
+        before.len()
+    );
+    (prod, before)
+}
+
+/// When each phase of a run ended, from its start.
+struct Timeline {
+    prepared: Duration,
+    crashed: Duration,
+    fed: Duration,
+    drained: Duration,
+}
+
+impl Timeline {
+    /// Prints the run's line: what was killed, the times, and the observations delivered
+    /// more than once.
+    fn report(&self, what: &str, probes: usize, repeats: usize) {
+        eprintln!(
+            "{what}: {probes} probes at {RATE}x real time; set up in {:.0} s, crash at {:.0} s, \
+             feed done at {:.0} s, stages drained at {:.0} s; {repeats} observations \
+             re-delivered",
+            self.prepared.as_secs_f64(),
+            self.crashed.as_secs_f64(),
+            self.fed.as_secs_f64(),
+            self.drained.as_secs_f64()
+        );
+    }
 }
 
 /// A completed Parquet file as found: its size, a hash of its contents, and its inode and
@@ -386,7 +438,7 @@ async fn kafka_kill_9_of_one_of_two_assign_instances_changes_no_window() {
     split.assign_session_timeout_ms = ASSIGN_SESSION_TIMEOUT_MS.to_string();
     split.aggregate_env = rolling_parquet();
     let dirs = output_dirs(&fleet, ["kafka-aggregate", "kafka-experiment"]);
-    let prepared_at = started.elapsed();
+    let prepared = started.elapsed();
 
     let (prod, experiment) = (split.aggregate(), split.experiment());
     let (survivor, victim) = (split.assign(), split.assign());
@@ -414,7 +466,7 @@ async fn kafka_kill_9_of_one_of_two_assign_instances_changes_no_window() {
     assert!(!feeder.ended(), "the feed ended before the crash");
     let before = completed_files(&dirs);
     victim.kill_9();
-    let crashed_at = started.elapsed();
+    let crashed = started.elapsed();
     eprintln!(
         "kill -9 of one assign instance after {} of replay's {} observations (probes received \
          by survivor, victim; observations written: {at_crash:?}); {} Parquet files completed",
@@ -423,7 +475,7 @@ async fn kafka_kill_9_of_one_of_two_assign_instances_changes_no_window() {
         before.len()
     );
     feeder.wait_end();
-    let fed_at = started.elapsed();
+    let fed = started.elapsed();
     let stages = KafkaStages {
         ingest,
         assign: survivor,
@@ -431,21 +483,18 @@ async fn kafka_kill_9_of_one_of_two_assign_instances_changes_no_window() {
         experiment,
     };
     let counts = stages.drain(&split, &fleet, &topics, reference.until_ms);
-    let drained_at = started.elapsed();
+    let timeline = Timeline {
+        prepared,
+        crashed,
+        fed,
+        drained: started.elapsed(),
+    };
     eprintln!("aggregates (prod, experiment): {counts:?}");
 
     let mut verdict = Verdict::default();
     let repeats = check_kafka(&mut verdict, &brokers, &topics, &dirs, &reference);
     verdict.files(&before, &dirs);
-    eprintln!(
-        "assign killed: {} probes at {RATE}x real time; set up in {:.0} s, crash at {:.0} s, \
-         feed done at {:.0} s, stages drained at {:.0} s; {repeats} observations re-delivered",
-        fleet.probes.len(),
-        prepared_at.as_secs_f64(),
-        crashed_at.as_secs_f64(),
-        fed_at.as_secs_f64(),
-        drained_at.as_secs_f64()
-    );
+    timeline.report("assign killed", fleet.probes.len(), repeats);
     verdict.assert_none("kill -9 of one of two assign instances", started);
 }
 
@@ -465,7 +514,7 @@ async fn kafka_kill_9_and_restart_of_the_prod_aggregate_changes_no_window() {
     let mut split = Split::new(&fleet, &brokers, &topics);
     split.aggregate_env = rolling_parquet();
     let dirs = output_dirs(&fleet, ["kafka-aggregate", "kafka-experiment"]);
-    let prepared_at = started.elapsed();
+    let prepared = started.elapsed();
 
     let (prod, experiment) = (split.aggregate(), split.experiment());
     let assign = split.assign();
@@ -478,25 +527,17 @@ async fn kafka_kill_9_and_restart_of_the_prod_aggregate_changes_no_window() {
             topics.raw
         ),
     );
-    let crash_at = reference.crash_at();
-    let at_crash = wait_for(
-        "the prod aggregate has received the observations to crash at",
-        || prod.aggregate("aggregate"),
-        |c| c.received >= crash_at,
+    let (prod, before) = kill_9_and_restart(
+        "the prod aggregate",
+        prod,
+        || split.aggregate(),
+        &mut feeder,
+        &reference,
+        &dirs,
     );
-    assert!(!feeder.ended(), "the feed ended before the crash");
-    let before = completed_files(&dirs);
-    prod.kill_9();
-    let prod = split.aggregate();
-    let crashed_at = started.elapsed();
-    eprintln!(
-        "kill -9 of the prod aggregate at {at_crash:?} (replay: {} observations); restarted; {} \
-         Parquet files completed",
-        reference.observations.len(),
-        before.len()
-    );
+    let crashed = started.elapsed();
     feeder.wait_end();
-    let fed_at = started.elapsed();
+    let fed = started.elapsed();
     let stages = KafkaStages {
         ingest,
         assign,
@@ -504,21 +545,21 @@ async fn kafka_kill_9_and_restart_of_the_prod_aggregate_changes_no_window() {
         experiment,
     };
     let counts = stages.drain(&split, &fleet, &topics, reference.until_ms);
-    let drained_at = started.elapsed();
+    let timeline = Timeline {
+        prepared,
+        crashed,
+        fed,
+        drained: started.elapsed(),
+    };
     eprintln!("aggregates (restarted prod, experiment): {counts:?}");
 
     let mut verdict = Verdict::default();
     let repeats = check_kafka(&mut verdict, &brokers, &topics, &dirs, &reference);
     verdict.files(&before, &dirs);
-    eprintln!(
-        "prod aggregate killed and restarted: {} probes at {RATE}x real time; set up in {:.0} \
-         s, crash at {:.0} s, feed done at {:.0} s, stages drained at {:.0} s; {repeats} \
-         observations re-delivered",
+    timeline.report(
+        "prod aggregate killed and restarted",
         fleet.probes.len(),
-        prepared_at.as_secs_f64(),
-        crashed_at.as_secs_f64(),
-        fed_at.as_secs_f64(),
-        drained_at.as_secs_f64()
+        repeats,
     );
     verdict.assert_none("kill -9 and restart of the prod aggregate", started);
 }
@@ -544,7 +585,7 @@ async fn kinesis_kill_9_and_restart_of_the_prod_aggregate_changes_no_window() {
     let mut split = KinesisSplit::new(&fleet, &endpoint, &streams);
     split.aggregate_env = rolling_parquet();
     let dirs = output_dirs(&fleet, ["kinesis-aggregate", "kinesis-experiment"]);
-    let prepared_at = started.elapsed();
+    let prepared = started.elapsed();
 
     let (prod, experiment) = (split.aggregate(), split.experiment());
     let assign = split.assign();
@@ -556,25 +597,17 @@ async fn kinesis_kill_9_and_restart_of_the_prod_aggregate_changes_no_window() {
             streams.clean
         ),
     );
-    let crash_at = reference.crash_at();
-    let at_crash = wait_for(
-        "the prod aggregate has received the observations to crash at",
-        || prod.aggregate("aggregate"),
-        |c| c.received >= crash_at,
+    let (prod, before) = kill_9_and_restart(
+        "the Kinesis prod aggregate",
+        prod,
+        || split.aggregate(),
+        &mut feeder,
+        &reference,
+        &dirs,
     );
-    assert!(!feeder.ended(), "the feed ended before the crash");
-    let before = completed_files(&dirs);
-    prod.kill_9();
-    let prod = split.aggregate();
-    let crashed_at = started.elapsed();
-    eprintln!(
-        "kill -9 of the Kinesis prod aggregate at {at_crash:?} (replay: {} observations); \
-         restarted; {} Parquet files completed",
-        reference.observations.len(),
-        before.len()
-    );
+    let crashed = started.elapsed();
     feeder.wait_end();
-    let fed_at = started.elapsed();
+    let fed = started.elapsed();
     let total = fleet.probes.len() as u64;
     settle(
         "kinesis-assign: probes received",
@@ -588,7 +621,12 @@ async fn kinesis_kill_9_and_restart_of_the_prod_aggregate_changes_no_window() {
     ];
     prod.stop();
     experiment.stop();
-    let drained_at = started.elapsed();
+    let timeline = Timeline {
+        prepared,
+        crashed,
+        fed,
+        drained: started.elapsed(),
+    };
     eprintln!("aggregates (restarted prod, experiment): {counts:?}");
 
     let mut verdict = Verdict::default();
@@ -624,14 +662,10 @@ async fn kinesis_kill_9_and_restart_of_the_prod_aggregate_changes_no_window() {
     )
     .copies;
     verdict.files(&before, &dirs);
-    eprintln!(
-        "Kinesis prod aggregate killed and restarted: {total} probes at {RATE}x real time; set \
-         up in {:.0} s, crash at {:.0} s, feed done at {:.0} s, stages drained at {:.0} s; \
-         {repeats} observations re-delivered",
-        prepared_at.as_secs_f64(),
-        crashed_at.as_secs_f64(),
-        fed_at.as_secs_f64(),
-        drained_at.as_secs_f64()
+    timeline.report(
+        "Kinesis prod aggregate killed and restarted",
+        fleet.probes.len(),
+        repeats,
     );
     verdict.assert_none("kill -9 and restart of the Kinesis prod aggregate", started);
 }

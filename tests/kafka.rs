@@ -33,7 +33,10 @@ const PATIENCE: Duration = Duration::from_secs(120);
 
 #[path = "common/restart.rs"]
 mod restart;
-use restart::{grid_traffic, matched_observations, ndjson_lines, settle, upsert_speeds, WindowKey};
+use restart::{
+    grid_traffic, matched_observations, ndjson_lines, restart_observations, settle, upsert_speeds,
+    WindowKey,
+};
 
 /// The broker address, or None (after saying so) when none answers outside CI.
 fn brokers() -> Option<String> {
@@ -773,13 +776,7 @@ async fn kafka_aggregator_restart_emits_every_window() {
     let topic = format!("agg-restart-{n}");
     create_topic(&brokers, &topic, 4).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (graph, probes) = grid_traffic(dir.path(), 40, 1_200.0);
-    let observations = matched_observations(&graph, &probes);
-    assert!(
-        observations.len() > 2_000,
-        "{} observations",
-        observations.len()
-    );
+    let observations = restart_observations(dir.path());
 
     // 10 s windows, so that the last ones close soon after the data stops: once every
     // partition has been idle for 10 s (a shorter timeout lets one partition's backlog,

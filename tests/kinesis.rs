@@ -32,7 +32,7 @@ mod kinesis_emulator;
 use kinesis_emulator::{admin, create_stream, emulator, wait_active};
 #[path = "common/restart.rs"]
 mod restart;
-use restart::{grid_traffic, matched_observations, ndjson_lines, settle, upsert_speeds, WindowKey};
+use restart::{ndjson_lines, restart_observations, settle, upsert_speeds, WindowKey};
 
 const T0: i64 = 1_700_000_000_000;
 /// Generous limit for a test to see its records; a hang fails instead of blocking CI.
@@ -1199,13 +1199,7 @@ async fn kinesis_aggregator_restart_skips_finalized_windows_and_emits_every_wind
     let stream = format!("agg-restart-{n}");
     create_stream(&endpoint, &stream, 4).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (graph, probes) = grid_traffic(dir.path(), 40, 1_200.0);
-    let observations = matched_observations(&graph, &probes);
-    assert!(
-        observations.len() > 2_000,
-        "{} observations",
-        observations.len()
-    );
+    let observations = restart_observations(dir.path());
     // 10 s windows, closing soon after the data stops (once every shard is read to its end
     // and idle for 10 s); small GetRecords responses, so that batches mix windows.
     let config = |application: &str, out: &str| {

@@ -579,18 +579,40 @@ mod tests {
     use crate::runtime::Acks;
     use crate::telemetry::metrics;
 
-    fn run(workers: usize, probes: &[Probe]) -> Vec<Batch> {
-        let graph = Arc::new(
+    fn grid() -> Arc<RoadGraph> {
+        Arc::new(
             synthetic_grid(6, 6, 150.0, 60.17, 24.94)
                 .build_graph(&ImportConfig::default())
                 .expect("grid builds"),
-        );
+        )
+    }
+
+    fn stage(workers: usize, graph: Arc<RoadGraph>) -> AssignStage {
         let config = AssignConfig {
             workers: Some(workers),
             ..AssignConfig::default()
         };
-        let mut stage =
-            AssignStage::new(config, graph, metrics().component("assign_unit")).expect("builds");
+        AssignStage::new(config, graph, metrics().component("assign_unit")).expect("builds")
+    }
+
+    /// Fleet probes on the grid: `vehicles` for `duration_s`, one probe per `interval_s`.
+    fn fleet(
+        graph: &Arc<RoadGraph>,
+        vehicles: u32,
+        duration_s: f64,
+        interval_s: f64,
+    ) -> Vec<Probe> {
+        let config = GeneratorSourceConfig {
+            vehicles,
+            duration_s,
+            interval_s,
+            ..GeneratorSourceConfig::default()
+        };
+        generate(graph, &config).0
+    }
+
+    fn run(workers: usize, probes: &[Probe]) -> Vec<Batch> {
+        let mut stage = stage(workers, grid());
         let mut out = Vec::new();
         for chunk in probes.chunks(500) {
             stage.process_batch(Batch::from(chunk.to_vec()), &mut out);
@@ -601,20 +623,7 @@ mod tests {
 
     #[test]
     fn output_is_identical_whatever_the_worker_count() {
-        let graph = Arc::new(
-            synthetic_grid(6, 6, 150.0, 60.17, 24.94)
-                .build_graph(&ImportConfig::default())
-                .expect("grid builds"),
-        );
-        let (probes, _) = generate(
-            &graph,
-            &GeneratorSourceConfig {
-                vehicles: 40,
-                duration_s: 300.0,
-                interval_s: 2.0,
-                ..GeneratorSourceConfig::default()
-            },
-        );
+        let probes = fleet(&grid(), 40, 300.0, 2.0);
         let one = run(1, &probes);
         let three = run(3, &probes);
         assert_eq!(one, three);
@@ -645,28 +654,8 @@ mod tests {
 
     #[test]
     fn assign_evicts_a_vehicle_against_its_own_lane_not_the_fastest() {
-        let graph = Arc::new(
-            synthetic_grid(6, 6, 150.0, 60.17, 24.94)
-                .build_graph(&ImportConfig::default())
-                .expect("grid builds"),
-        );
-        let (probes, _) = generate(
-            &graph,
-            &GeneratorSourceConfig {
-                vehicles: 20,
-                duration_s: 600.0,
-                interval_s: 5.0,
-                ..GeneratorSourceConfig::default()
-            },
-        );
-        let stage = || {
-            let config = AssignConfig {
-                workers: Some(1),
-                ..AssignConfig::default()
-            };
-            AssignStage::new(config, graph.clone(), metrics().component("assign_lanes"))
-                .expect("builds")
-        };
+        let graph = grid();
+        let probes = fleet(&graph, 20, 600.0, 5.0);
         // Reference: every probe on one lane, in time order.
         let in_order = run(1, &probes);
         // Two lanes; lane 1 is read to its end before lane 0 starts, 600 s ahead, which is
@@ -676,7 +665,7 @@ mod tests {
             .cloned()
             .partition(|p| shard_of(&p.vehicle_id, 2) == 0);
         assert!(!lane_0.is_empty() && !lane_1.is_empty());
-        let mut assign = stage();
+        let mut assign = stage(1, graph);
         let mut out = Vec::new();
         for (lane, part) in [(1, &lane_1), (0, &lane_0)] {
             for chunk in part.chunks(100) {

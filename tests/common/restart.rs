@@ -43,6 +43,19 @@ pub fn grid_traffic(
     (graph, probes)
 }
 
+/// The observations of the restart tests: 40 vehicles for 20 min on the grid (written to
+/// `dir/data/grid.graph`), matched in this process, more than 2 000 of them.
+pub fn restart_observations(dir: &std::path::Path) -> Vec<SegmentObservation> {
+    let (graph, probes) = grid_traffic(dir, 40, 1_200.0);
+    let observations = matched_observations(&graph, &probes);
+    assert!(
+        observations.len() > 2_000,
+        "{} observations",
+        observations.len()
+    );
+    observations
+}
+
 /// The observations of `probes`, matched in this process, in event-time order (the
 /// aggregate's event time, the middle of a traversal).
 pub fn matched_observations(
