@@ -69,6 +69,14 @@ bench:
 	$(CARGO) build --release --bin pipeline --benches
 	bash scripts/bench.sh $(RELEASE_BIN)
 
+# Speed accuracy by band of true speed on the SUMO scenarios (free flow and congestion) at
+# 1, 5, 10 and 30 s sampling, beside the perfect estimator; reads ../shared/data when present
+# and says so when not. See BENCHMARKS.md.
+.PHONY: speed-accuracy
+speed-accuracy:
+	$(CARGO) build --release --bin pipeline
+	bash scripts/speed_accuracy.sh $(RELEASE_BIN)
+
 clean-data:
 	rm -rf $(DATA) $(OUT)
 

@@ -48,7 +48,11 @@ fn speed_error(out: &MatchOutput, truth: &[TruthPoint]) -> (f64, usize) {
             .entry((t.vehicle_id.as_str(), t.segment_id))
             .or_insert(t.speed_mps);
     }
-    let partial = observation_flags::PARTIAL_START | observation_flags::PARTIAL_END;
+    // Full traversals only: not the parts of one cut at a time boundary either.
+    let partial = observation_flags::PARTIAL_START
+        | observation_flags::PARTIAL_END
+        | observation_flags::CONTINUES
+        | observation_flags::CONTINUED;
     let errors: Vec<f64> = out
         .observations
         .iter()

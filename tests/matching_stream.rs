@@ -521,8 +521,14 @@ fn matching_loop_round_a_block_twice() {
             .matched
             .iter()
             .all(|m| block_ids.contains(&m.segment_id)));
-        // Every block side fully traversed at least once more after the first, at ~10 m/s.
-        let full: Vec<_> = out.observations.iter().filter(|o| o.flags == 0).collect();
+        // Every block side fully traversed at least once more after the first, at ~10 m/s
+        // (parts of a traversal cut at a minute boundary count: they are at ~10 m/s too).
+        let cut = observation_flags::CONTINUES | observation_flags::CONTINUED;
+        let full: Vec<_> = out
+            .observations
+            .iter()
+            .filter(|o| o.flags & !cut == 0)
+            .collect();
         assert!(full.len() >= 5, "{interval_ms} ms: {}", full.len());
         for o in &full {
             assert!(

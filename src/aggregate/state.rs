@@ -1,5 +1,6 @@
 //! The fixed-size state of one segment-window (88 bytes): sums for the space-mean speed, a
-//! distinct-vehicle bitmap and a speed sketch that is exact up to 32 samples.
+//! distinct-vehicle bitmap and a speed sketch that is exact up to 32 samples. Every speed it
+//! reports is at least [`STANDSTILL_SPEED_MPS`] (a window of standing vehicles is published).
 //!
 //! Every field is an order-independent fold of the observations (integer sums, a bitmap, a
 //! multiset of speeds, or bucket counts of that multiset), so the same observations give
@@ -22,6 +23,20 @@
 //! withhold a window, never publish one on too few vehicles.
 
 use std::sync::LazyLock;
+
+/// The least speed a state reports (m/s): a window in which every vehicle stood still has a
+/// space mean of 0, which would publish no row (a travel time is length / speed), and a jam
+/// reported as no data is the costliest error. So speeds below this are reported as this
+/// ("standing"), and travel times stay finite.
+pub const STANDSTILL_SPEED_MPS: f64 = 0.1;
+
+fn at_least_standstill(speed_mps: f64) -> f64 {
+    if speed_mps.is_nan() {
+        speed_mps
+    } else {
+        speed_mps.max(STANDSTILL_SPEED_MPS)
+    }
+}
 
 /// Speeds kept exactly before the sketch switches to buckets.
 pub const EXACT_SPEEDS: usize = 32;
@@ -181,17 +196,19 @@ impl WindowState {
 
     /// The q-quantile of the speeds (0 ≤ q ≤ 1), in m/s; `None` without samples.
     pub fn quantile_mps(&self, q: f64) -> Option<f64> {
-        self.view().quantile_mps(q)
+        self.view().quantile_mps(q).map(at_least_standstill)
     }
 
     /// The mean speed after dropping `trim_fraction` of the samples at each end, in m/s.
     pub fn trimmed_mean_mps(&self, trim_fraction: f64) -> Option<f64> {
-        self.view().trimmed_mean_mps(trim_fraction)
+        self.view()
+            .trimmed_mean_mps(trim_fraction)
+            .map(at_least_standstill)
     }
 
     pub fn summary(&self) -> Summary {
         let view = self.view();
-        let [p15_mps, p50_mps, p85_mps] = view.summary_quantiles_mps();
+        let [p15_mps, p50_mps, p85_mps] = view.summary_quantiles_mps().map(at_least_standstill);
         let set_bits = self.vehicles.count_ones();
         let zero_bits = 64 - set_bits;
         let estimate = if zero_bits == 0 {
@@ -205,7 +222,9 @@ impl WindowState {
             vehicles,
             vehicles_lower_bound: set_bits,
             space_mean_mps: if self.duration_ms > 0 {
-                f64::from(self.traversed_cm) / 100.0 / (f64::from(self.duration_ms) / 1000.0)
+                at_least_standstill(
+                    f64::from(self.traversed_cm) / 100.0 / (f64::from(self.duration_ms) / 1000.0),
+                )
             } else {
                 f64::NAN
             },

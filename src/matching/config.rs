@@ -44,6 +44,12 @@ fn default_max_detour_m() -> f64 {
 fn default_route_cache_entries() -> usize {
     100_000
 }
+fn default_cut_interval_ms() -> i64 {
+    60_000
+}
+fn default_junction_delay_ms() -> i64 {
+    5_000
+}
 fn default_gap_flag_ms() -> i64 {
     10_000
 }
@@ -115,6 +121,19 @@ pub struct MatchConfig {
     /// time (see `matching::observations`). Below `max_gap_ms`, which splits the trace.
     #[serde(default = "default_gap_flag_ms")]
     pub gap_flag_ms: i64,
+    /// A traversal is cut into parts at every multiple of this of event time (epoch-aligned;
+    /// 0: never), each part an observation with the distance the vehicle covered in it (see
+    /// `matching::observations`). Windowed speeds need it: a vehicle queued for minutes on a
+    /// segment is otherwise one slow observation credited to one window, and the windows it
+    /// waited through see none. Make the aggregate's window slide a multiple of it.
+    #[serde(default = "default_cut_interval_ms")]
+    pub cut_interval_ms: i64,
+    /// When a vehicle took longer between two points than the speed limits allow, the extra
+    /// time is shared by the segments of the path in proportion to their free-flow time plus
+    /// this for each segment that ends at a junction crossed (see `matching::observations`):
+    /// queues form before junctions. 0 shares it by free-flow time alone.
+    #[serde(default = "default_junction_delay_ms")]
+    pub junction_delay_ms: i64,
     /// Added to a route's length for each U-turn where the road goes on (see
     /// `Router::with_u_turn_penalty_m`): with β = 10 m, 50 m costs e^-5. On the Kubicka
     /// tracks 25 m and 50 m both beat none (50 m by more at k = 16); 100 m starts to cost
@@ -147,6 +166,8 @@ impl Default for MatchConfig {
             max_detour_m: default_max_detour_m(),
             route_cache_entries: default_route_cache_entries(),
             gap_flag_ms: default_gap_flag_ms(),
+            cut_interval_ms: default_cut_interval_ms(),
+            junction_delay_ms: default_junction_delay_ms(),
             u_turn_penalty_m: default_u_turn_penalty_m(),
             candidate_gap_nats: default_candidate_gap_nats(),
         }
@@ -186,6 +207,16 @@ impl MatchConfig {
             self.lag_points >= 1,
             format!("{prefix}.lag_points"),
             "must be at least 1",
+        );
+        problems.check(
+            self.cut_interval_ms >= 0,
+            format!("{prefix}.cut_interval_ms"),
+            "must not be negative (0 never cuts)",
+        );
+        problems.check(
+            self.junction_delay_ms >= 0,
+            format!("{prefix}.junction_delay_ms"),
+            "must not be negative",
         );
         problems.check(
             self.lag_ms >= 0,

@@ -1,7 +1,10 @@
 //! Segment observations from a vehicle's committed points: walks the path between
-//! consecutive matched points, interpolates entry and exit times linearly by distance
-//! along it, and emits one `SegmentObservation` per traversed segment, flagging the
-//! segments where a trace starts or ends (the vehicle was not seen entering or leaving).
+//! consecutive matched points, shares the time between them over the segments of that path
+//! (by free-flow time, with any extra time leaning towards the segments before a junction:
+//! see [`StretchTiming`]; constant speed within a segment), and emits one
+//! `SegmentObservation` per traversed segment, and per cut interval on it (see "Cuts"
+//! below), flagging the segments where a trace starts or ends (the vehicle was not seen
+//! entering or leaving).
 //!
 //! `GAP` marks an observation whose entry or exit time was interpolated between two
 //! consecutive matched points of the trace more than `MatchConfig::gap_flag_ms` apart: the
@@ -13,6 +16,22 @@
 //! boundary, so nothing is interpolated there and nothing is flagged. A gap long enough to
 //! break the trace (`max_gap_ms`, `max_gap_m`) gives `PARTIAL_END` and `PARTIAL_START`
 //! instead: no path is inferred across it.
+//!
+//! **Cuts.** With a cut interval (`MatchConfig::cut_interval_ms`, 60 s by default), a
+//! traversal is also closed at every multiple of the interval in event time and goes on in a
+//! new observation of the same segment from where the vehicle is then (the position at the
+//! cut interpolated by time between the two matched points around it, like a segment change).
+//! The part before a cut is flagged `CONTINUES` (its `next_segment_id` is its own segment,
+//! where the next part is), the part
+//! after it `CONTINUED`; every part on the segment a trace started on keeps `PARTIAL_START`
+//! (a re-match after a restart starts the trace at another point, and rebuilds those parts
+//! otherwise). So each observation lies within one interval, and a window aggregate whose windows
+//! are made of whole intervals credits every second a vehicle spent on a segment, and the
+//! distance it covered then, to the window it happened in: a vehicle queued for three minutes
+//! gives three slow observations in three windows, each as soon as its interval is over,
+//! instead of one observation at the end credited to the middle window (measured on a
+//! congested simulation, from the true traversals: MAPE 0.058 → 0.031 on the windows whose
+//! true speed is below 2 m/s 53 % → 8 %).
 //!
 //! `observation_id` names a traversal: FNV-1a 64 over the vehicle id's UTF-8 bytes, then
 //! the segment id and the rounded **exit** time as little-endian 8-byte integers, masked to
@@ -61,18 +80,128 @@ struct Open {
     flags: u32,
 }
 
+/// Speed assumed on a segment whose speed limit is not a positive number.
+const FALLBACK_SPEED_MPS: f64 = 13.9;
+
+/// How the time between two matched points is shared by the pieces of the path between them.
+/// A piece's free time is its length at the segment's speed limit. When the stretch took
+/// longer than that in all, the extra time (the slack: queues, lights, turns) is shared in
+/// proportion to free time plus a junction delay for each piece that ends at a segment change,
+/// so a wait goes mostly to the segments before a junction, where queues are. The junction
+/// delay is `junction_delay_ms` scaled by slack / (slack + free time): a stretch driven a
+/// little below the limits is shared about as free flow would be, a long wait mostly to the
+/// junctions. When it
+/// took no longer, the limits say nothing of this vehicle's speed: the time is shared by
+/// distance (constant speed). With one piece (the common
+/// case at dense sampling) the piece gets the whole stretch either way.
+struct StretchTiming {
+    span_ms: f64,
+    /// Sum of the free times, ms.
+    free_ms: f64,
+    /// Sum of the piece lengths, m.
+    total_m: f64,
+    /// Sum of the slack weights, ms.
+    weight_ms: f64,
+    junction_delay_ms: f64,
+}
+
+impl StretchTiming {
+    fn new(graph: &RoadGraph, pieces: &[Piece], span_ms: f64, junction_delay_ms: f64) -> Self {
+        let free_ms: f64 = pieces.iter().map(|p| Self::free_ms(graph, p)).sum();
+        let slack_ms = span_ms - free_ms;
+        // The more the stretch was delayed beyond free flow, the more of the delay is queueing
+        // at junctions: a stretch driven a little below the limits keeps close to free-flow
+        // shares.
+        let junction_delay_ms = if slack_ms > 0.0 {
+            junction_delay_ms * (slack_ms / (slack_ms + free_ms))
+        } else {
+            0.0
+        };
+        let junctions = pieces.len().saturating_sub(1) as f64;
+        Self {
+            span_ms,
+            free_ms,
+            total_m: pieces.iter().map(|p| p.length_m().max(0.0)).sum(),
+            weight_ms: free_ms + junctions * junction_delay_ms,
+            junction_delay_ms,
+        }
+    }
+
+    fn free_ms(graph: &RoadGraph, piece: &Piece) -> f64 {
+        let limit_mps = graph.segment(piece.segment).speed_limit_mps();
+        let speed_mps = if limit_mps.is_finite() && limit_mps > 0.0 {
+            limit_mps
+        } else {
+            FALLBACK_SPEED_MPS
+        };
+        1000.0 * piece.length_m().max(0.0) / speed_mps
+    }
+
+    fn delay_ms(&self, last: bool) -> f64 {
+        if last {
+            0.0
+        } else {
+            self.junction_delay_ms
+        }
+    }
+
+    /// The time spent on `piece` (`last`: the stretch's last piece).
+    fn piece_ms(&self, graph: &RoadGraph, piece: &Piece, last: bool) -> f64 {
+        let free_ms = Self::free_ms(graph, piece);
+        let slack_ms = self.span_ms - self.free_ms;
+        if slack_ms <= 0.0 {
+            // At the limits or faster (or no time): the limits do not describe this vehicle's
+            // speed; constant speed, by distance.
+            if self.total_m > 0.0 {
+                self.span_ms * (piece.length_m().max(0.0) / self.total_m)
+            } else if last {
+                self.span_ms
+            } else {
+                0.0
+            }
+        } else if self.weight_ms > 0.0 {
+            free_ms + slack_ms * ((free_ms + self.delay_ms(last)) / self.weight_ms)
+        } else if last {
+            self.span_ms
+        } else {
+            0.0
+        }
+    }
+}
+
 /// The observation being built for one vehicle: the segment it is on since when.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ObservationBuilder {
     open: Option<Open>,
     last_ts_ms: i64,
+    /// Cut the open observation at every multiple of this (epoch ms); 0: never.
+    cut_interval_ms: i64,
+    /// The time a stretch's model gives each segment change it crosses (see
+    /// [`StretchTiming`]).
+    junction_delay_ms: f64,
     /// Observations dropped because no time passed on them (e.g. a one-point trace).
     pub degenerate: u64,
 }
 
 impl ObservationBuilder {
+    /// A builder that never cuts a traversal at a time boundary.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A builder that cuts a traversal at every multiple of `cut_interval_ms` of event time
+    /// (0 never cuts) and splits the time between two points over the segments between them
+    /// with `junction_delay_ms` per segment change (see the module docs).
+    pub fn with_timing(cut_interval_ms: i64, junction_delay_ms: f64) -> Self {
+        Self {
+            cut_interval_ms: cut_interval_ms.max(0),
+            junction_delay_ms: if junction_delay_ms.is_finite() {
+                junction_delay_ms.max(0.0)
+            } else {
+                0.0
+            },
+            ..Self::default()
+        }
     }
 
     /// A trace starts at (segment, at time ts_ms): the vehicle was not seen entering it.
@@ -87,11 +216,22 @@ impl ObservationBuilder {
         self.last_ts_ms = ts_ms;
     }
 
+    /// The first cut strictly after `ts_ms`, if cutting.
+    fn next_cut_ms(&self, ts_ms: i64) -> Option<i64> {
+        (self.cut_interval_ms > 0).then(|| {
+            ts_ms
+                .div_euclid(self.cut_interval_ms)
+                .saturating_add(1)
+                .saturating_mul(self.cut_interval_ms)
+        })
+    }
+
     /// The vehicle went along `pieces` (the first on the open segment) from the previous
-    /// point's time to `to_ms`. Closes an observation at every segment change, and adds
-    /// `crossing_flags` to every observation whose entry or exit falls in this stretch
-    /// (the caller passes `GAP` when the stretch is a gap in the probes). True when the
-    /// observation open afterwards was entered in this stretch.
+    /// point's time to `to_ms`. Closes an observation at every segment change and at every
+    /// cut (a multiple of the cut interval) in the stretch, and adds `crossing_flags` to every
+    /// observation whose entry or exit falls in this stretch (the caller passes `GAP` when the
+    /// stretch is a gap in the probes). True when the observation open afterwards was entered
+    /// (a new segment, not a cut) in this stretch.
     pub fn advance(
         &mut self,
         graph: &RoadGraph,
@@ -102,26 +242,51 @@ impl ObservationBuilder {
         out: &mut Vec<SegmentObservation>,
     ) -> bool {
         let from_ms = self.last_ts_ms as f64;
-        let total_m: f64 = pieces.iter().map(|p| p.length_m().max(0.0)).sum();
-        let span_ms = to_ms as f64 - from_ms;
+        let span_ms = (to_ms as f64 - from_ms).max(0.0);
+        let timing = StretchTiming::new(graph, pieces, span_ms, self.junction_delay_ms);
+        let mut next_cut_ms = self.next_cut_ms(self.last_ts_ms);
         let mut entered = self.open.is_none();
-        let mut x_m = 0.0;
+        let mut piece_start_ms = from_ms;
         for (i, piece) in pieces.iter().enumerate() {
-            x_m += piece.length_m().max(0.0);
-            let open = self.open.get_or_insert(Open {
+            self.open.get_or_insert(Open {
                 segment: piece.segment,
                 enter_ms: from_ms,
                 start_m: piece.start_m,
                 reach_m: piece.start_m,
                 flags: 0,
             });
-            open.reach_m = open.reach_m.max(piece.end_m);
-            if let Some(next) = pieces.get(i + 1) {
-                let at_ms = if total_m > 0.0 {
-                    from_ms + span_ms * (x_m / total_m)
+            let last = i + 1 == pieces.len();
+            let piece_ms = timing.piece_ms(graph, piece, last);
+            let piece_end_ms = if last {
+                to_ms as f64
+            } else {
+                (piece_start_ms + piece_ms).min(to_ms as f64)
+            };
+            // Cuts while on this piece: before the segment change (one at the very change
+            // is the change itself), up to the stretch's end on the last piece. The vehicle
+            // moves at a constant speed within a piece.
+            while let Some(cut_ms) = next_cut_ms {
+                let cut = cut_ms as f64;
+                if cut > piece_end_ms || (!last && cut >= piece_end_ms) {
+                    break;
+                }
+                // Where the vehicle was seen, not the farthest offset so far: noise on a
+                // standing vehicle only ever raises that one, so it would creep on.
+                let share = if piece_end_ms > piece_start_ms {
+                    ((cut - piece_start_ms) / (piece_end_ms - piece_start_ms)).clamp(0.0, 1.0)
                 } else {
-                    from_ms
+                    1.0
                 };
+                let at_m = piece.start_m + (piece.end_m - piece.start_m) * share;
+                self.cut(graph, vehicle_id, cut, at_m, crossing_flags, out);
+                next_cut_ms = cut_ms.checked_add(self.cut_interval_ms);
+            }
+            if let Some(open) = self.open.as_mut() {
+                open.reach_m = open.reach_m.max(piece.end_m);
+            }
+            piece_start_ms = piece_end_ms;
+            if let Some(next) = pieces.get(i + 1) {
+                let at_ms = piece_end_ms;
                 let next_id = graph.segment(next.segment).segment_id;
                 self.close(graph, vehicle_id, at_ms, Some(next_id), crossing_flags, out);
                 self.open = Some(Open {
@@ -136,6 +301,52 @@ impl ObservationBuilder {
         }
         self.last_ts_ms = to_ms;
         entered
+    }
+
+    /// Cuts the open observation at `at_ms`, where the vehicle is at `at_m` on it: closes
+    /// the part so far (`CONTINUES`) and opens the rest (`CONTINUED`) from there. Nothing
+    /// when no time passed on the open observation.
+    fn cut(
+        &mut self,
+        graph: &RoadGraph,
+        vehicle_id: &str,
+        at_ms: f64,
+        at_m: f64,
+        crossing_flags: u32,
+        out: &mut Vec<SegmentObservation>,
+    ) {
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        if at_ms <= open.enter_ms {
+            return;
+        }
+        // The part's distance is from where the vehicle was seen at the last cut (or the
+        // entry) to where it is seen now, so the parts of a traversal add up to it, and a
+        // standing vehicle's noise does not move it on (a step back gives 0 and is made up
+        // by the next part).
+        open.reach_m = at_m;
+        // The rest of the segment a trace started on stays `PARTIAL_START`: a re-match from
+        // another first point rebuilds it otherwise (a different farthest offset).
+        let rest = Open {
+            segment: open.segment,
+            enter_ms: at_ms,
+            start_m: at_m,
+            reach_m: at_m,
+            flags: observation_flags::CONTINUED
+                | crossing_flags
+                | (open.flags & observation_flags::PARTIAL_START),
+        };
+        let segment_id = graph.segment(rest.segment).segment_id;
+        self.close(
+            graph,
+            vehicle_id,
+            at_ms,
+            Some(segment_id),
+            observation_flags::CONTINUES | crossing_flags,
+            out,
+        );
+        self.open = Some(rest);
     }
 
     /// The trace ends at the last point: the vehicle was not seen leaving the segment.

@@ -5,7 +5,9 @@ use super::route::{same_segment_direct, Position, Router};
 use crate::graph::RoadGraph;
 
 /// A part of one segment travelled between two matched points: from `start_m` to `end_m`
-/// along the segment (`start_m ≤ end_m`).
+/// along the segment. `end_m < start_m` only for a step back on one segment within the
+/// standstill tolerance (GPS noise on a standing vehicle): no distance is travelled
+/// ([`Piece::length_m`] is 0), but the point is where it was seen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Piece {
     pub segment: u32,
@@ -14,8 +16,9 @@ pub struct Piece {
 }
 
 impl Piece {
+    /// The distance travelled on the piece (0 for a step back).
     pub fn length_m(&self) -> f64 {
-        self.end_m - self.start_m
+        (self.end_m - self.start_m).max(0.0)
     }
 }
 
@@ -47,7 +50,7 @@ pub fn pieces_between(
         out.push(Piece {
             segment: from.segment,
             start_m: from.offset_m,
-            end_m: from.offset_m.max(to.offset_m),
+            end_m: to.offset_m,
         });
         return true;
     }

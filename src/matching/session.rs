@@ -575,7 +575,10 @@ impl Matcher {
                 self.vehicles.entry(id.clone()).or_insert(VehicleState {
                     id,
                     matcher: VehicleMatcher::new(),
-                    builder: ObservationBuilder::new(),
+                    builder: ObservationBuilder::with_timing(
+                        self.core.config.cut_interval_ms,
+                        self.core.config.junction_delay_ms as f64,
+                    ),
                     last: None,
                     context: TraceContext::default(),
                     last_seen_ms: probe.ts_ms,

@@ -84,6 +84,13 @@ pub mod observation_flags {
     /// exit time was interpolated between two consecutive matched points more than
     /// `MatchConfig::gap_flag_ms` apart (see `matching::observations`).
     pub const GAP: u32 = 4;
+    /// The vehicle is still on the segment at the exit: the traversal was cut at a time
+    /// boundary (`MatchConfig::cut_interval_ms`), and goes on in an observation flagged
+    /// `CONTINUED`.
+    pub const CONTINUES: u32 = 8;
+    /// The entry is a time boundary where the previous part of the same traversal was cut
+    /// (see `CONTINUES`), not the segment's start.
+    pub const CONTINUED: u32 = 16;
 }
 
 /// What one vehicle did on one segment. Keyed by `segment_id`.
