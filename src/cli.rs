@@ -116,8 +116,10 @@ struct ConfigArg {
 enum GraphCommand {
     /// Import an OSM extract (.osm.pbf or .osm) and write the compact graph file.
     Build {
+        /// The OpenStreetMap extract to import (.osm.pbf or .osm XML).
         #[arg(long)]
         osm: PathBuf,
+        /// Where to write the graph file (.graph), replaced if it exists.
         #[arg(long)]
         out: PathBuf,
         /// A config whose [graph.import] section sets the import rules.
@@ -125,10 +127,15 @@ enum GraphCommand {
         config: Option<PathBuf>,
     },
     /// Print a summary of a graph (.graph or an OSM extract).
-    Info { graph: PathBuf },
+    Info {
+        /// Road graph (.graph or an OSM extract).
+        graph: PathBuf,
+    },
     /// Export the segment table (ids, OSM ids, lengths, classes, WKT geometry) to Parquet.
     Export {
+        /// Road graph (.graph or an OSM extract).
         graph: PathBuf,
+        /// Where to write the segment table (Parquet).
         #[arg(long)]
         out: PathBuf,
     },
@@ -139,15 +146,19 @@ struct GenerateArgs {
     /// Road graph (.graph or an OSM extract).
     #[arg(long)]
     graph: PathBuf,
+    /// Vehicles driving at once.
     #[arg(long, default_value_t = 100)]
     vehicles: u32,
+    /// Event time the fleet drives for, in seconds.
     #[arg(long = "duration-s", default_value_t = 600.0)]
     duration_s: f64,
+    /// Seconds between two probes of a vehicle (the sampling interval).
     #[arg(long = "interval-s", default_value_t = 1.0)]
     interval_s: f64,
     /// GPS noise, standard deviation per axis, in metres.
     #[arg(long = "noise-m", default_value_t = 5.0)]
     noise_m: f64,
+    /// Seed of the random generator: the same seed and settings give the same probes.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Fraction of probes given a fault (duplicate, (0,0), outlier, late), to exercise clean.
@@ -838,4 +849,28 @@ fn tap(a: TapArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(body.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every subcommand says what it is in `--help`.
+    #[test]
+    fn every_flag_of_every_command_has_help() {
+        fn undocumented(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    out.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut missing = Vec::new();
+        undocumented(&super::Cli::command(), "pipeline", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }
