@@ -264,3 +264,37 @@ fn sampling_at_1_s_and_5_s_of_the_same_trip_publishes_speeds_within_a_tolerance(
         assert!((v - other).abs() <= 0.5, "window {w}: {v:.2} vs {other:.2}");
     }
 }
+
+#[test]
+fn a_traversal_entered_two_seconds_before_a_window_boundary_is_not_cut_into_a_two_second_part() {
+    let graph = grid();
+    // Along row 0, then at 10 m/s through block 3 (450–600 m) from 58 s to 73 s, across the
+    // boundary at 60 s.
+    let trip = Trip(vec![(0.0, 30.0), (58.0, 450.0), (103.0, 900.0)]);
+    let probes = trip.probes(&graph, "v0", 0.0, 1.0, 5.0, 3);
+    let mut matcher = Matcher::new(graph.clone(), MatchConfig::default());
+    let mut out = MatchOutput::default();
+    matcher.push_all(probes.clone(), &mut out);
+    matcher.flush_all(&mut out);
+    let segment_id = graph.segment(east(&graph, 3)).segment_id;
+    let on_block: Vec<_> = out
+        .observations
+        .iter()
+        .filter(|o| o.segment_id == segment_id)
+        .collect();
+    // A 2 s part would be a few metres of noise over 2 s, alone in its window.
+    assert_eq!(on_block.len(), 1, "{on_block:?}");
+    assert_eq!(
+        on_block[0].flags & (observation_flags::CONTINUES | observation_flags::CONTINUED),
+        0
+    );
+    let got = published(&graph, probes, 3);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (window, speed_mps) = got.iter().next().map(|(w, s)| (*w, *s)).unwrap_or_default();
+    assert_eq!(
+        window,
+        T0_MS + WINDOW_MS,
+        "credited to the window of its midpoint"
+    );
+    assert!((speed_mps - 10.0).abs() <= 1.0, "{speed_mps}");
+}

@@ -47,6 +47,9 @@ fn default_route_cache_entries() -> usize {
 fn default_cut_interval_ms() -> i64 {
     60_000
 }
+fn default_cut_min_part_ms() -> i64 {
+    5_000
+}
 fn default_junction_delay_ms() -> i64 {
     5_000
 }
@@ -128,6 +131,12 @@ pub struct MatchConfig {
     /// waited through see none. Make the aggregate's window slide a multiple of it.
     #[serde(default = "default_cut_interval_ms")]
     pub cut_interval_ms: i64,
+    /// A cut is not made where it would leave a part shorter than this on either side: the
+    /// traversal stays whole across that boundary. A part of a second or two is mostly GPS
+    /// noise, and a window with nothing else publishes it (on a congested simulation at 1 s
+    /// sampling, MAPE 0.0598 → 0.0545 with 5 s).
+    #[serde(default = "default_cut_min_part_ms")]
+    pub cut_min_part_ms: i64,
     /// When a vehicle took longer between two points than the speed limits allow, the extra
     /// time is shared by the segments of the path in proportion to their free-flow time plus
     /// this for each segment that ends at a junction crossed (see `matching::observations`):
@@ -167,6 +176,7 @@ impl Default for MatchConfig {
             route_cache_entries: default_route_cache_entries(),
             gap_flag_ms: default_gap_flag_ms(),
             cut_interval_ms: default_cut_interval_ms(),
+            cut_min_part_ms: default_cut_min_part_ms(),
             junction_delay_ms: default_junction_delay_ms(),
             u_turn_penalty_m: default_u_turn_penalty_m(),
             candidate_gap_nats: default_candidate_gap_nats(),
@@ -212,6 +222,12 @@ impl MatchConfig {
             self.cut_interval_ms >= 0,
             format!("{prefix}.cut_interval_ms"),
             "must not be negative (0 never cuts)",
+        );
+        problems.check(
+            self.cut_min_part_ms >= 0
+                && (self.cut_interval_ms == 0 || self.cut_min_part_ms * 2 <= self.cut_interval_ms),
+            format!("{prefix}.cut_min_part_ms"),
+            "must be between 0 and half of cut_interval_ms",
         );
         problems.check(
             self.junction_delay_ms >= 0,

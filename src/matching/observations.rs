@@ -25,7 +25,13 @@
 //! where the next part is), the part
 //! after it `CONTINUED`; every part on the segment a trace started on keeps `PARTIAL_START`
 //! (a re-match after a restart starts the trace at another point, and rebuilds those parts
-//! otherwise). So each observation lies within one interval, and a window aggregate whose windows
+//! otherwise). A cut that would leave a part shorter than `MatchConfig::cut_min_part_ms` on
+//! either side is not made: the traversal stays whole across that boundary (credited by its
+//! midpoint), because a part of a second or two is all noise (a few metres of GPS error over
+//! a second's time) and, alone in a window, is what the window would publish. Whether the
+//! part after a cut is long enough is known only later, so a cut waits (`Pending`) until the
+//! vehicle is still on the segment that long after it, or is dropped when it leaves sooner.
+//! Otherwise each observation lies within one interval, and a window aggregate whose windows
 //! are made of whole intervals credits every second a vehicle spent on a segment, and the
 //! distance it covered then, to the window it happened in: a vehicle queued for three minutes
 //! gives three slow observations in three windows, each as soon as its interval is over,
@@ -78,6 +84,19 @@ struct Open {
     /// Farthest offset reached: noise that steps back and forth does not add distance.
     reach_m: f64,
     flags: u32,
+    /// A cut made but not yet known to leave a long enough part after it.
+    pending: Option<Pending>,
+}
+
+/// A cut waiting for the part after it to reach `cut_min_part_ms` (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Pending {
+    at_ms: f64,
+    /// Where the vehicle was at the cut.
+    at_m: f64,
+    /// Farthest offset reached since the cut.
+    reach_m: f64,
+    crossing_flags: u32,
 }
 
 /// Speed assumed on a segment whose speed limit is not a positive number.
@@ -176,6 +195,8 @@ pub struct ObservationBuilder {
     last_ts_ms: i64,
     /// Cut the open observation at every multiple of this (epoch ms); 0: never.
     cut_interval_ms: i64,
+    /// No cut leaves a part shorter than this on either side.
+    cut_min_part_ms: f64,
     /// The time a stretch's model gives each segment change it crosses (see
     /// [`StretchTiming`]).
     junction_delay_ms: f64,
@@ -190,11 +211,13 @@ impl ObservationBuilder {
     }
 
     /// A builder that cuts a traversal at every multiple of `cut_interval_ms` of event time
-    /// (0 never cuts) and splits the time between two points over the segments between them
-    /// with `junction_delay_ms` per segment change (see the module docs).
-    pub fn with_timing(cut_interval_ms: i64, junction_delay_ms: f64) -> Self {
+    /// (0 never cuts) unless a part would be shorter than `cut_min_part_ms`, and splits the
+    /// time between two points over the segments between them with `junction_delay_ms` per
+    /// segment change (see the module docs).
+    pub fn with_timing(cut_interval_ms: i64, cut_min_part_ms: i64, junction_delay_ms: f64) -> Self {
         Self {
             cut_interval_ms: cut_interval_ms.max(0),
+            cut_min_part_ms: cut_min_part_ms.max(0) as f64,
             junction_delay_ms: if junction_delay_ms.is_finite() {
                 junction_delay_ms.max(0.0)
             } else {
@@ -212,6 +235,7 @@ impl ObservationBuilder {
             start_m: offset_m,
             reach_m: offset_m,
             flags: observation_flags::PARTIAL_START,
+            pending: None,
         });
         self.last_ts_ms = ts_ms;
     }
@@ -254,6 +278,7 @@ impl ObservationBuilder {
                 start_m: piece.start_m,
                 reach_m: piece.start_m,
                 flags: 0,
+                pending: None,
             });
             let last = i + 1 == pieces.len();
             let piece_ms = timing.piece_ms(graph, piece, last);
@@ -278,15 +303,21 @@ impl ObservationBuilder {
                     1.0
                 };
                 let at_m = piece.start_m + (piece.end_m - piece.start_m) * share;
-                self.cut(graph, vehicle_id, cut, at_m, crossing_flags, out);
+                self.settle(graph, vehicle_id, cut, false, out);
+                self.cut(cut, at_m, crossing_flags);
+                self.settle(graph, vehicle_id, cut, false, out);
                 next_cut_ms = cut_ms.checked_add(self.cut_interval_ms);
             }
             if let Some(open) = self.open.as_mut() {
                 open.reach_m = open.reach_m.max(piece.end_m);
+                if let Some(pending) = open.pending.as_mut() {
+                    pending.reach_m = pending.reach_m.max(piece.end_m);
+                }
             }
             piece_start_ms = piece_end_ms;
             if let Some(next) = pieces.get(i + 1) {
                 let at_ms = piece_end_ms;
+                self.settle(graph, vehicle_id, at_ms, true, out);
                 let next_id = graph.segment(next.segment).segment_id;
                 self.close(graph, vehicle_id, at_ms, Some(next_id), crossing_flags, out);
                 self.open = Some(Open {
@@ -295,55 +326,83 @@ impl ObservationBuilder {
                     start_m: next.start_m,
                     reach_m: next.start_m,
                     flags: crossing_flags,
+                    pending: None,
                 });
                 entered = true;
             }
         }
+        self.settle(graph, vehicle_id, to_ms as f64, false, out);
         self.last_ts_ms = to_ms;
         entered
     }
 
-    /// Cuts the open observation at `at_ms`, where the vehicle is at `at_m` on it: closes
-    /// the part so far (`CONTINUES`) and opens the rest (`CONTINUED`) from there. Nothing
-    /// when no time passed on the open observation.
-    fn cut(
+    /// Cuts the open observation at `at_ms`, where the vehicle is at `at_m` on it, unless the
+    /// part before would be shorter than `cut_min_part_ms`: the cut waits in `pending` for
+    /// [`Self::settle`] to make or drop it.
+    fn cut(&mut self, at_ms: f64, at_m: f64, crossing_flags: u32) {
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        if at_ms <= open.enter_ms || at_ms - open.enter_ms < self.cut_min_part_ms {
+            return;
+        }
+        open.pending = Some(Pending {
+            at_ms,
+            at_m,
+            reach_m: at_m,
+            crossing_flags,
+        });
+    }
+
+    /// The vehicle is on the open segment until `now_ms` (and leaves it then when `leaving`):
+    /// makes a pending cut that now has a part at least `cut_min_part_ms` long after it, and
+    /// drops one that cannot have it. Making it closes the part before the cut (`CONTINUES`)
+    /// and opens the rest (`CONTINUED`) from there.
+    fn settle(
         &mut self,
         graph: &RoadGraph,
         vehicle_id: &str,
-        at_ms: f64,
-        at_m: f64,
-        crossing_flags: u32,
+        now_ms: f64,
+        leaving: bool,
         out: &mut Vec<SegmentObservation>,
     ) {
         let Some(open) = self.open.as_mut() else {
             return;
         };
-        if at_ms <= open.enter_ms {
+        let Some(pending) = open.pending else {
+            return;
+        };
+        if now_ms - pending.at_ms < self.cut_min_part_ms {
+            if leaving {
+                open.pending = None;
+            }
             return;
         }
         // The part's distance is from where the vehicle was seen at the last cut (or the
-        // entry) to where it is seen now, so the parts of a traversal add up to it, and a
-        // standing vehicle's noise does not move it on (a step back gives 0 and is made up
-        // by the next part).
-        open.reach_m = at_m;
+        // entry) to where it was seen at this one, so the parts of a traversal add up to it,
+        // and a standing vehicle's noise does not move it on (a step back gives 0 and is made
+        // up by the next part).
+        open.pending = None;
+        open.reach_m = pending.at_m;
         // The rest of the segment a trace started on stays `PARTIAL_START`: a re-match from
         // another first point rebuilds it otherwise (a different farthest offset).
         let rest = Open {
             segment: open.segment,
-            enter_ms: at_ms,
-            start_m: at_m,
-            reach_m: at_m,
+            enter_ms: pending.at_ms,
+            start_m: pending.at_m,
+            reach_m: pending.reach_m,
             flags: observation_flags::CONTINUED
-                | crossing_flags
+                | pending.crossing_flags
                 | (open.flags & observation_flags::PARTIAL_START),
+            pending: None,
         };
         let segment_id = graph.segment(rest.segment).segment_id;
         self.close(
             graph,
             vehicle_id,
-            at_ms,
+            pending.at_ms,
             Some(segment_id),
-            observation_flags::CONTINUES | crossing_flags,
+            observation_flags::CONTINUES | pending.crossing_flags,
             out,
         );
         self.open = Some(rest);
@@ -352,6 +411,7 @@ impl ObservationBuilder {
     /// The trace ends at the last point: the vehicle was not seen leaving the segment.
     pub fn end(&mut self, graph: &RoadGraph, vehicle_id: &str, out: &mut Vec<SegmentObservation>) {
         let at_ms = self.last_ts_ms as f64;
+        self.settle(graph, vehicle_id, at_ms, true, out);
         self.close(
             graph,
             vehicle_id,

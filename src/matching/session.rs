@@ -577,6 +577,7 @@ impl Matcher {
                     matcher: VehicleMatcher::new(),
                     builder: ObservationBuilder::with_timing(
                         self.core.config.cut_interval_ms,
+                        self.core.config.cut_min_part_ms,
                         self.core.config.junction_delay_ms as f64,
                     ),
                     last: None,
