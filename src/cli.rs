@@ -244,7 +244,17 @@ struct ReplayArgs {
 pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(a) => run(&a.config),
-        Command::Validate(a) => validate(&[a.config, a.configs].concat()),
+        Command::Validate(a) => {
+            // A file named twice (`--config a.toml a.toml`) is checked once, not found to
+            // clash with itself.
+            let mut paths: Vec<PathBuf> = Vec::new();
+            for path in a.config.into_iter().chain(a.configs) {
+                if !paths.contains(&path) {
+                    paths.push(path);
+                }
+            }
+            validate(&paths)
+        }
         Command::Graph(g) => graph_command(g),
         Command::Generate(a) => generate(a),
         Command::Replay(a) => replay(a),
@@ -303,12 +313,17 @@ fn validate(paths: &[PathBuf]) -> Result<()> {
         });
         match clash {
             Some((other, first)) => {
-                *result = Err(format!(
-                    "invalid configuration (1 problem(s)):\n  - telemetry.listen: {addr} is also \
-                     bound by {} ({other}); give one of them another port (e.g. \
-                     PIPELINE__TELEMETRY__LISTEN=127.0.0.1:PORT) to run them side by side",
-                    first.display()
-                ))
+                let problem = config::Problem {
+                    key: "telemetry.listen".into(),
+                    message: format!(
+                        "{addr} is also bound by {} ({other}); give one of them another port \
+                         (e.g. PIPELINE__TELEMETRY__LISTEN=127.0.0.1:PORT) to run them side \
+                         by side",
+                        first.display()
+                    ),
+                    origin: None,
+                };
+                *result = Err(config::ConfigError::Invalid(vec![problem]).to_string());
             }
             None => bound.push((addr, path)),
         }
@@ -866,6 +881,7 @@ fn sum<S>(counts: &[(S, u64)]) -> u64 {
 }
 
 fn render(a: RenderArgs) -> Result<()> {
+    use pipeline::render::{format_utc, WindowChoice};
     // A wrong extension is a usage error, reported before any file is read.
     pipeline::render::Format::from_path(&a.out).map_err(|e| UsageError(e.to_string()))?;
     let graph = open_graph(&a.graph, &ImportConfig::default())?;
@@ -876,7 +892,6 @@ fn render(a: RenderArgs) -> Result<()> {
         estimator: a.estimator,
     };
     let (selection, drawn) = pipeline::render::render_file(&graph, &speeds, &options, &a.out)?;
-    use pipeline::render::{format_utc, WindowChoice};
     let choice = match selection.choice {
         WindowChoice::Requested => String::new(),
         WindowChoice::LatestComplete { skipped_start_ms } => format!(

@@ -129,25 +129,28 @@ fn validate_topology(config: &PipelineConfig, undecoded: &Undecoded, problems: &
             problem(format!("edge {from} -> {to} is listed twice"));
         }
         let (from_name, from_port) = split_endpoint(from);
-        if undecoded.contains_key(from_name) {
-            // Its own problems are reported; what it emits is unknown.
-        } else if config.sinks.contains_key(from_name) {
-            problem(format!("`{from}` is a sink: sinks have no outputs"));
-        } else if !config.sources.contains_key(from_name) && !config.stages.contains_key(from_name)
-        {
-            problem(format!("`{from}` is not a source or stage"));
-        } else if config.output_kind(from).is_none() {
-            problem(format!(
-                "`{from_name}` has no output port `{}`",
-                from_port.unwrap_or_default()
-            ));
+        // A component that did not decode has its problems reported already, and what it
+        // emits or takes is unknown: edges naming it are not checked against it.
+        if !undecoded.contains_key(from_name) {
+            if config.sinks.contains_key(from_name) {
+                problem(format!("`{from}` is a sink: sinks have no outputs"));
+            } else if !config.sources.contains_key(from_name)
+                && !config.stages.contains_key(from_name)
+            {
+                problem(format!("`{from}` is not a source or stage"));
+            } else if config.output_kind(from).is_none() {
+                problem(format!(
+                    "`{from_name}` has no output port `{}`",
+                    from_port.unwrap_or_default()
+                ));
+            }
         }
-        if undecoded.contains_key(to.as_str()) {
-            // As above.
-        } else if config.sources.contains_key(to) {
-            problem(format!("`{to}` is a source: sources have no inputs"));
-        } else if !config.stages.contains_key(to) && !config.sinks.contains_key(to) {
-            problem(format!("`{to}` is not a stage or sink"));
+        if !undecoded.contains_key(to.as_str()) {
+            if config.sources.contains_key(to) {
+                problem(format!("`{to}` is a source: sources have no inputs"));
+            } else if !config.stages.contains_key(to) && !config.sinks.contains_key(to) {
+                problem(format!("`{to}` is not a stage or sink"));
+            }
         }
         if let (Some(kind), Some(stage)) = (config.output_kind(from), config.stages.get(to)) {
             if kind != stage.input_kind() {
