@@ -1,6 +1,7 @@
 # The two commands a new user needs: `make run` (the demo job, no broker) and `make test`.
-# Builds go to a cache outside the clone; a cold build works too.
-export CARGO_TARGET_DIR ?= $(HOME)/.cache/pipeline-target
+# Builds go where a plain `cargo build` puts them: ./target, or $CARGO_TARGET_DIR when set
+# (CI sets it to a cache outside the clone, see .ci/run), so cargo and make share one build.
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
 CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug/pipeline
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/pipeline
@@ -95,7 +96,7 @@ dirty: build
 	$(BIN) replay --graph $(DATA)/grid.graph --input $(DATA)/dirty.parquet \
 	    --out-dir $(OUT)/dirty --config $(DATA)/dirty-replay.toml --report
 
-# Soak (issue 8), not part of CI: the whole chain at a fixed input rate for SOAK_MINUTES
+# Soak, not part of CI: the whole chain at a fixed input rate for SOAK_MINUTES
 # (default 20) with churning vehicles, RSS sampled into out/soak/MODE/rss.csv, and one
 # summary line with the warm RSS slope. SOAK_OVERLOAD=10 offers 10× the calibrated
 # capacity instead. Settings: see scripts/soak.sh.

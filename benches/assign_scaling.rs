@@ -1,8 +1,8 @@
 //! The assign stage alone (`AssignStage`: shard, match on the rayon pool, merge, sort,
-//! evict), fed the same batches with 1 and 2 workers, and the ratio, which issue 3 wants
-//! ≥ 1.8×. Also the ceiling: the same shards matched by bare `Matcher`s on scoped threads
-//! with no merge, sort or eviction, so the stage's own overhead shows apart from what the
-//! machine allows. No decode, clean or sinks are involved, unlike `pipeline replay`.
+//! evict), fed the same batches with 1 and 2 workers, and the ratio, which the
+//! map-matching performance work wants ≥ 1.8×. Also the ceiling: the same shards matched
+//! by bare `Matcher`s on scoped threads with no merge, sort or eviction, so the stage's own
+//! overhead shows apart from what the machine allows. No decode, clean or sinks are involved, unlike `pipeline replay`.
 //!
 //! The machine this runs on may be shared, and then wall-clock ratios say more about the
 //! other load than about the code. So each run also reads the CPU time of every thread

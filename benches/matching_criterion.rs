@@ -1,4 +1,4 @@
-//! Criterion bench of map-matching throughput on one core (issue 3's published figure):
+//! Criterion bench of map-matching throughput on one core (the published figure):
 //! probes/s of `Matcher::push` then `flush_all` over pre-generated traffic (r = 50 m,
 //! σ_noise = 5 m, sampled every 1 s and 5 s), a fresh matcher (cold route cache) per
 //! iteration, at k = 8 (the target's setting) and k = 16 (the default). Generation and the matcher's construction are outside the timing.

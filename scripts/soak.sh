@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak test (issue 8): runs the whole chain (generator with vehicle churn → clean → assign →
+# Soak test: runs the whole chain (generator with vehicle churn → clean → assign →
 # aggregate → Parquet) at a fixed input rate for SOAK_MINUTES, samples the process RSS every
 # SOAK_SAMPLE_S seconds into a CSV and prints the least-squares RSS slope over the warm part.
 # With SOAK_OVERLOAD=N it first measures what the pipeline sustains unpaced (calibration),

@@ -47,8 +47,10 @@ pub struct Cli {
 enum Command {
     /// Run the pipeline a config describes, until its sources end or SIGINT/SIGTERM.
     Run(ConfigArg),
-    /// Check a config (layers, types, topology) without touching the network.
-    Validate(ConfigArg),
+    /// Check configs (layers, types, topology, that the graph opens) without touching the
+    /// network; every problem of every file is listed, and so is a metrics port that two of
+    /// the files bind.
+    Validate(ValidateArgs),
     /// Build, inspect and export road graphs.
     #[command(subcommand)]
     Graph(GraphCommand),
@@ -87,14 +89,16 @@ struct RenderArgs {
     /// Road graph (.graph or an OSM extract) the speeds were computed on.
     #[arg(long)]
     graph: PathBuf,
-    /// Speeds Parquet file (as `replay` or a Parquet sink writes it).
-    #[arg(long)]
-    speeds: PathBuf,
+    /// Speeds Parquet: files, directories (every *.parquet inside) or globs (quote them), as
+    /// `replay` or a Parquet sink writes them, e.g. a rolling sink's 'out/speeds-*.parquet'.
+    #[arg(long, required = true, num_args = 1..)]
+    speeds: Vec<String>,
     /// Output picture: .png or .svg.
     #[arg(long)]
     out: PathBuf,
     /// Draw the latest window starting at or before this time (epoch ms); default: the
-    /// latest window.
+    /// latest complete window (the last window present may be partial and is left out
+    /// unless it is the only one).
     #[arg(long = "window-start-ms")]
     window_start_ms: Option<i64>,
     /// Estimator to draw (default: the first name in sort order).
@@ -103,6 +107,17 @@ struct RenderArgs {
     /// Picture width in pixels; the height follows the map.
     #[arg(long = "width-px", default_value_t = 1000)]
     width_px: u32,
+}
+
+#[derive(Args, Debug)]
+struct ValidateArgs {
+    /// The TOML config files, e.g. `pipelines/*.toml` (environment variables
+    /// PIPELINE__SECTION__KEY override each of them).
+    #[arg(required_unless_present = "config")]
+    configs: Vec<PathBuf>,
+    /// A config file, as for `run` (the same as giving it as an argument; repeatable).
+    #[arg(long)]
+    config: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -229,7 +244,17 @@ struct ReplayArgs {
 pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(a) => run(&a.config),
-        Command::Validate(a) => validate(&a.config),
+        Command::Validate(a) => {
+            // A file named twice (`--config a.toml a.toml`) is checked once, not found to
+            // clash with itself.
+            let mut paths: Vec<PathBuf> = Vec::new();
+            for path in a.config.into_iter().chain(a.configs) {
+                if !paths.contains(&path) {
+                    paths.push(path);
+                }
+            }
+            validate(&paths)
+        }
         Command::Graph(g) => graph_command(g),
         Command::Generate(a) => generate(a),
         Command::Replay(a) => replay(a),
@@ -263,37 +288,102 @@ fn open_graph(path: &Path, import: &ImportConfig) -> Result<Arc<RoadGraph>> {
     Ok(Arc::new(graph))
 }
 
-fn validate(path: &Path) -> Result<()> {
-    let c = load_config(path)?;
-    // Beyond the pure checks: a graph the config names that exists must open (a `.graph`
-    // file is mapped and checked whole; an OSM extract only has to be a readable file, since
-    // importing it is the work of `run`). One that does not exist yet (built later, as by
-    // `make run`) is only warned about.
-    if let Some(graph) = c.graph.path.as_deref().map(Path::new) {
-        let opened = if !graph.exists() {
-            eprintln!(
-                "warning: graph.path {} does not exist (yet); `run` needs it",
-                graph.display()
-            );
-            Ok(())
-        } else if graph.extension().is_some_and(|e| e == "graph") {
-            RoadGraph::open(graph, &c.graph.import)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        } else {
-            readable_file(graph)
+fn validate(paths: &[PathBuf]) -> Result<()> {
+    let env = config::process_env();
+    let mut results: Vec<std::result::Result<PipelineConfig, String>> = paths
+        .iter()
+        .map(|path| {
+            config::load_checked(Some(path), &env, check_graph_opens).map_err(|e| e.to_string())
+        })
+        .collect();
+    // Two configs that bind one metrics port cannot run side by side: the second one's HTTP
+    // server fails to start.
+    let mut bound: Vec<(std::net::SocketAddr, &Path)> = Vec::new();
+    for (path, result) in paths.iter().zip(&mut results) {
+        let Ok(c) = result else { continue };
+        let Ok(addr) = c.telemetry.listen.parse::<std::net::SocketAddr>() else {
+            continue;
         };
-        opened.map_err(|e| UsageError(format!("graph.path: {e}")))?;
+        let clash = bound.iter().find(|(other, _)| {
+            addr.port() != 0
+                && other.port() == addr.port()
+                && (other.ip() == addr.ip()
+                    || other.ip().is_unspecified()
+                    || addr.ip().is_unspecified())
+        });
+        match clash {
+            Some((other, first)) => {
+                let problem = config::Problem {
+                    key: "telemetry.listen".into(),
+                    message: format!(
+                        "{addr} is also bound by {} ({other}); give one of them another port \
+                         (e.g. PIPELINE__TELEMETRY__LISTEN=127.0.0.1:PORT) to run them side \
+                         by side",
+                        first.display()
+                    ),
+                    origin: None,
+                };
+                *result = Err(config::ConfigError::Invalid(vec![problem]).to_string());
+            }
+            None => bound.push((addr, path)),
+        }
     }
-    say!(
-        "{}: ok ({} source(s), {} stage(s), {} sink(s), {} edge(s))",
-        path.display(),
-        c.sources.len(),
-        c.stages.len(),
-        c.sinks.len(),
-        c.edges.len()
-    );
+    let mut failed = 0;
+    for (path, result) in paths.iter().zip(&results) {
+        match result {
+            Ok(c) => say!(
+                "{}: ok ({} source(s), {} stage(s), {} sink(s), {} edge(s))",
+                path.display(),
+                c.sources.len(),
+                c.stages.len(),
+                c.sinks.len(),
+                c.edges.len()
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("{}: {e}", path.display());
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(UsageError(format!(
+            "{failed} of {} config file(s) have problems",
+            paths.len()
+        ))
+        .into());
+    }
     Ok(())
+}
+
+/// `validate`'s check beyond the pure ones: the graph the config names must open, as `run`
+/// will open it (a relative path from the current directory). A `.graph` file is mapped and
+/// checked whole; an OSM extract only has to be a readable file, since importing it is the
+/// work of `run`.
+fn check_graph_opens(c: &PipelineConfig, problems: &mut config::Problems) {
+    let Some(graph) = c.graph.path.as_deref().map(Path::new) else {
+        return;
+    };
+    let opened = if !graph.exists() {
+        Err(format!(
+            "{} does not exist{}; build it with `pipeline graph build`, or name an .osm.pbf \
+             extract",
+            graph.display(),
+            if graph.is_relative() {
+                " (a relative path is read from the current directory)"
+            } else {
+                ""
+            }
+        ))
+    } else if graph.extension().is_some_and(|e| e == "graph") {
+        RoadGraph::open(graph, &c.graph.import)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    } else {
+        readable_file(graph)
+    };
+    if let Err(e) = opened {
+        problems.push("graph.path", e);
+    }
 }
 
 /// Whether `path` is a regular file this process can read.
@@ -646,6 +736,7 @@ fn replay(a: ReplayArgs) -> Result<()> {
         ]),
         sinks,
         edges,
+        edge_entries: Vec::new(),
         graph: config::GraphConfig {
             path: Some(a.graph.display().to_string()),
             ..base.graph
@@ -790,6 +881,7 @@ fn sum<S>(counts: &[(S, u64)]) -> u64 {
 }
 
 fn render(a: RenderArgs) -> Result<()> {
+    use pipeline::render::{format_utc, WindowChoice};
     // A wrong extension is a usage error, reported before any file is read.
     pipeline::render::Format::from_path(&a.out).map_err(|e| UsageError(e.to_string()))?;
     let graph = open_graph(&a.graph, &ImportConfig::default())?;
@@ -800,13 +892,25 @@ fn render(a: RenderArgs) -> Result<()> {
         estimator: a.estimator,
     };
     let (selection, drawn) = pipeline::render::render_file(&graph, &speeds, &options, &a.out)?;
+    let choice = match selection.choice {
+        WindowChoice::Requested => String::new(),
+        WindowChoice::LatestComplete { skipped_start_ms } => format!(
+            ", the latest complete one; the last window, from {}, may be partial: \
+             --window-start-ms {skipped_start_ms} draws it",
+            format_utc(skipped_start_ms)
+        ),
+        WindowChoice::OnlyPartial => {
+            ", the only one, which may be partial: the data spans less than a window".into()
+        }
+    };
     say!(
-        "drew {} of {} segments with a speed ({} estimator, window {} to {}) into {} ({}x{} px)",
+        "drew {} of {} segments with a speed ({} estimator, window {} to {}{choice}) into {} \
+         ({}x{} px)",
         drawn.with_speed,
         drawn.segments,
         selection.estimator,
-        pipeline::render::format_utc(selection.window_start_ms),
-        pipeline::render::format_utc(selection.window_end_ms),
+        format_utc(selection.window_start_ms),
+        format_utc(selection.window_end_ms),
         a.out.display(),
         drawn.width_px,
         drawn.height_px

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::connector::parquet::{expand_paths, ParquetError};
 use crate::graph::RoadGraph;
 use crate::record::{ArrowRecord, SegmentSpeed};
 
@@ -25,8 +26,10 @@ pub enum RenderError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(transparent)]
+    Paths(#[from] ParquetError),
     #[error("{0} holds no speed rows")]
-    NoSpeeds(PathBuf),
+    NoSpeeds(String),
     #[error("no window starts at or before {requested_ms} ms; windows start from {first_ms} to {last_ms} ms")]
     NoWindow {
         requested_ms: i64,
@@ -79,7 +82,8 @@ impl Format {
 pub struct RenderOptions {
     /// Picture width; the height follows the map's aspect ratio (within limits).
     pub width_px: u32,
-    /// Draw the latest window starting at or before this time; `None`: the latest window.
+    /// Draw the latest window starting at or before this time; `None`: the latest complete
+    /// window (see [`select`]).
     pub window_start_ms: Option<i64>,
     /// Which estimator's rows; `None`: the first name in sort order.
     pub estimator: Option<String>,
@@ -118,8 +122,21 @@ pub fn colour(speed_mps: f64, limit_kmh: f64) -> &'static str {
         .map_or(CLASSES[CLASSES.len() - 1].1, |c| c.1)
 }
 
-/// Reads every row of a speeds Parquet file (our own schema).
-pub fn read_speeds(path: &Path) -> Result<Vec<SegmentSpeed>, RenderError> {
+/// Reads every row of speeds Parquet files (our own schema): files, directories (every
+/// `*.parquet` inside) or globs, expanded as the Parquet source expands them, so the numbered
+/// files of a rolling sink (`speeds-*.parquet`) are read together.
+pub fn read_speeds(patterns: &[String]) -> Result<Vec<SegmentSpeed>, RenderError> {
+    let mut rows = Vec::new();
+    for input in expand_paths(patterns)? {
+        read_speeds_file(&input.path, &mut rows)?;
+    }
+    if rows.is_empty() {
+        return Err(RenderError::NoSpeeds(patterns.join(", ")));
+    }
+    Ok(rows)
+}
+
+fn read_speeds_file(path: &Path, rows: &mut Vec<SegmentSpeed>) -> Result<(), RenderError> {
     let err = |source: Box<dyn std::error::Error + Send + Sync>| RenderError::Read {
         path: path.to_path_buf(),
         source,
@@ -128,15 +145,24 @@ pub fn read_speeds(path: &Path) -> Result<Vec<SegmentSpeed>, RenderError> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.build())
         .map_err(|e| err(e.into()))?;
-    let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| err(e.into()))?;
         rows.extend(SegmentSpeed::from_record_batch(&batch).map_err(|e| err(e.into()))?);
     }
-    if rows.is_empty() {
-        return Err(RenderError::NoSpeeds(path.to_path_buf()));
-    }
-    Ok(rows)
+    Ok(())
+}
+
+/// How the window drawn was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowChoice {
+    /// The latest window starting at or before the time asked for.
+    Requested,
+    /// The latest complete window; the last window present, starting at `skipped_start_ms`,
+    /// may be partial and was left out.
+    LatestComplete { skipped_start_ms: i64 },
+    /// No window is known to be complete (the data spans less than one window): the last
+    /// one, which may be partial.
+    OnlyPartial,
 }
 
 /// The rows drawn: one window and one estimator, the latest revision of each segment.
@@ -144,13 +170,20 @@ pub fn read_speeds(path: &Path) -> Result<Vec<SegmentSpeed>, RenderError> {
 pub struct Selection {
     pub window_start_ms: i64,
     pub window_end_ms: i64,
+    pub choice: WindowChoice,
     pub estimator: String,
     /// segment_id → speed, m/s.
     pub speeds: BTreeMap<u64, f64>,
 }
 
-/// Picks the window (latest start at or before `options.window_start_ms`, else the latest)
-/// and the estimator, and keeps the latest revision per segment.
+/// Picks the window and the estimator, and keeps the latest revision per segment.
+///
+/// The window is the latest one starting at or before `options.window_start_ms`, or by
+/// default the latest *complete* one. The records carry no completeness flag, and the last
+/// window present is often partial: `replay` flushes its open windows when the input ends,
+/// and a live aggregate's output can be read while data for it still arrives. A window is
+/// taken as complete when the data goes on past its end, i.e. when the last window present
+/// starts at or after its end (with tumbling windows: every window but the last).
 pub fn select(rows: &[SegmentSpeed], options: &RenderOptions) -> Result<Selection, RenderError> {
     let mut names: Vec<&str> = rows.iter().map(|r| &*r.estimator).collect();
     names.sort_unstable();
@@ -171,16 +204,30 @@ pub fn select(rows: &[SegmentSpeed], options: &RenderOptions) -> Result<Selectio
         starts().min().unwrap_or_default(),
         starts().max().unwrap_or_default(),
     );
-    let window_start_ms = match options.window_start_ms {
-        None => last_ms,
-        Some(t) => starts()
-            .filter(|s| *s <= t)
+    let (window_start_ms, choice) = match options.window_start_ms {
+        Some(t) => (
+            starts()
+                .filter(|s| *s <= t)
+                .max()
+                .ok_or(RenderError::NoWindow {
+                    requested_ms: t,
+                    first_ms,
+                    last_ms,
+                })?,
+            WindowChoice::Requested,
+        ),
+        None => of_estimator()
+            .filter(|r| r.window_end_ms <= last_ms)
+            .map(|r| r.window_start_ms)
             .max()
-            .ok_or(RenderError::NoWindow {
-                requested_ms: t,
-                first_ms,
-                last_ms,
-            })?,
+            .map_or((last_ms, WindowChoice::OnlyPartial), |start| {
+                (
+                    start,
+                    WindowChoice::LatestComplete {
+                        skipped_start_ms: last_ms,
+                    },
+                )
+            }),
     };
     let mut latest: BTreeMap<u64, &SegmentSpeed> = BTreeMap::new();
     for r in of_estimator().filter(|r| r.window_start_ms == window_start_ms) {
@@ -197,6 +244,7 @@ pub fn select(rows: &[SegmentSpeed], options: &RenderOptions) -> Result<Selectio
     Ok(Selection {
         window_start_ms,
         window_end_ms,
+        choice,
         estimator,
         speeds: latest
             .into_iter()

@@ -341,6 +341,91 @@ fn config_errors_exit_2_and_name_the_key_and_origin() {
     );
 }
 
+/// Regression: a file with seven mistakes took four rounds of `pipeline validate` to show
+/// them all. One run lists all seven (golden output in `testdata/validate/`;
+/// `UPDATE_GOLDEN=1 cargo test --test cli seven` rewrites it after an intended change).
+#[test]
+fn seven_mistakes_in_one_config_are_reported_in_one_run() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/validate");
+    let out = bin()
+        .current_dir(&dir)
+        .args(["validate", "seven_mistakes.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let golden = dir.join("seven_mistakes.stderr");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, stderr.as_bytes()).unwrap();
+    }
+    assert_eq!(stderr, std::fs::read_to_string(&golden).unwrap());
+    assert!(stderr.contains("(7 problem(s))"), "{stderr}");
+}
+
+/// Regression: a graph that did not exist was only warned about, with exit status 0, while
+/// the README says `validate` checks that the graph opens.
+#[test]
+fn a_missing_graph_is_a_validation_error() {
+    let city = City::new();
+    let config = generator_config(city.dir.path(), &city.path("absent.graph"), "");
+    let out = bin()
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_exit(&out, 2, &["graph.path", "absent.graph does not exist"]);
+    // Relative to the current directory, as `run` reads it.
+    let config = generator_config(city.dir.path(), Path::new("city.graph"), "");
+    run_ok(
+        bin()
+            .current_dir(city.dir.path())
+            .args(["validate", "--config"])
+            .arg(&config),
+    );
+}
+
+/// Two configs given to one `validate` that bind one metrics port cannot run side by side.
+#[test]
+fn two_configs_binding_one_metrics_port_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |name: &str, listen: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "edges = [\"in -> out\"]\n[telemetry]\nlisten = \"{listen}\"\n\
+                 [sources.in]\ntype = \"parquet\"\npaths = [\"x.parquet\"]\n\
+                 [sinks.out]\ntype = \"ndjson\"\npath = \"-\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let a = config("a.toml", "127.0.0.1:9950");
+    let b = config("b.toml", "0.0.0.0:9950");
+    let c = config("c.toml", "127.0.0.1:9951");
+    let out = bin().arg("validate").args([&a, &b, &c]).output().unwrap();
+    assert_exit(
+        &out,
+        2,
+        &[
+            "b.toml",
+            "telemetry.listen",
+            "also bound by",
+            "a.toml",
+            "1 of 3",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("a.toml: ok") && stdout.contains("c.toml: ok"),
+        "{stdout}"
+    );
+    // Each alone is fine, and so are two on distinct ports.
+    run_ok(bin().arg("validate").args([&a, &c]));
+    run_ok(bin().args(["validate", "--config"]).arg(&b));
+}
+
 #[test]
 fn missing_mapped_column_names_the_file_and_column() {
     let city = City::new();
@@ -541,8 +626,20 @@ fn every_example_config_validates_and_the_embedded_ones_run() {
         .collect();
     configs.sort();
     assert!(configs.len() >= 3);
+
+    let city = City::new();
+    let data = city.path("data");
+    std::fs::create_dir(&data).unwrap();
+    // Long enough that windows meet the publication rule without the first segment of
+    // each trace (PARTIAL_START, not counted).
+    city.generate(&data.join("probes.parquet"), 20, 120);
+    std::fs::copy(&city.graph, data.join("helsinki.graph")).unwrap();
+
+    // From a directory holding the graph they name (data/helsinki.graph), as `make run`
+    // leaves it.
     for config in &configs {
         let out = bin()
+            .current_dir(city.dir.path())
             .arg("validate")
             .arg("--config")
             .arg(config)
@@ -555,14 +652,30 @@ fn every_example_config_validates_and_the_embedded_ones_run() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-
-    let city = City::new();
-    let data = city.path("data");
-    std::fs::create_dir(&data).unwrap();
-    // Long enough that windows meet the publication rule without the first segment of
-    // each trace (PARTIAL_START, not counted).
-    city.generate(&data.join("probes.parquet"), 20, 120);
-    std::fs::copy(&city.graph, data.join("helsinki.graph")).unwrap();
+    // The Kafka and Kinesis examples run side by side on one host: no two bind one port.
+    // Exactly the README's command, from a directory laid out like the clone after
+    // `make run`.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(root.join("pipelines"), city.path("pipelines")).unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_pipeline")).parent().unwrap();
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let stdout = run_ok(
+        Command::new("sh")
+            .current_dir(city.dir.path())
+            .env("PATH", path)
+            .env("PIPELINE_LOG", "warn")
+            .args([
+                "-c",
+                "pipeline validate pipelines/kafka-*.toml pipelines/kinesis-*.toml",
+            ]),
+    );
+    assert!(
+        stdout.lines().filter(|l| l.contains(": ok")).count() >= 8,
+        "{stdout}"
+    );
     let run = |name: &str, extra: &[(&str, &str)]| {
         let mut cmd = bin();
         cmd.current_dir(city.dir.path())

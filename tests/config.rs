@@ -134,10 +134,17 @@ fn every_problem_is_reported_at_once() {
         );
     let (_, list) = problems(&text, &[]);
     let keys: Vec<&str> = list.iter().map(|p| p.key.as_str()).collect();
-    // Decode errors (unknown field, unknown type) come first; the semantic ones follow once
-    // every component decodes.
-    assert!(keys.contains(&"sinks.out.bogus"), "{keys:?}");
-    assert!(keys.contains(&"sinks.spare.type"), "{keys:?}");
+    // Decode errors (unknown field, unknown type) and the semantic ones of the components
+    // that decoded, in one run.
+    assert_eq!(
+        keys,
+        [
+            "sinks.out.bogus",
+            "sinks.spare.type",
+            "sources.fleet.vehicles",
+            "stages.clean.max_speed_mps"
+        ]
+    );
     let (_, list) = problems(
         &VALID
             .replace("vehicles = 10", "vehicles = 0")
@@ -156,6 +163,69 @@ fn every_problem_is_reported_at_once() {
     assert_eq!(
         list[0].origin.as_deref(),
         Some("environment variable PIPELINE__RUNTIME__CHANNEL_CAPACITY_BATCHES")
+    );
+}
+
+/// Regression: serde stops at a table's first error, so a file with several mistakes in one
+/// table took one `validate` round per mistake.
+#[test]
+fn every_unknown_key_and_bad_value_of_one_table_is_reported() {
+    let text = VALID
+        .replace(
+            "vehicles = 10",
+            "vehicles = \"ten\"\nvehicules = 10\nseed = -1\nspeed = 3",
+        )
+        .replace("edges =", "colour = \"blue\"\nedges =");
+    let (_, list) = problems(&text, &[]);
+    let keys: Vec<&str> = list.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "colour",
+            "sources.fleet.seed",
+            "sources.fleet.speed",
+            "sources.fleet.vehicles",
+            "sources.fleet.vehicules",
+        ],
+        "{list:?}"
+    );
+}
+
+/// Regression: a badly typed shared setting made the whole file undecodable, hiding every
+/// problem of the components.
+#[test]
+fn a_badly_typed_shared_setting_does_not_hide_the_components_problems() {
+    let (_, list) = problems(
+        &VALID.replace("type = \"clean\"", "type = \"clean\"\nmax_speed_mps = -1.0"),
+        &[("PIPELINE__RUNTIME__SHUTDOWN_TIMEOUT_MS", "soon")],
+    );
+    let keys: Vec<&str> = list.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["runtime.shutdown_timeout_ms", "stages.clean.max_speed_mps"]
+    );
+}
+
+/// Regression: a problem in a chain ("a -> b -> c") was keyed by its hop's index after the
+/// chains were expanded (`edges[2]` in a file with two entries).
+#[test]
+fn a_problem_in_a_chain_names_the_entry_written_and_the_hop() {
+    let text = VALID
+        .replace(
+            "edges = [\"fleet -> clean -> out\"]",
+            "edges = [\"fleet -> clean\", \"clean -> spare -> out\"]",
+        )
+        .replace(
+            "[sinks.out]",
+            "[sinks.spare]\ntype = \"ndjson\"\npath = \"spare.ndjson\"\n\n[sinks.out]",
+        );
+    let (_, list) = problems(&text, &[]);
+    let rendered: Vec<String> = list.iter().map(|p| p.to_string()).collect();
+    assert_eq!(list.len(), 1, "{rendered:?}");
+    assert!(
+        rendered[0]
+            .starts_with("edges[1]: hop 2 of 2 of the chain (`spare -> out`): `spare` is a sink"),
+        "{rendered:?}"
     );
 }
 

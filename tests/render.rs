@@ -1,8 +1,9 @@
 //! `pipeline render` end to end on a generated city grid and generated speeds: a golden PNG
 //! compared by pixel statistics (share of each legend colour, mean brightness), not bytes,
 //! so a font or anti-aliasing change does not break it; the SVG's structure (one path per
-//! segment, coloured by its speed against its limit, a legend); window selection; and a
-//! usage error for an unknown extension.
+//! segment, coloured by its speed against its limit, a legend); window selection (by
+//! default the latest complete window, not a partial last one); speeds read from a glob or
+//! a directory of rolled files; and a usage error for an unknown extension.
 //!
 //! The golden picture is `testdata/render/grid.png`; `UPDATE_GOLDEN=1 cargo test --test
 //! render` rewrites it after an intended change.
@@ -20,6 +21,8 @@ use pipeline::render::{colour, CLASSES, NO_DATA};
 
 const W1: i64 = 1_700_000_000_000;
 const W2: i64 = W1 + 60_000;
+/// The last window, partial: the data ends inside it.
+const W3: i64 = W2 + 60_000;
 
 fn grid() -> RoadGraph {
     synthetic_grid(5, 5, 200.0, 60.17, 24.94)
@@ -27,9 +30,10 @@ fn grid() -> RoadGraph {
         .expect("grid builds")
 }
 
-/// Speeds for two windows: in the later one, segment k (in index order) runs at a ratio of
+/// Speeds for three windows: in the second, segment k (in index order) runs at a ratio of
 /// its limit that cycles through every legend class, and every seventh has no row; in the
-/// earlier one every segment runs at its limit.
+/// first every segment runs at its limit; the third, partial, has a few segments at a fifth
+/// of their limit.
 fn speeds(graph: &RoadGraph) -> Vec<SegmentSpeed> {
     let ratios = [1.0, 0.7, 0.5, 0.2];
     let estimator: std::borrow::Cow<'static, str> = "space_mean".into();
@@ -55,6 +59,9 @@ fn speeds(graph: &RoadGraph) -> Vec<SegmentSpeed> {
         if k % 7 != 6 {
             rows.push(row(W2, limit_mps * ratios[k % 4]));
         }
+        if k % 5 == 0 {
+            rows.push(row(W3, limit_mps * 0.2));
+        }
     }
     rows
 }
@@ -73,11 +80,7 @@ impl Fixture {
         let graph = grid();
         graph.write(root.join("grid.graph")).expect("graph written");
         let rows = speeds(&graph);
-        let batch = SegmentSpeed::to_record_batch(&rows).expect("batch");
-        let file = std::fs::File::create(root.join("speeds.parquet")).expect("create");
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
-        writer.write(&batch).expect("write");
-        writer.close().expect("close");
+        write_speeds(&root.join("speeds.parquet"), &rows);
         Self {
             _dir: dir,
             root,
@@ -91,12 +94,16 @@ impl Fixture {
     }
 
     fn render(&self, out: &str, extra: &[&str]) -> std::process::Output {
+        self.render_speeds(&self.path("speeds.parquet"), out, extra)
+    }
+
+    fn render_speeds(&self, speeds: &Path, out: &str, extra: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_pipeline"))
             .arg("render")
             .arg("--graph")
             .arg(self.path("grid.graph"))
             .arg("--speeds")
-            .arg(self.path("speeds.parquet"))
+            .arg(speeds)
             .arg("--out")
             .arg(self.path(out))
             .args(extra)
@@ -104,6 +111,14 @@ impl Fixture {
             .output()
             .expect("run pipeline render")
     }
+}
+
+fn write_speeds(path: &Path, rows: &[SegmentSpeed]) {
+    let batch = SegmentSpeed::to_record_batch(rows).expect("batch");
+    let file = std::fs::File::create(path).expect("create");
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
 }
 
 fn hex(c: &str) -> [u8; 3] {
@@ -232,6 +247,90 @@ fn svg_has_one_coloured_path_per_segment_and_a_legend() {
         stdout.contains(&format!("of {} segments", f.graph.len())),
         "{stdout}"
     );
+}
+
+/// Regression: the demo drew its partial last window (1 746 samples against 6 000–8 000 in a
+/// full one). By default the latest complete window is drawn, and the output says which
+/// window was left out and how to draw it.
+#[test]
+fn the_default_window_is_the_latest_complete_one_not_the_partial_last() {
+    let f = Fixture::new();
+    let out = f.render("default.svg", &["--width-px", "400"]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "2023-11-14 22:14:20 UTC to 2023-11-14 22:15:20 UTC, the latest complete one"
+        ) && stdout.contains(&format!("--window-start-ms {W3} draws it")),
+        "{stdout}"
+    );
+    let svg = std::fs::read_to_string(f.path("default.svg")).expect("svg");
+    let w2 = segment_strokes(&svg);
+
+    // Asked for, the partial window is drawn: a fifth of the limit where it has a row.
+    let out = f.render(
+        "last.svg",
+        &["--width-px", "400", "--window-start-ms", &W3.to_string()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let svg = std::fs::read_to_string(f.path("last.svg")).expect("svg");
+    let w3 = segment_strokes(&svg);
+    let red = CLASSES[3].1;
+    let partial: Vec<u64> = f
+        .rows
+        .iter()
+        .filter(|r| r.window_start_ms == W3)
+        .map(|r| r.segment_id)
+        .collect();
+    assert!(!partial.is_empty());
+    assert!(partial.iter().all(|id| w3[id] == red), "{w3:?}");
+    assert!(w3.values().filter(|c| *c != NO_DATA).count() == partial.len());
+    assert_ne!(w2, w3);
+
+    // Data shorter than a window: the only window is drawn, and said to be partial.
+    let only: Vec<SegmentSpeed> = f
+        .rows
+        .iter()
+        .filter(|r| r.window_start_ms == W3)
+        .cloned()
+        .collect();
+    write_speeds(&f.path("only.parquet"), &only);
+    let out = f.render_speeds(&f.path("only.parquet"), "only.svg", &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the only one, which may be partial"));
+}
+
+/// Regression: `render` took one file only and failed on the numbered files a rolling
+/// Parquet sink writes (`speeds-00000.parquet`, …). A glob and a directory read them all,
+/// as the Parquet source reads its paths.
+#[test]
+fn speeds_are_read_from_a_glob_or_a_directory_of_rolled_files() {
+    let f = Fixture::new();
+    let rolled = f.path("rolled");
+    std::fs::create_dir(&rolled).expect("mkdir");
+    let (first, rest) = f.rows.split_at(f.rows.len() / 3);
+    let (second, third) = rest.split_at(rest.len() / 2);
+    for (k, part) in [first, second, third].into_iter().enumerate() {
+        write_speeds(&rolled.join(format!("speeds-{k:05}.parquet")), part);
+    }
+    let one = f.render("one.svg", &["--width-px", "400"]);
+    assert!(one.status.success(), "{one:?}");
+    let want = std::fs::read_to_string(f.path("one.svg")).expect("svg");
+    for (speeds, out) in [
+        (rolled.join("speeds-*.parquet"), "glob.svg"),
+        (rolled.clone(), "dir.svg"),
+    ] {
+        let got = f.render_speeds(&speeds, out, &["--width-px", "400"]);
+        assert!(got.status.success(), "{got:?}");
+        assert_eq!(
+            std::fs::read_to_string(f.path(out)).expect("svg"),
+            want,
+            "{out}"
+        );
+    }
+    let none = f.render_speeds(&rolled.join("nothing-*.parquet"), "none.svg", &[]);
+    assert_eq!(none.status.code(), Some(1), "{none:?}");
+    assert!(String::from_utf8_lossy(&none.stderr).contains("nothing-*.parquet"));
 }
 
 #[test]

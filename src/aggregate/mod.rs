@@ -320,8 +320,8 @@ impl<C: SegmentCatalog> Aggregator<C> {
     /// The start of the oldest window held (epoch ms): open, or closed but still taking
     /// late data within the allowed lateness; `None` when none is held. An observation whose
     /// event time is before it feeds no window that can still be emitted or revised: this is
-    /// what an at-least-once source may commit up to (DESIGN §3, "Recovery of aggregate
-    /// state"). Closed windows count, because a revision must hold all of the window's
+    /// what an at-least-once source may commit up to (ARCHITECTURE.md, "Delivery, recovery,
+    /// determinism"). Closed windows count, because a revision must hold all of the window's
     /// data: after a restart from the committed offset, every window held here is rebuilt
     /// whole (and re-emitted with the same values), never from its tail alone.
     pub fn oldest_window_start_ms(&self) -> Option<i64> {

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::model::{PipelineConfig, Sections, SinkConfig, SourceConfig, StageConfig};
 use super::problems::{Problem, Problems};
-use super::validate::validate;
+use super::validate::{validate, validate_partial, Undecoded};
 
 const DEFAULTS_TOML: &str = include_str!("defaults.toml");
 const ENV_PREFIX: &str = "PIPELINE";
@@ -44,11 +44,28 @@ pub fn load(
     file: Option<&Path>,
     env: &BTreeMap<String, String>,
 ) -> Result<PipelineConfig, ConfigError> {
-    let (config, provenance) = load_layers(file, env)?;
-    let mut problems = Problems::new();
-    validate(&config, &mut problems);
+    load_checked(file, env, |_, _| {})
+}
+
+/// [`load`], plus `extra` checks on the decoded configuration (e.g. that the files it names
+/// open), whose problems are listed with every other one. The validation and `extra` run
+/// on as much as decoded: a component whose table has problems of its own is left out, and
+/// edges naming it are not blamed for that.
+pub fn load_checked(
+    file: Option<&Path>,
+    env: &BTreeMap<String, String>,
+    extra: impl FnOnce(&PipelineConfig, &mut Problems),
+) -> Result<PipelineConfig, ConfigError> {
+    let (decoded, provenance) = load_layers(file, env)?;
+    let mut problems = decoded.problems;
+    if let Some(config) = &decoded.config {
+        validate_partial(config, &decoded.undecoded, &mut problems);
+        extra(config, &mut problems);
+    }
     provenance.fail_if_any(problems)?;
-    Ok(config)
+    decoded
+        .config
+        .ok_or_else(|| ConfigError::Invalid(Vec::new()))
 }
 
 /// Loads the layers and decodes them, without the topology checks: for commands such as
@@ -57,7 +74,19 @@ pub fn load_unvalidated(
     file: Option<&Path>,
     env: &BTreeMap<String, String>,
 ) -> Result<PipelineConfig, ConfigError> {
-    Ok(load_layers(file, env)?.0)
+    let (decoded, provenance) = load_layers(file, env)?;
+    provenance.fail_if_any(decoded.problems)?;
+    decoded
+        .config
+        .ok_or_else(|| ConfigError::Invalid(Vec::new()))
+}
+
+/// What decoding the merged layers gave: the configuration, unless its shared sections
+/// failed; the components left out of it because their tables failed; and every problem.
+struct Decoded {
+    config: Option<PipelineConfig>,
+    undecoded: Undecoded,
+    problems: Problems,
 }
 
 /// Validates a configuration built in code.
@@ -74,7 +103,7 @@ pub fn check(config: &PipelineConfig) -> Result<(), ConfigError> {
 fn load_layers(
     file: Option<&Path>,
     env: &BTreeMap<String, String>,
-) -> Result<(PipelineConfig, Provenance), ConfigError> {
+) -> Result<(Decoded, Provenance), ConfigError> {
     let file_text = match file {
         Some(path) => Some(
             std::fs::read_to_string(path).map_err(|e| ConfigError::File {
@@ -119,47 +148,147 @@ fn load_layers(
             origin: None,
         }])
     })?;
-    let mut problems = Problems::new();
-    let config = decode(value, &mut problems);
-    provenance.fail_if_any(problems)?;
-    match config {
-        Some(config) => Ok((config, provenance)),
-        None => Err(ConfigError::Invalid(Vec::new())),
-    }
+    Ok((decode(value), provenance))
 }
 
-/// Deserialises `value` into `T`, recording any error under `prefix` with the exact key.
+/// One step of the path to a value: a table key or a list index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// Deserialises `value` into `T`, recording every error under `prefix` with its exact key.
+///
+/// After an unknown key or a badly typed value the key is taken out (or, when `defaults`
+/// has it, set to its built-in default) and decoding goes on, so one run lists every such
+/// problem of the table, not only the first. It stops at a missing required field (one taken
+/// out here is not reported twice) and at an error it cannot take out (a bad list element),
+/// since nothing after it can be checked. Returns the value only if the last attempt decoded;
+/// the load fails anyway when anything was recorded. The table's problems are recorded in
+/// key order: the order serde meets them depends on the merged map's, which is not fixed.
 fn decode_at<T: DeserializeOwned>(
     value: serde_json::Value,
     prefix: &str,
+    defaults: Option<&serde_json::Value>,
     problems: &mut Problems,
 ) -> Option<T> {
-    serde_path_to_error::deserialize::<_, T>(value)
-        .map_err(|e| {
-            let path = e.path().to_string();
-            let mut key = if path == "." || path.is_empty() {
-                prefix.to_string()
-            } else if prefix.is_empty() {
-                path
-            } else {
-                format!("{prefix}.{path}")
-            };
-            let message = e.into_inner().to_string();
-            // Make sure an unknown field's name ends the key, whichever way the error put it.
-            if let Some(field) = message
-                .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split('`').next())
-                .filter(|field| !key.ends_with(field))
-            {
-                key = if key.is_empty() {
-                    field.to_string()
-                } else {
-                    format!("{key}.{field}")
-                };
+    let mut found = Vec::new();
+    let decoded = decode_collecting(value, prefix, defaults, &mut found);
+    found.sort();
+    for (key, message) in found {
+        problems.push(key, message);
+    }
+    decoded
+}
+
+fn decode_collecting<T: DeserializeOwned>(
+    mut value: serde_json::Value,
+    prefix: &str,
+    defaults: Option<&serde_json::Value>,
+    problems: &mut Vec<(String, String)>,
+) -> Option<T> {
+    let mut taken_out: Vec<Vec<Step>> = Vec::new();
+    // Each pass takes out one key, so a table has fewer passes than keys; the bound is a
+    // guard against a deserialiser reporting the same path forever.
+    for _ in 0..MAX_DECODE_PASSES {
+        let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(decoded) => return Some(decoded),
+            Err(e) => e,
+        };
+        let mut steps = Vec::new();
+        let mut exact = true;
+        for segment in error.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Map { key } => steps.push(Step::Key(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => steps.push(Step::Index(*index)),
+                _ => exact = false,
             }
-            problems.push(key, message);
-        })
-        .ok()
+        }
+        let message = error.into_inner().to_string();
+        let field = |prefix: &str| {
+            message
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split('`').next())
+                .map(str::to_string)
+        };
+        if let Some(missing) = field("missing field `") {
+            steps.push(Step::Key(missing));
+            if !taken_out.contains(&steps) {
+                problems.push((dotted(prefix, &steps), message));
+            }
+            return None;
+        }
+        // Make sure an unknown field's name ends the path, whichever way the error put it.
+        if let Some(unknown) = field("unknown field `") {
+            if steps.last() != Some(&Step::Key(unknown.clone())) {
+                steps.push(Step::Key(unknown));
+            }
+        }
+        problems.push((dotted(prefix, &steps), message));
+        let default = defaults.and_then(|d| lookup(d, &steps)).cloned();
+        if !exact || taken_out.contains(&steps) || !take_out(&mut value, &steps, default) {
+            return None;
+        }
+        taken_out.push(steps);
+    }
+    None
+}
+
+/// Passes of [`decode_collecting`] over one table at most.
+const MAX_DECODE_PASSES: usize = 1000;
+
+/// `prefix.a.b[2].c`
+fn dotted(prefix: &str, steps: &[Step]) -> String {
+    let mut key = prefix.to_string();
+    for step in steps {
+        match step {
+            Step::Key(k) if key.is_empty() => key.push_str(k),
+            Step::Key(k) => {
+                key.push('.');
+                key.push_str(k);
+            }
+            Step::Index(i) => key.push_str(&format!("[{i}]")),
+        }
+    }
+    key
+}
+
+fn lookup<'a>(value: &'a serde_json::Value, steps: &[Step]) -> Option<&'a serde_json::Value> {
+    steps.iter().try_fold(value, |v, step| match step {
+        Step::Key(k) => v.get(k),
+        Step::Index(i) => v.get(i),
+    })
+}
+
+/// Takes the table key at `steps` out of `value`, or sets it to `default`. A list element
+/// is not taken out (the indices after it would shift and the keys reported would be wrong).
+fn take_out(
+    value: &mut serde_json::Value,
+    steps: &[Step],
+    default: Option<serde_json::Value>,
+) -> bool {
+    let Some((Step::Key(last), parents)) = steps.split_last() else {
+        return false;
+    };
+    let mut table = value;
+    for step in parents {
+        let next = match step {
+            Step::Key(k) => table.get_mut(k),
+            Step::Index(i) => table.get_mut(i),
+        };
+        match next {
+            Some(v) => table = v,
+            None => return false,
+        }
+    }
+    let Some(object) = table.as_object_mut() else {
+        return false;
+    };
+    match default {
+        Some(d) => object.insert(last.clone(), d).is_some(),
+        None => object.remove(last).is_some(),
+    }
 }
 
 /// Splits `{type = "x", …}` into the type name and the rest.
@@ -199,20 +328,27 @@ fn component_type(
 
 /// Decodes every `[section.NAME]` table; its `type` picks the variant that `decode_variant`
 /// builds from the rest of the table (with `prefix` = `section.NAME` for error keys).
+/// A table that does not decode goes into `undecoded` instead.
 fn decode_section<T>(
-    section: &str,
+    section: &'static str,
     tables: BTreeMap<String, serde_json::Value>,
     types: &[&str],
-    problems: &mut Problems,
+    d: &mut Decoded,
     decode_variant: impl Fn(&str, serde_json::Value, &str, &mut Problems) -> Option<T>,
 ) -> BTreeMap<String, T> {
     let mut decoded = BTreeMap::new();
     for (name, table) in tables {
-        let Some((t, rest)) = component_type(section, &name, table, types, problems) else {
-            continue;
-        };
-        if let Some(c) = decode_variant(&t, rest, &format!("{section}.{name}"), problems) {
-            decoded.insert(name, c);
+        let component =
+            component_type(section, &name, table, types, &mut d.problems).and_then(|(t, rest)| {
+                decode_variant(&t, rest, &format!("{section}.{name}"), &mut d.problems)
+            });
+        match component {
+            Some(c) => {
+                decoded.insert(name, c);
+            }
+            None => {
+                d.undecoded.insert(name, section);
+            }
         }
     }
     decoded
@@ -228,18 +364,29 @@ fn unhandled_type<T>(prefix: &str, t: &str, problems: &mut Problems) -> Option<T
     None
 }
 
-fn decode(value: serde_json::Value, problems: &mut Problems) -> Option<PipelineConfig> {
-    let sections: Sections = decode_at(value, "", problems)?;
+fn decode(value: serde_json::Value) -> Decoded {
+    let mut d = Decoded {
+        config: None,
+        undecoded: Undecoded::new(),
+        problems: Problems::new(),
+    };
+    // A badly typed shared setting falls back to its default, so the components are still
+    // decoded and checked.
+    let defaults = toml::from_str::<serde_json::Value>(DEFAULTS_TOML).ok();
+    let Some(sections) = decode_at::<Sections>(value, "", defaults.as_ref(), &mut d.problems)
+    else {
+        return d;
+    };
     let sources = decode_section(
         "sources",
         sections.sources,
         SourceConfig::TYPES,
-        problems,
+        &mut d,
         |t, rest, prefix, p| match t {
-            "parquet" => decode_at(rest, prefix, p).map(SourceConfig::Parquet),
-            "generator" => decode_at(rest, prefix, p).map(SourceConfig::Generator),
-            "kafka" => decode_at(rest, prefix, p).map(SourceConfig::Kafka),
-            "kinesis" => decode_at(rest, prefix, p).map(SourceConfig::Kinesis),
+            "parquet" => decode_at(rest, prefix, None, p).map(SourceConfig::Parquet),
+            "generator" => decode_at(rest, prefix, None, p).map(SourceConfig::Generator),
+            "kafka" => decode_at(rest, prefix, None, p).map(SourceConfig::Kafka),
+            "kinesis" => decode_at(rest, prefix, None, p).map(SourceConfig::Kinesis),
             other => unhandled_type(prefix, other, p),
         },
     );
@@ -247,11 +394,11 @@ fn decode(value: serde_json::Value, problems: &mut Problems) -> Option<PipelineC
         "stages",
         sections.stages,
         StageConfig::TYPES,
-        problems,
+        &mut d,
         |t, rest, prefix, p| match t {
-            "clean" => decode_at(rest, prefix, p).map(StageConfig::Clean),
-            "assign" => decode_at(rest, prefix, p).map(StageConfig::Assign),
-            "aggregate" => decode_at(rest, prefix, p).map(StageConfig::Aggregate),
+            "clean" => decode_at(rest, prefix, None, p).map(StageConfig::Clean),
+            "assign" => decode_at(rest, prefix, None, p).map(StageConfig::Assign),
+            "aggregate" => decode_at(rest, prefix, None, p).map(StageConfig::Aggregate),
             other => unhandled_type(prefix, other, p),
         },
     );
@@ -259,20 +406,21 @@ fn decode(value: serde_json::Value, problems: &mut Problems) -> Option<PipelineC
         "sinks",
         sections.sinks,
         SinkConfig::TYPES,
-        problems,
+        &mut d,
         |t, rest, prefix, p| match t {
-            "parquet" => decode_at(rest, prefix, p).map(SinkConfig::Parquet),
-            "ndjson" => decode_at(rest, prefix, p).map(SinkConfig::Ndjson),
-            "kafka" => decode_at(rest, prefix, p).map(SinkConfig::Kafka),
-            "kinesis" => decode_at(rest, prefix, p).map(SinkConfig::Kinesis),
+            "parquet" => decode_at(rest, prefix, None, p).map(SinkConfig::Parquet),
+            "ndjson" => decode_at(rest, prefix, None, p).map(SinkConfig::Ndjson),
+            "kafka" => decode_at(rest, prefix, None, p).map(SinkConfig::Kafka),
+            "kinesis" => decode_at(rest, prefix, None, p).map(SinkConfig::Kinesis),
             other => unhandled_type(prefix, other, p),
         },
     );
     let mut edges = Vec::new();
+    let mut edge_entries = Vec::new();
     for (i, chain) in sections.edges.iter().enumerate() {
         let names: Vec<&str> = chain.split("->").map(str::trim).collect();
         if names.len() < 2 || names.iter().any(|n| n.is_empty()) {
-            problems.push(
+            d.problems.push(
                 format!("edges[{i}]"),
                 format!("`{chain}` is not of the form \"a -> b\" (chains \"a -> b -> c\" allowed)"),
             );
@@ -280,9 +428,10 @@ fn decode(value: serde_json::Value, problems: &mut Problems) -> Option<PipelineC
         }
         for pair in names.windows(2) {
             edges.push((pair[0].to_string(), pair[1].to_string()));
+            edge_entries.push(i);
         }
     }
-    Some(PipelineConfig {
+    d.config = Some(PipelineConfig {
         runtime: sections.runtime,
         telemetry: sections.telemetry,
         graph: sections.graph,
@@ -290,7 +439,9 @@ fn decode(value: serde_json::Value, problems: &mut Problems) -> Option<PipelineC
         stages,
         sinks,
         edges,
-    })
+        edge_entries,
+    });
+    d
 }
 
 /// Where each key's value came from: an environment variable, the file, or the defaults.

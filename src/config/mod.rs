@@ -8,7 +8,7 @@ mod problems;
 mod secret;
 mod validate;
 
-pub use load::{check, load, load_unvalidated, process_env, ConfigError};
+pub use load::{check, load, load_checked, load_unvalidated, process_env, ConfigError};
 pub use model::{
     split_endpoint, GraphConfig, PipelineConfig, Port, RuntimeConfig, SinkConfig, SourceConfig,
     StageConfig, TelemetryConfig,

@@ -27,6 +27,10 @@ pub struct PipelineConfig {
     /// Directed edges `(from, to)`, parsed from `edges = ["a -> b -> c", …]`. `from` may
     /// name an output port: `assign.matched_points`.
     pub edges: Vec<(String, String)>,
+    /// For each of `edges`, the index of the `edges = [...]` entry it was written in (a chain
+    /// "a -> b -> c" gives two edges of one entry), so problems name the entry the user
+    /// wrote. Empty for a topology built in code.
+    pub edge_entries: Vec<usize>,
 }
 
 /// The sections that are not components; deserialised straight from the merged layers.

@@ -5,7 +5,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::model::{split_endpoint, PipelineConfig, SinkConfig, SourceConfig, StageConfig};
 use super::problems::Problems;
 
+/// Components whose tables did not decode, name → section: their own problems are already
+/// reported, so edges that name them are not checked against them.
+pub(crate) type Undecoded = BTreeMap<String, &'static str>;
+
 pub fn validate(config: &PipelineConfig, problems: &mut Problems) {
+    validate_partial(config, &Undecoded::new(), problems);
+}
+
+/// [`validate`] of a configuration some of whose components did not decode (`undecoded`).
+pub(crate) fn validate_partial(
+    config: &PipelineConfig,
+    undecoded: &Undecoded,
+    problems: &mut Problems,
+) {
     problems.check_count(
         config.runtime.channel_capacity_batches,
         1..=super::limits::MAX_CHANNEL_CAPACITY_BATCHES,
@@ -60,10 +73,30 @@ pub fn validate(config: &PipelineConfig, problems: &mut Problems) {
             SinkConfig::Kinesis(c) => c.validate(&prefix, problems),
         }
     }
-    validate_topology(config, problems);
+    validate_topology(config, undecoded, problems);
 }
 
-fn validate_topology(config: &PipelineConfig, problems: &mut Problems) {
+/// The key of edge `i`: the `edges` entry it was written in, and, for a chain of several
+/// hops, which hop it is (as a prefix for the message).
+fn edge_key(config: &PipelineConfig, i: usize) -> (String, String) {
+    let Some(&entry) = config.edge_entries.get(i) else {
+        return (format!("edges[{i}]"), String::new());
+    };
+    let hops = config.edge_entries.iter().filter(|e| **e == entry).count();
+    let hop = if hops > 1 {
+        let first = config.edge_entries.iter().position(|e| *e == entry);
+        let (from, to) = &config.edges[i];
+        format!(
+            "hop {} of {hops} of the chain (`{from} -> {to}`): ",
+            i + 1 - first.unwrap_or(i)
+        )
+    } else {
+        String::new()
+    };
+    (format!("edges[{entry}]"), hop)
+}
+
+fn validate_topology(config: &PipelineConfig, undecoded: &Undecoded, problems: &mut Problems) {
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     let sections = [
         ("sources", config.sources.keys().collect::<Vec<_>>()),
@@ -80,48 +113,51 @@ fn validate_topology(config: &PipelineConfig, problems: &mut Problems) {
             }
         }
     }
-    if config.sources.is_empty() {
+    let any_undecoded = |section: &str| undecoded.values().any(|s| *s == section);
+    if config.sources.is_empty() && !any_undecoded("sources") {
         problems.push("sources", "no source: a pipeline needs at least one");
     }
-    if config.sinks.is_empty() {
+    if config.sinks.is_empty() && !any_undecoded("sinks") {
         problems.push("sinks", "no sink: a pipeline needs at least one");
     }
 
     let mut unique = BTreeSet::new();
     for (i, (from, to)) in config.edges.iter().enumerate() {
-        let key = format!("edges[{i}]");
+        let (key, hop) = edge_key(config, i);
+        let mut problem = |message: String| problems.push(&key, format!("{hop}{message}"));
         if !unique.insert((from, to)) {
-            problems.push(&key, format!("edge {from} -> {to} is listed twice"));
+            problem(format!("edge {from} -> {to} is listed twice"));
         }
         let (from_name, from_port) = split_endpoint(from);
-        if config.sinks.contains_key(from_name) {
-            problems.push(&key, format!("`{from}` is a sink: sinks have no outputs"));
-        } else if !config.sources.contains_key(from_name) && !config.stages.contains_key(from_name)
-        {
-            problems.push(&key, format!("`{from}` is not a source or stage"));
-        } else if config.output_kind(from).is_none() {
-            problems.push(
-                &key,
-                format!(
+        // A component that did not decode has its problems reported already, and what it
+        // emits or takes is unknown: edges naming it are not checked against it.
+        if !undecoded.contains_key(from_name) {
+            if config.sinks.contains_key(from_name) {
+                problem(format!("`{from}` is a sink: sinks have no outputs"));
+            } else if !config.sources.contains_key(from_name)
+                && !config.stages.contains_key(from_name)
+            {
+                problem(format!("`{from}` is not a source or stage"));
+            } else if config.output_kind(from).is_none() {
+                problem(format!(
                     "`{from_name}` has no output port `{}`",
                     from_port.unwrap_or_default()
-                ),
-            );
+                ));
+            }
         }
-        if config.sources.contains_key(to) {
-            problems.push(&key, format!("`{to}` is a source: sources have no inputs"));
-        } else if !config.stages.contains_key(to) && !config.sinks.contains_key(to) {
-            problems.push(&key, format!("`{to}` is not a stage or sink"));
+        if !undecoded.contains_key(to.as_str()) {
+            if config.sources.contains_key(to) {
+                problem(format!("`{to}` is a source: sources have no inputs"));
+            } else if !config.stages.contains_key(to) && !config.sinks.contains_key(to) {
+                problem(format!("`{to}` is not a stage or sink"));
+            }
         }
         if let (Some(kind), Some(stage)) = (config.output_kind(from), config.stages.get(to)) {
             if kind != stage.input_kind() {
-                problems.push(
-                    &key,
-                    format!(
-                        "`{from}` emits {kind} records but `{to}` takes {}",
-                        stage.input_kind()
-                    ),
-                );
+                problem(format!(
+                    "`{from}` emits {kind} records but `{to}` takes {}",
+                    stage.input_kind()
+                ));
             }
         }
     }

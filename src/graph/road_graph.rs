@@ -52,12 +52,22 @@ impl RoadGraph {
 
     pub(crate) fn from_osm_data(data: OsmData, source: &Path) -> Result<RoadGraph, GraphError> {
         let (parts, stats) = build_parts(data, source)?;
-        if stats.pieces_missing_nodes > 0 || stats.malformed_elements > 0 {
+        if stats.pieces_missing_nodes > 0 {
+            // An extract clipped to a box keeps the ways that cross its edge but not their
+            // nodes outside it: only the pieces of road beyond the edge are lost.
             tracing::warn!(
                 source = %source.display(),
                 pieces_missing_nodes = stats.pieces_missing_nodes,
+                pieces = stats.pieces,
+                "left out road pieces (between two junctions) that use nodes the extract does \
+                 not contain: usually ways cut at the edge of a clipped extract"
+            );
+        }
+        if stats.malformed_elements > 0 {
+            tracing::warn!(
+                source = %source.display(),
                 malformed_elements = stats.malformed_elements,
-                "skipped parts of the OSM input"
+                "skipped OSM elements that do not parse or exceed graph.import's size limits"
             );
         }
         let words = file::encode(&parts);

@@ -1,5 +1,6 @@
-//! The pipeline's records (DESIGN §2): one Rust type each, one Arrow schema, and two wire
-//! encodings (JSON for people, protobuf from `schemas/pipeline.proto` for machines).
+//! The pipeline's records (ARCHITECTURE.md, "Records"): one Rust type each, one Arrow
+//! schema, and two wire encodings (JSON for people, protobuf from `schemas/pipeline.proto`
+//! for machines).
 //!
 //! Times are UTC epoch milliseconds. Segment ids are the graph's stable 63-bit ids.
 
