@@ -182,7 +182,9 @@ struct GenerateArgs {
     #[arg(long = "dirty-kinds", value_delimiter = ',')]
     dirty_kinds: Vec<DirtyKind>,
     /// Output format: Parquet, or NDJSON (one JSON payload per line, as a stream source
-    /// would receive it, e.g. to feed a topic with kcat). NDJSON cannot hold ms_as_s.
+    /// would receive it). NDJSON cannot hold ms_as_s. To put generated probes on a Kafka
+    /// topic, run `pipeline run --config pipelines/kafka-feed.toml` (the generator as a
+    /// source, a Kafka sink), or point a `parquet` source at this file.
     #[arg(long, value_enum, default_value_t = OutputFormat::Parquet)]
     format: OutputFormat,
     /// Output file of probes.

@@ -512,12 +512,25 @@ pub struct Stage {
 
 impl Stage {
     pub fn start(config: &Path, dir: &Path, env: &[(String, String)]) -> Self {
-        let name = config.display().to_string();
+        let args = [
+            "run".into(),
+            "--config".into(),
+            config.as_os_str().to_owned(),
+        ];
+        Self::command(&args, dir, env)
+    }
+
+    /// `pipeline ARGS` in `dir`, as a long-running stage (metrics on a free port).
+    pub fn command(args: &[std::ffi::OsString], dir: &Path, env: &[(String, String)]) -> Self {
+        let name = args
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
         let listen = free_addr();
         let child = bin()
             .current_dir(dir)
-            .args(["run", "--config"])
-            .arg(config)
+            .args(args)
             .env("PIPELINE__TELEMETRY__LISTEN", &listen)
             .env("PIPELINE_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (k, v)))
