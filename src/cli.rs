@@ -369,13 +369,24 @@ fn execute(
                 let stop = http_stop.clone();
                 let tap = topology.tap();
                 let tapping = tap.is_some();
-                let (bound, serve) =
-                    telemetry::http::bind_with_tap(addr, readiness.clone(), tap, async move {
-                        stop.cancelled().await
-                    })
-                    .await
-                    .with_context(|| format!("binding the HTTP endpoint {addr}"))?;
-                tracing::info!(%bound, tap = tapping, "serving /metrics, /healthz, /readyz, /tap");
+                let live = topology.live();
+                let live_map = live.is_some();
+                let (bound, serve) = telemetry::http::bind_with_tap(
+                    addr,
+                    readiness.clone(),
+                    tap,
+                    live,
+                    async move { stop.cancelled().await },
+                )
+                .await
+                .with_context(|| format!("binding the HTTP endpoint {addr}"))?;
+                tracing::info!(
+                    %bound,
+                    tap = tapping,
+                    live_map,
+                    "serving /metrics, /healthz, /readyz, /tap{}",
+                    if live_map { ", /speeds, /segments, /map" } else { "" }
+                );
                 Some(tokio::spawn(serve))
             }
             None => None,

@@ -141,29 +141,13 @@ fn overrides(
     (env, topics)
 }
 
-/// A directory laid out like a clone after `make run`: the shipped `pipelines/` and a map
-/// at `data/helsinki.graph` (here a grid city).
-fn checkout_like_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::os::unix::fs::symlink(root.join("pipelines"), dir.path().join("pipelines"))
-        .expect("pipelines/");
-    std::fs::create_dir(dir.path().join("data")).expect("data/");
-    pipeline::graph::osm_writer::synthetic_grid(8, 8, 150.0, 60.17, 24.94)
-        .build_graph(&pipeline::graph::ImportConfig::default())
-        .expect("grid builds")
-        .write(dir.path().join("data/helsinki.graph"))
-        .expect("graph written");
-    dir
-}
-
 /// Runs the stage commands, then the feeder to its end, and waits until the speeds on the
 /// walk-through's `speeds` topic stop changing; returns them.
 async fn run_walk_through(stages: &[Vec<String>], feed: &[Vec<String>]) -> chain::Speeds {
     let _serial = chain::one_at_a_time().await;
     let brokers = chain::brokers().expect("a broker (CI is set for this test)");
     let nonce = chain::nonce();
-    let dir = checkout_like_dir();
+    let dir = chain::checkout_like_dir();
     let mut started = Vec::new();
     for (i, command) in stages.iter().chain(feed).enumerate() {
         let (env, topics) = overrides(&dir.path().join(config_of(command)), &brokers, &nonce);
