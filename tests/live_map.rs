@@ -11,13 +11,14 @@
 
 #[path = "common/chain.rs"]
 mod chain;
+#[path = "common/pixels.rs"]
+mod pixels;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 
 use pipeline::render::{colour, CLASSES};
-use resvg::tiny_skia::Pixmap;
 use serde_json::Value;
 
 use chain::Stage;
@@ -45,30 +46,6 @@ fn speeds(stage: &Stage, query: &str) -> Option<Value> {
         (200, body) => serde_json::from_str(&body).ok(),
         _ => None,
     }
-}
-
-fn hex(c: &str) -> [u8; 3] {
-    let v = u32::from_str_radix(c.trim_start_matches('#'), 16).unwrap_or(0);
-    [(v >> 16) as u8, (v >> 8) as u8, v as u8]
-}
-
-/// Share of the pixels of each legend class colour.
-fn class_shares(png: &Path) -> Vec<f64> {
-    let pixmap = Pixmap::load_png(png).expect("a PNG");
-    let palette: Vec<[u8; 3]> = CLASSES.iter().map(|c| hex(c.1)).collect();
-    let mut counts = vec![0usize; palette.len()];
-    for p in pixmap.pixels() {
-        let rgb = [p.red(), p.green(), p.blue()];
-        if let Some(k) = palette.iter().position(|c| {
-            c.iter()
-                .zip(rgb)
-                .all(|(a, b)| (i16::from(*a) - i16::from(b)).abs() <= 6)
-        }) {
-            counts[k] += 1;
-        }
-    }
-    let n = pixmap.pixels().len().max(1) as f64;
-    counts.iter().map(|c| *c as f64 / n).collect()
 }
 
 /// Whether a headless Chromium is here (None, after saying so, outside CI).
@@ -194,7 +171,8 @@ fn live_map_serves_the_latest_windows_as_geojson_and_a_page_a_browser_draws() {
             .output()
             .expect("run chromium");
         assert!(png.exists(), "no screenshot: {out:?}");
-        let shares = class_shares(&png);
+        let (mut shares, _, _) = pixels::pixel_stats(&png);
+        shares.truncate(CLASSES.len());
         eprintln!("classes in the data {per_class:?}, pixel shares {shares:?}");
         // Roads cover a few % of the picture: the coloured classes are drawn, each class
         // that holds a fifth of the segments visibly.

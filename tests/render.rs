@@ -1,8 +1,9 @@
 //! `pipeline render` end to end on a generated city grid and generated speeds: a golden PNG
 //! compared by pixel statistics (share of each legend colour, mean brightness), not bytes,
 //! so a font or anti-aliasing change does not break it; the SVG's structure (one path per
-//! segment, coloured by its speed against its limit, a legend); window selection; and a
-//! usage error for an unknown extension.
+//! segment, coloured by its speed against its limit, a legend); window selection; a usage
+//! error for an unknown extension; and the picture of `make run`'s demo fleet (its
+//! `generate` flags, on a grid city), which congestion must put in orange and red.
 //!
 //! The golden picture is `testdata/render/grid.png`; `UPDATE_GOLDEN=1 cargo test --test
 //! render` rewrites it after an intended change.
@@ -12,11 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use parquet::arrow::ArrowWriter;
-use resvg::tiny_skia::Pixmap;
 
 use pipeline::graph::{osm_writer::synthetic_grid, ImportConfig, RoadGraph};
 use pipeline::record::{ArrowRecord, SegmentSpeed};
 use pipeline::render::{colour, CLASSES, NO_DATA};
+
+#[path = "common/pixels.rs"]
+mod pixels;
+use pixels::pixel_stats;
 
 const W1: i64 = 1_700_000_000_000;
 const W2: i64 = W1 + 60_000;
@@ -104,41 +108,6 @@ impl Fixture {
             .output()
             .expect("run pipeline render")
     }
-}
-
-fn hex(c: &str) -> [u8; 3] {
-    let v = u32::from_str_radix(c.trim_start_matches('#'), 16).unwrap_or(0);
-    [(v >> 16) as u8, (v >> 8) as u8, v as u8]
-}
-
-/// Share of pixels of each legend colour (the four classes, then no-data), and the mean
-/// brightness of the picture.
-fn pixel_stats(png: &Path) -> (Vec<f64>, f64, (u32, u32)) {
-    let pixmap = Pixmap::load_png(png).expect("a PNG");
-    let palette: Vec<[u8; 3]> = CLASSES
-        .iter()
-        .map(|c| hex(c.1))
-        .chain(std::iter::once(hex(NO_DATA)))
-        .collect();
-    let mut counts = vec![0usize; palette.len()];
-    let mut brightness = 0.0;
-    for p in pixmap.pixels() {
-        let rgb = [p.red(), p.green(), p.blue()];
-        brightness += rgb.iter().map(|v| f64::from(*v)).sum::<f64>() / 3.0;
-        if let Some(k) = palette.iter().position(|c| {
-            c.iter()
-                .zip(rgb)
-                .all(|(a, b)| (i16::from(*a) - i16::from(b)).abs() <= 6)
-        }) {
-            counts[k] += 1;
-        }
-    }
-    let n = pixmap.pixels().len() as f64;
-    (
-        counts.iter().map(|c| *c as f64 / n).collect(),
-        brightness / n,
-        (pixmap.width(), pixmap.height()),
-    )
 }
 
 #[test]

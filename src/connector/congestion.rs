@@ -231,18 +231,7 @@ impl Congestion {
 
 /// A junction: the segment's end offers more than one way on (U-turns aside).
 fn is_junction(graph: &RoadGraph, index: u32) -> bool {
-    let current = graph.segment(index);
-    graph
-        .successors(index)
-        .iter()
-        .filter(|s| {
-            let next = graph.segment(**s);
-            !(next.osm_way_id == current.osm_way_id
-                && next.from_node_id == current.to_node_id
-                && next.to_node_id == current.from_node_id)
-        })
-        .count()
-        > 1
+    super::generator::onward_successors(graph, index).count() > 1
 }
 
 /// Two uniforms in [0, 1) from (seed, segment id): splitmix64 twice.

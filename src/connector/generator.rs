@@ -581,20 +581,20 @@ mod churn {
     }
 }
 
-fn choose_successor(graph: &RoadGraph, vehicle: &mut Vehicle) -> Option<u32> {
-    let current = graph.segment(vehicle.segment);
-    let successors = graph.successors(vehicle.segment);
-    let is_u_turn = |s: &u32| {
+/// The successors of segment `index` but an immediate U-turn (back along the same way).
+pub(super) fn onward_successors(graph: &RoadGraph, index: u32) -> impl Iterator<Item = u32> + '_ {
+    let current = graph.segment(index);
+    graph.successors(index).iter().copied().filter(move |s| {
         let next = graph.segment(*s);
-        next.osm_way_id == current.osm_way_id
+        !(next.osm_way_id == current.osm_way_id
             && next.from_node_id == current.to_node_id
-            && next.to_node_id == current.from_node_id
-    };
-    let onward: Vec<u32> = successors
-        .iter()
-        .copied()
-        .filter(|s| !is_u_turn(s))
-        .collect();
+            && next.to_node_id == current.from_node_id)
+    })
+}
+
+fn choose_successor(graph: &RoadGraph, vehicle: &mut Vehicle) -> Option<u32> {
+    let successors = graph.successors(vehicle.segment);
+    let onward: Vec<u32> = onward_successors(graph, vehicle.segment).collect();
     let options: &[u32] = if onward.is_empty() {
         successors
     } else {
