@@ -30,15 +30,24 @@ impl Readiness {
     }
 }
 
+/// A response: status, content type, body.
+type Answer = (StatusCode, [(HeaderName, &'static str); 1], String);
+
+/// The `key=value` pairs of a request's query string.
+fn query_params(uri: &Uri) -> Vec<(&str, &str)> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect()
+}
+
 /// Default and largest wait of one `/tap` request.
 const TAP_TIMEOUT_MS: (u64, u64) = (10_000, 60_000);
 
 /// `/tap`: waits until `limit` records (default 10) passed the edge or `timeout_ms`
 /// elapsed, then answers with what it got, one JSON object per line.
-async fn tap(
-    tap: Option<Arc<Tap>>,
-    uri: Uri,
-) -> (StatusCode, [(HeaderName, &'static str); 1], String) {
+async fn tap(tap: Option<Arc<Tap>>, uri: Uri) -> Answer {
     let text = |status, body: String| (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], body);
     let Some(tap) = tap else {
         return text(
@@ -46,12 +55,7 @@ async fn tap(
             "the record tap is off: set `telemetry.tap = true` in the config\n".into(),
         );
     };
-    let params: Vec<(&str, &str)> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .collect();
+    let params = query_params(&uri);
     let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
     let Some(edge) = param("edge") else {
         return text(
@@ -89,8 +93,6 @@ async fn tap(
     )
 }
 
-type Answer = (StatusCode, [(HeaderName, &'static str); 1], String);
-
 /// `/speeds`, `/segments` and `/map`: what `live` holds, or 404 when the live view is off.
 fn live_view(live: Option<&LiveSpeeds>, path: &str, uri: &Uri) -> Answer {
     let answer = |status, kind, body| (status, [(CONTENT_TYPE, kind)], body);
@@ -106,12 +108,7 @@ fn live_view(live: Option<&LiveSpeeds>, path: &str, uri: &Uri) -> Answer {
         "/segments" => answer(StatusCode::OK, geojson, live.segments_geojson().to_string()),
         "/map" => answer(StatusCode::OK, "text/html; charset=utf-8", MAP_HTML.into()),
         _ => {
-            let params: Vec<(&str, &str)> = uri
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .collect();
+            let params = query_params(uri);
             let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
             let bbox = match param("bbox").map(|b| b.replace("%2C", ",").parse::<Bbox>()) {
                 None => None,
