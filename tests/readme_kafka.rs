@@ -142,8 +142,12 @@ fn overrides(
 }
 
 /// Runs the stage commands, then the feeder to its end, and waits until the speeds on the
-/// walk-through's `speeds` topic stop changing; returns them.
-async fn run_walk_through(stages: &[Vec<String>], feed: &[Vec<String>]) -> chain::Speeds {
+/// walk-through's `speeds` topic stop changing; stops the stages and returns those speeds
+/// and the directory the commands ran in.
+async fn run_walk_through(
+    stages: &[Vec<String>],
+    feed: &[Vec<String>],
+) -> (chain::Speeds, tempfile::TempDir) {
     let _serial = chain::one_at_a_time().await;
     let brokers = chain::brokers().expect("a broker (CI is set for this test)");
     let nonce = chain::nonce();
@@ -172,7 +176,7 @@ async fn run_walk_through(stages: &[Vec<String>], feed: &[Vec<String>]) -> chain
     for stage in started {
         stage.stop();
     }
-    chain::speeds_on_topic(&brokers, &speeds_topic).1
+    (chain::speeds_on_topic(&brokers, &speeds_topic).1, dir)
 }
 
 fn assert_speeds_of_the_fleet(speeds: &chain::Speeds) {
@@ -190,14 +194,19 @@ fn assert_speeds_of_the_fleet(speeds: &chain::Speeds) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_kafka_walk_through_split_deployment_delivers_speeds() {
     let walk = walk_through();
-    let speeds = run_walk_through(&walk.split, &walk.feed).await;
+    let (speeds, dir) = run_walk_through(&walk.split, &walk.feed).await;
     assert_speeds_of_the_fleet(&speeds);
+    // What the README says the aggregate and the experiment write once stopped.
+    for out in ["out/kafka-aggregate", "out/kafka-experiment"] {
+        let (rows, _) = chain::speeds_in_parquet(&dir.path().join(out));
+        assert!(rows > 0, "no speeds in {out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_kafka_walk_through_in_one_process_delivers_speeds() {
     let walk = walk_through();
-    let speeds = run_walk_through(&walk.one_process, &walk.feed).await;
+    let (speeds, _) = run_walk_through(&walk.one_process, &walk.feed).await;
     assert_speeds_of_the_fleet(&speeds);
 }
 
