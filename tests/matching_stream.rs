@@ -627,8 +627,11 @@ fn matching_restart_from_oldest_held_rebuilds_every_unemitted_observation() {
 
 /// The same contract on congested traffic (the generator's default since it has a
 /// congestion model). Found failing at 30 s sampling when congestion was added: after
-/// crashes at probes 81..90 the restart emits one observation (not `PARTIAL_START`) that
-/// the uninterrupted run does not. Not yet investigated; run with `--ignored`.
+/// crashes at probes 81..90 the restart emits a `GAP` traversal that the uninterrupted run
+/// also emits, with the same vehicle, segments and length but entry and exit times 15 to
+/// 200 ms apart (interpolated over the 30 s gap from a different matching context), so
+/// under another `observation_id`: the aggregate would count that traversal twice. Not
+/// fixed yet; run with `--ignored`.
 #[test]
 #[ignore = "known failure: one extra observation after a restart at 30 s sampling in queues"]
 fn matching_restart_from_oldest_held_on_congested_traffic() {
