@@ -37,8 +37,8 @@ $(HELSINKI):
 
 # fmt and clippy gate every change; then the whole test suite (unit, integration, doc)
 # with a Kafka-compatible broker on 127.0.0.1:9092, a Kinesis emulator (kinesalite) on
-# 127.0.0.1:4567 and prometheus/promtool installed (scripts/test-services.sh), stopped
-# whatever the outcome. The emulator takes any credentials; dummy ones are set unless the
+# 127.0.0.1:4567, prometheus/promtool and chromium installed (scripts/test-services.sh),
+# stopped whatever the outcome. The emulator takes any credentials; dummy ones are set unless the
 # environment has some. Benches are compiled by clippy but not run here.
 test:
 	@set -e; trap 'bash scripts/test-services.sh stop' EXIT; \

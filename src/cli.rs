@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use pipeline::config::{self, PipelineConfig, SinkConfig, SourceConfig, StageConfig};
+use pipeline::connector::congestion::{self, CongestionConfig};
 use pipeline::connector::dirty::{self, DirtyConfig, DirtyKind, DirtyLayout};
 use pipeline::connector::generator::{self, GeneratorSourceConfig};
 use pipeline::connector::parquet::{ParquetSinkConfig, ParquetSourceConfig};
@@ -186,6 +187,33 @@ struct GenerateArgs {
     /// Event time of the first probe, epoch ms.
     #[arg(long = "start-ms", default_value_t = generator::DEFAULT_START_MS)]
     start_ms: i64,
+    /// Turn the congestion model off: every vehicle drives its own speed (limit × a factor
+    /// around 0.85) everywhere. On by default: bottlenecks, queues before junctions and a
+    /// rush hour, as the flags below set them.
+    #[arg(long = "no-congestion")]
+    no_congestion: bool,
+    /// Share of segments that are bottlenecks (congestion).
+    #[arg(long = "slow-link-share", default_value_t = congestion::DEFAULT_SLOW_LINK_SHARE)]
+    slow_link_share: f64,
+    /// A bottleneck's speed at the rush-hour peak, as a fraction of the driver's own.
+    #[arg(long = "slow-link-factor", default_value_t = congestion::DEFAULT_SLOW_LINK_FACTOR)]
+    slow_link_factor: f64,
+    /// Longest queue before a junction at the peak, in metres (each junction's is a seeded
+    /// share of it, at most 80 % of its segment).
+    #[arg(long = "junction-queue-m", default_value_t = congestion::DEFAULT_JUNCTION_QUEUE_M)]
+    junction_queue_m: f64,
+    /// Speed in a queue, m/s.
+    #[arg(long = "queue-speed-mps", default_value_t = congestion::DEFAULT_QUEUE_SPEED_MPS)]
+    queue_speed_mps: f64,
+    /// When the rush hour peaks, as a fraction of --duration-s (it lasts half the run).
+    #[arg(
+        long = "rush-peak-fraction",
+        default_value_t = congestion::DEFAULT_RUSH_PEAK_FRACTION
+    )]
+    rush_peak_fraction: f64,
+    /// Congestion outside the rush hour, as a fraction of the peak's (1: peak all along).
+    #[arg(long = "off-peak-level", default_value_t = congestion::DEFAULT_OFF_PEAK_LEVEL)]
+    off_peak_level: f64,
     /// Fraction of probes to corrupt with the faults of --dirty-kinds, for robustness tests.
     /// Prints how many of each kind were injected.
     #[arg(long, default_value_t = 0.0)]
@@ -197,7 +225,9 @@ struct GenerateArgs {
     #[arg(long = "dirty-kinds", value_delimiter = ',')]
     dirty_kinds: Vec<DirtyKind>,
     /// Output format: Parquet, or NDJSON (one JSON payload per line, as a stream source
-    /// would receive it, e.g. to feed a topic with kcat). NDJSON cannot hold ms_as_s.
+    /// would receive it). NDJSON cannot hold ms_as_s. To put generated probes on a Kafka
+    /// topic, run `pipeline run --config pipelines/kafka-feed.toml` (the generator as a
+    /// source, a Kafka sink), or point a `parquet` source at this file.
     #[arg(long, value_enum, default_value_t = OutputFormat::Parquet)]
     format: OutputFormat,
     /// Output file of probes.
@@ -429,13 +459,24 @@ fn execute(
                 let stop = http_stop.clone();
                 let tap = topology.tap();
                 let tapping = tap.is_some();
-                let (bound, serve) =
-                    telemetry::http::bind_with_tap(addr, readiness.clone(), tap, async move {
-                        stop.cancelled().await
-                    })
-                    .await
-                    .with_context(|| format!("binding the HTTP endpoint {addr}"))?;
-                tracing::info!(%bound, tap = tapping, "serving /metrics, /healthz, /readyz, /tap");
+                let live = topology.live();
+                let live_map = live.is_some();
+                let (bound, serve) = telemetry::http::bind_with_tap(
+                    addr,
+                    readiness.clone(),
+                    tap,
+                    live,
+                    async move { stop.cancelled().await },
+                )
+                .await
+                .with_context(|| format!("binding the HTTP endpoint {addr}"))?;
+                tracing::info!(
+                    %bound,
+                    tap = tapping,
+                    live_map,
+                    "serving /metrics, /healthz, /readyz, /tap{}",
+                    if live_map { ", /speeds, /segments, /map" } else { "" }
+                );
                 Some(tokio::spawn(serve))
             }
             None => None,
@@ -570,6 +611,15 @@ fn generate(a: GenerateArgs) -> Result<()> {
         start_ms: a.start_ms,
         fault_rate: a.fault_rate,
         trip_s: a.trip_s,
+        congestion: CongestionConfig {
+            enabled: !a.no_congestion,
+            slow_link_share: a.slow_link_share,
+            slow_link_factor: a.slow_link_factor,
+            junction_queue_m: a.junction_queue_m,
+            queue_speed_mps: a.queue_speed_mps,
+            rush_peak_fraction: a.rush_peak_fraction,
+            off_peak_level: a.off_peak_level,
+        },
         ..GeneratorSourceConfig::default()
     };
     let mut problems = config::Problems::new();

@@ -293,3 +293,29 @@ fn malformed_toml_is_an_error_naming_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn live_map_needs_the_http_server_and_unknown_telemetry_keys_are_still_rejected() {
+    let (_, list) = problems(
+        VALID,
+        &[
+            ("PIPELINE__TELEMETRY__LIVE_MAP", "true"),
+            ("PIPELINE__TELEMETRY__LISTEN", ""),
+        ],
+    );
+    let keys: Vec<&str> = list.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["telemetry.live_map"], "{list:?}");
+    let (_, list) = problems(
+        &format!("{VALID}\n[telemetry]\nlive_map = true\nlive_mop = true\n"),
+        &[],
+    );
+    let keys: Vec<&str> = list.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["telemetry.live_mop"], "{list:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let on = load(
+        Some(&write(&dir, VALID)),
+        &env(&[("PIPELINE__TELEMETRY__LIVE_MAP", "true")]),
+    )
+    .unwrap();
+    assert!(on.telemetry.live_map);
+}

@@ -67,6 +67,11 @@ pub struct TelemetryConfig {
     /// edges. Off by default; costs one relaxed atomic load per batch while no one taps.
     #[serde(default)]
     pub tap: bool,
+    /// Serve the live view: `/speeds` (the latest window per segment as GeoJSON), `/map` (a
+    /// page drawing it) and `/segments` (the graph as GeoJSON). Off by default; while off
+    /// it costs nothing, while on one map update per batch of speeds sent.
+    #[serde(default)]
+    pub live_map: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

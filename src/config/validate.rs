@@ -40,6 +40,16 @@ pub(crate) fn validate_partial(
         "telemetry.tap",
         "needs the HTTP server: set telemetry.listen",
     );
+    problems.check(
+        !config.telemetry.live_map || !listen.is_empty(),
+        "telemetry.live_map",
+        "needs the HTTP server: set telemetry.listen",
+    );
+    problems.check(
+        !config.telemetry.live_map || config.graph.path.is_some(),
+        "telemetry.live_map",
+        "needs the road graph the map draws: set graph.path",
+    );
     if config.needs_graph() && config.graph.path.is_none() {
         problems.push(
             "graph.path",

@@ -3,8 +3,11 @@
 //! the ground truth (true position, segment and speed of every probe) for accuracy checks.
 //!
 //! Vehicles pick a random successor at each junction (avoiding an immediate U-turn when
-//! there is another way), and drive each segment at its speed limit times a factor drawn
-//! from N(speed_factor_mean, speed_factor_sd), clamped to [0.2, 1.5].
+//! there is another way), and would drive each segment at its speed limit times a factor
+//! drawn from N(speed_factor_mean, speed_factor_sd), clamped to [0.2, 1.5]; the congestion
+//! model (`connector::congestion`, on by default) slows them on bottlenecks, in queues
+//! before junctions and in a rush hour. The truth holds the speed each vehicle drove at
+//! each probe's moment, congestion included.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use rand_distr::{Distribution, Normal};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use super::congestion::{Congestion, CongestionConfig};
 use super::dirty::{Corruptor, DirtyConfig, DirtyKind};
 use crate::config::limits::{MAX_BATCH_RECORDS, MAX_GENERATED_VEHICLES};
 use crate::config::Problems;
@@ -108,6 +112,9 @@ pub struct GeneratorSourceConfig {
     /// tests). Absent: every vehicle drives the whole run.
     #[serde(default)]
     pub trip_s: Option<f64>,
+    /// Bottlenecks, queues at junctions and a rush hour (`[sources.NAME.congestion]`).
+    #[serde(default)]
+    pub congestion: CongestionConfig,
 }
 
 impl Default for GeneratorSourceConfig {
@@ -127,6 +134,7 @@ impl Default for GeneratorSourceConfig {
             dirty: 0.0,
             dirty_kinds: Vec::new(),
             trip_s: None,
+            congestion: CongestionConfig::default(),
         }
     }
 }
@@ -198,6 +206,8 @@ impl GeneratorSourceConfig {
                 "must be at least interval_s",
             );
         }
+        self.congestion
+            .validate(&format!("{prefix}.congestion"), problems);
     }
 
     /// The corruption `dirty` and `dirty_kinds` ask for, if any.
@@ -235,6 +245,7 @@ pub struct TruthPoint {
     pub lon: f64,
     pub segment_id: u64,
     pub offset_m: f64,
+    /// The speed driven at `ts_ms`, congestion included.
     pub speed_mps: f64,
 }
 
@@ -243,7 +254,8 @@ struct Vehicle {
     rng: ChaCha8Rng,
     segment: u32,
     offset_m: f64,
-    speed_mps: f64,
+    /// The speed this driver chose for the segment (limit × factor), before congestion.
+    own_speed_mps: f64,
     phase_ms: i64,
     /// Index of the fleet slot, and how often it left the map and came back as a new vehicle.
     slot: u32,
@@ -260,6 +272,7 @@ pub struct Fleet {
     tick: u64,
     ticks: u64,
     speed_factor: Normal<f64>,
+    congestion: Congestion,
     fault_rng: ChaCha8Rng,
     /// Late deliveries: (tick at which to deliver, probe).
     delayed: Vec<(u64, Probe)>,
@@ -297,17 +310,18 @@ impl Fleet {
                     rng,
                     segment,
                     offset_m,
-                    speed_mps: 0.0,
+                    own_speed_mps: 0.0,
                     phase_ms,
                     trip_left_ms: i64::MAX,
                 };
-                vehicle.speed_mps = draw_speed(&graph, &mut vehicle, &speed_factor);
+                vehicle.own_speed_mps = draw_speed(&graph, &mut vehicle, &speed_factor);
                 churn::start_first_trip(&mut vehicle, config.trip_s);
                 vehicle
             })
             .collect();
         let mut fault_rng = ChaCha8Rng::seed_from_u64(config.seed);
         fault_rng.set_stream(u64::MAX);
+        let congestion = Congestion::new(&graph, &config.congestion, config.seed);
         Self {
             graph,
             config,
@@ -315,6 +329,7 @@ impl Fleet {
             tick: 0,
             ticks,
             speed_factor,
+            congestion,
             fault_rng,
             delayed: Vec::new(),
         }
@@ -339,6 +354,9 @@ impl Fleet {
         let noise = Normal::new(0.0, self.config.noise_m.max(0.0))
             .unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("constant normal is valid"));
         let mut rows: Vec<(Probe, TruthPoint)> = Vec::with_capacity(self.vehicles.len());
+        let level = self
+            .congestion
+            .level(self.tick as f64 / self.ticks.max(1) as f64);
         for vehicle in &mut self.vehicles {
             if self.tick > 0
                 && !churn::end_trip_if_due(
@@ -354,8 +372,10 @@ impl Fleet {
                     vehicle,
                     interval_ms as f64 / 1000.0,
                     &self.speed_factor,
+                    (&self.congestion, level),
                 );
             }
+            let speed_mps = stretch_here(&self.graph, vehicle, &self.congestion, level).speed_mps;
             let (lat, lon) = position_at(&self.graph, vehicle.segment, vehicle.offset_m);
             let [x, y] = projection.project(lat, lon);
             let (noisy_lat, noisy_lon) = projection.unproject([
@@ -372,7 +392,7 @@ impl Fleet {
                     lon,
                     segment_id: self.graph.segment(vehicle.segment).segment_id,
                     offset_m: vehicle.offset_m,
-                    speed_mps: vehicle.speed_mps,
+                    speed_mps,
                 },
             ));
         }
@@ -429,18 +449,46 @@ fn draw_speed(graph: &RoadGraph, vehicle: &mut Vehicle, factor: &Normal<f64>) ->
     (limit_mps * f).max(1.0)
 }
 
-/// Moves a vehicle along its route for `dt_s` seconds, choosing successors at junctions.
-fn advance(graph: &RoadGraph, vehicle: &mut Vehicle, mut dt_s: f64, factor: &Normal<f64>) {
-    // Bounded: a vehicle cannot cross more than this many segments in one interval.
+/// The speed a vehicle drives where it is, at congestion `level`, and how far it holds.
+fn stretch_here(
+    graph: &RoadGraph,
+    vehicle: &Vehicle,
+    congestion: &Congestion,
+    level: f64,
+) -> super::congestion::Stretch {
+    congestion.stretch(
+        vehicle.segment,
+        graph.segment(vehicle.segment).length_m,
+        vehicle.offset_m,
+        vehicle.own_speed_mps,
+        level,
+    )
+}
+
+/// Moves a vehicle along its route for `dt_s` seconds at the speeds congestion (at the
+/// given level) leaves it, choosing successors at junctions.
+fn advance(
+    graph: &RoadGraph,
+    vehicle: &mut Vehicle,
+    mut dt_s: f64,
+    factor: &Normal<f64>,
+    (congestion, level): (&Congestion, f64),
+) {
+    // Bounded: a vehicle cannot cross more than this many stretches in one interval.
     for _ in 0..10_000 {
         let length_m = graph.segment(vehicle.segment).length_m;
-        let remaining_m = (length_m - vehicle.offset_m).max(0.0);
-        let to_end_s = remaining_m / vehicle.speed_mps;
+        let stretch = stretch_here(graph, vehicle, congestion, level);
+        let to_end_s = (stretch.until_m - vehicle.offset_m).max(0.0) / stretch.speed_mps;
         if to_end_s > dt_s {
-            vehicle.offset_m += vehicle.speed_mps * dt_s;
+            vehicle.offset_m += stretch.speed_mps * dt_s;
             return;
         }
         dt_s -= to_end_s;
+        if stretch.until_m < length_m {
+            // Into the queue before the junction.
+            vehicle.offset_m = stretch.until_m;
+            continue;
+        }
         let Some(next) = choose_successor(graph, vehicle) else {
             // A dead end (a one-way road leaving the extract): this vehicle leaves the map
             // and a new one enters at a random place, so the fleet size stays constant.
@@ -449,7 +497,7 @@ fn advance(graph: &RoadGraph, vehicle: &mut Vehicle, mut dt_s: f64, factor: &Nor
         };
         vehicle.segment = next;
         vehicle.offset_m = 0.0;
-        vehicle.speed_mps = draw_speed(graph, vehicle, factor);
+        vehicle.own_speed_mps = draw_speed(graph, vehicle, factor);
     }
 }
 
@@ -458,7 +506,7 @@ fn respawn(graph: &RoadGraph, vehicle: &mut Vehicle, factor: &Normal<f64>) {
     vehicle.id = format!("veh-{:06}-{}", vehicle.slot, vehicle.respawns);
     vehicle.segment = vehicle.rng.random_range(0..graph.len() as u32);
     vehicle.offset_m = vehicle.rng.random::<f64>() * graph.segment(vehicle.segment).length_m;
-    vehicle.speed_mps = draw_speed(graph, vehicle, factor);
+    vehicle.own_speed_mps = draw_speed(graph, vehicle, factor);
 }
 
 /// Vehicle churn (`trip_s`): trips of bounded length, each under a new vehicle id.
@@ -533,20 +581,20 @@ mod churn {
     }
 }
 
-fn choose_successor(graph: &RoadGraph, vehicle: &mut Vehicle) -> Option<u32> {
-    let current = graph.segment(vehicle.segment);
-    let successors = graph.successors(vehicle.segment);
-    let is_u_turn = |s: &u32| {
+/// The successors of segment `index` but an immediate U-turn (back along the same way).
+pub(super) fn onward_successors(graph: &RoadGraph, index: u32) -> impl Iterator<Item = u32> + '_ {
+    let current = graph.segment(index);
+    graph.successors(index).iter().copied().filter(move |s| {
         let next = graph.segment(*s);
-        next.osm_way_id == current.osm_way_id
+        !(next.osm_way_id == current.osm_way_id
             && next.from_node_id == current.to_node_id
-            && next.to_node_id == current.from_node_id
-    };
-    let onward: Vec<u32> = successors
-        .iter()
-        .copied()
-        .filter(|s| !is_u_turn(s))
-        .collect();
+            && next.to_node_id == current.from_node_id)
+    })
+}
+
+fn choose_successor(graph: &RoadGraph, vehicle: &mut Vehicle) -> Option<u32> {
+    let successors = graph.successors(vehicle.segment);
+    let onward: Vec<u32> = onward_successors(graph, vehicle.segment).collect();
     let options: &[u32] = if onward.is_empty() {
         successors
     } else {
@@ -794,9 +842,15 @@ mod tests {
     }
 
     #[test]
-    fn noise_has_the_configured_spread_and_speeds_follow_limits() {
+    fn noise_has_the_configured_spread_and_speeds_follow_limits_without_congestion() {
         let g = graph();
-        let (probes, truth) = generate(&g, &config());
+        let (probes, truth) = generate(
+            &g,
+            &GeneratorSourceConfig {
+                congestion: CongestionConfig::off(),
+                ..config()
+            },
+        );
         let mean_error_m = probes
             .iter()
             .zip(&truth)
@@ -816,6 +870,148 @@ mod tests {
             assert!(t.speed_mps >= (0.2 * limit_mps).min(1.0) && t.speed_mps <= 1.5 * limit_mps);
             assert!(t.offset_m >= 0.0 && t.offset_m <= g.segment(index).length_m + 1e-6);
         }
+    }
+
+    /// Traversals (a vehicle's consecutive truth points on one segment) whose mean true
+    /// speed is under 60 % of the limit, and all traversals.
+    fn slow_traversals(g: &RoadGraph, truth: &[TruthPoint]) -> (usize, usize) {
+        let mut by_vehicle: HashMap<&str, Vec<&TruthPoint>> = HashMap::new();
+        for t in truth {
+            by_vehicle.entry(&t.vehicle_id).or_default().push(t);
+        }
+        let (mut slow, mut all) = (0, 0);
+        for points in by_vehicle.values() {
+            for run in points.chunk_by(|a, b| a.segment_id == b.segment_id) {
+                let limit_mps = g
+                    .index_of(run[0].segment_id)
+                    .map(|i| g.segment(i).speed_limit_mps())
+                    .expect("truth names a real segment");
+                let mean_mps = run.iter().map(|t| t.speed_mps).sum::<f64>() / run.len() as f64;
+                all += 1;
+                slow += usize::from(mean_mps < 0.6 * limit_mps);
+            }
+        }
+        (slow, all)
+    }
+
+    /// A longer, busier run than `config()`, so that the rush hour has time to build.
+    fn rush_config() -> GeneratorSourceConfig {
+        GeneratorSourceConfig {
+            vehicles: 60,
+            duration_s: 600.0,
+            ..config()
+        }
+    }
+
+    #[test]
+    fn congestion_is_deterministic_with_a_seed_and_off_gives_the_fleet_without_it() {
+        let g = graph();
+        let (a, truth_a) = generate(&g, &rush_config());
+        let (b, truth_b) = generate(&g, &rush_config());
+        assert_eq!(a, b);
+        assert_eq!(truth_a, truth_b);
+        let other_seed = GeneratorSourceConfig {
+            seed: 10,
+            ..rush_config()
+        };
+        assert_ne!(generate(&g, &other_seed).1, truth_a);
+        // Off, the vehicles start where they would with it (the model draws nothing from
+        // their random streams) and then drive faster.
+        let off = GeneratorSourceConfig {
+            congestion: CongestionConfig::off(),
+            ..rush_config()
+        };
+        let (_, truth_off) = generate(&g, &off);
+        assert_eq!(truth_off[0].segment_id, truth_a[0].segment_id);
+        assert_eq!(truth_off[0].offset_m, truth_a[0].offset_m);
+        let mean = |t: &[TruthPoint]| t.iter().map(|p| p.speed_mps).sum::<f64>() / t.len() as f64;
+        assert!(mean(&truth_off) > 1.2 * mean(&truth_a));
+    }
+
+    #[test]
+    fn congestion_slows_a_measurable_share_of_traversals() {
+        let g = graph();
+        let (_, congested) = generate(&g, &rush_config());
+        let (slow, all) = slow_traversals(&g, &congested);
+        let share = slow as f64 / all as f64;
+        // Defaults: a fifth of the links are bottlenecks and every junction has a queue,
+        // both growing into the rush hour of the run's last half.
+        assert!(
+            share >= 0.25,
+            "{slow} of {all} traversals slow with congestion"
+        );
+        let off = GeneratorSourceConfig {
+            congestion: CongestionConfig::off(),
+            ..rush_config()
+        };
+        let (_, free) = generate(&g, &off);
+        let (slow_free, all_free) = slow_traversals(&g, &free);
+        // N(0.85, 0.1) drivers alone are under 60 % of the limit once in a hundred or so.
+        assert!(
+            (slow_free as f64) < 0.03 * all_free as f64,
+            "{slow_free} of {all_free} slow without congestion"
+        );
+        // The rush hour: the run's last third is slower than its first.
+        let third_ms = (rush_config().duration_s * 1000.0 / 3.0) as i64;
+        let early: Vec<TruthPoint> = congested
+            .iter()
+            .filter(|t| t.ts_ms < DEFAULT_START_MS + third_ms)
+            .cloned()
+            .collect();
+        let late: Vec<TruthPoint> = congested
+            .iter()
+            .filter(|t| t.ts_ms >= DEFAULT_START_MS + 2 * third_ms)
+            .cloned()
+            .collect();
+        let (slow_early, all_early) = slow_traversals(&g, &early);
+        let (slow_late, all_late) = slow_traversals(&g, &late);
+        assert!(
+            slow_late as f64 / all_late as f64 > 1.5 * slow_early as f64 / all_early as f64,
+            "early {slow_early}/{all_early}, late {slow_late}/{all_late}"
+        );
+    }
+
+    #[test]
+    fn truth_speeds_are_the_speeds_driven() {
+        let g = graph();
+        let (_, truth) = generate(
+            &g,
+            &GeneratorSourceConfig {
+                // At the peak throughout, so that the speeds do not move between samples.
+                congestion: CongestionConfig {
+                    off_peak_level: 1.0,
+                    ..CongestionConfig::default()
+                },
+                ..rush_config()
+            },
+        );
+        let mut by_vehicle: HashMap<&str, Vec<&TruthPoint>> = HashMap::new();
+        for t in &truth {
+            by_vehicle.entry(&t.vehicle_id).or_default().push(t);
+        }
+        let mut checked = 0;
+        for points in by_vehicle.values() {
+            for w in points.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                if a.segment_id != b.segment_id {
+                    continue;
+                }
+                // Within a segment a vehicle slows down at most once (into the queue), so
+                // the distance it covers lies between what its speeds at both ends give.
+                let dt_s = (b.ts_ms - a.ts_ms) as f64 / 1000.0;
+                let (lo, hi) = (a.speed_mps.min(b.speed_mps), a.speed_mps.max(b.speed_mps));
+                let moved_m = b.offset_m - a.offset_m;
+                assert!(
+                    moved_m >= lo * dt_s - 1e-6 && moved_m <= hi * dt_s + 1e-6,
+                    "{} moved {moved_m:.2} m in {dt_s} s at {:.2}..{:.2} m/s",
+                    a.vehicle_id,
+                    a.speed_mps,
+                    b.speed_mps
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 1_000, "{checked} pairs checked");
     }
 
     #[test]

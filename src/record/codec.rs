@@ -1,4 +1,4 @@
-//! Wire encodings of the records: JSON (for people and kcat) and protobuf (compact).
+//! Wire encodings of the records: JSON (for people and any Kafka client) and protobuf (compact).
 
 use prost::Message;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};

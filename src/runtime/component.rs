@@ -10,9 +10,10 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{Batch, LaneEvent};
+use super::batch::{Batch, LaneEvent, Records};
 use super::frontier::Frontier;
 use crate::record::RecordKind;
+use crate::telemetry::live::LiveSpeeds;
 use crate::telemetry::metrics::ComponentMetrics;
 use crate::telemetry::tap::TapPoint;
 
@@ -42,6 +43,9 @@ pub struct Output {
     origin: u32,
     /// The record tap's points on this component's edges; empty unless `telemetry.tap`.
     taps: Vec<Arc<TapPoint>>,
+    /// The live view's store, fed the speeds this output sends; `None` unless
+    /// `telemetry.live_map`.
+    live: Option<Arc<LiveSpeeds>>,
 }
 
 impl Output {
@@ -51,7 +55,14 @@ impl Output {
             edges,
             origin: 0,
             taps: Vec::new(),
+            live: None,
         }
+    }
+
+    /// Lets the live view show the speeds this output sends (see [`crate::telemetry::live`]).
+    pub fn with_live(mut self, live: Option<Arc<LiveSpeeds>>) -> Self {
+        self.live = live;
+        self
     }
 
     /// Names this output's component in the batches it sends (distinct per component of a
@@ -106,6 +117,9 @@ impl Output {
             if tap.is_listened() {
                 tap.offer(&batch.records);
             }
+        }
+        if let (Some(live), Records::Speeds(rows)) = (&self.live, &batch.records) {
+            live.record(rows);
         }
     }
 

@@ -28,6 +28,7 @@ use crate::stage::aggregate::AggregateStage;
 use crate::stage::assign::AssignStage;
 use crate::stage::clean::CleanStage;
 use crate::stage::clean::DropReason as CleanDropReason;
+use crate::telemetry::live::LiveSpeeds;
 use crate::telemetry::metrics::Series;
 use crate::telemetry::tap::Tap;
 use crate::telemetry::{metrics, ComponentMetrics};
@@ -95,6 +96,7 @@ pub struct Topology {
     channel_capacity: usize,
     shutdown_timeout: Duration,
     tap: Option<Arc<Tap>>,
+    live: Option<Arc<LiveSpeeds>>,
 }
 
 impl Topology {
@@ -183,7 +185,16 @@ impl Topology {
             .collect();
         let mut topology = Self::new(components, links, &config.runtime);
         topology.tap = Tap::for_config(config);
+        topology.live = graph
+            .filter(|_| config.telemetry.live_map)
+            .map(|g| Arc::new(LiveSpeeds::new(g)));
         Ok(topology)
+    }
+
+    /// The live view's store, when `telemetry.live_map` is on; the HTTP server serves it as
+    /// `/speeds`, `/segments` and `/map`.
+    pub fn live(&self) -> Option<Arc<LiveSpeeds>> {
+        self.live.clone()
     }
 
     /// The record tap of this topology's edges, when `telemetry.tap` is on; the HTTP
@@ -204,6 +215,7 @@ impl Topology {
             channel_capacity: runtime.channel_capacity_batches.max(1),
             shutdown_timeout: Duration::from_millis(runtime.shutdown_timeout_ms),
             tap: None,
+            live: None,
         }
     }
 
@@ -248,6 +260,7 @@ impl Topology {
             let origin = origins.get(&component.component).copied().unwrap_or(0);
             Output::new(component.clone(), downstream)
                 .with_taps(taps)
+                .with_live(self.live.clone())
                 .with_origin(origin)
         };
 

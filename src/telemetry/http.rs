@@ -1,6 +1,8 @@
 //! The HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (the
 //! topology is built and running) and `/tap?edge=NAME&limit=N&timeout_ms=T` (samples of
-//! the records on an edge as NDJSON, when `telemetry.tap` is on; see [`super::tap`]).
+//! the records on an edge as NDJSON, when `telemetry.tap` is on; see [`super::tap`]), and
+//! with `telemetry.live_map` the live view: `/speeds?bbox=…&estimator=…` (GeoJSON),
+//! `/segments` (GeoJSON) and `/map` (a page drawing them; see [`super::live`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +13,7 @@ use axum::http::Uri;
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use tokio::net::TcpListener;
 
+use super::live::{Bbox, LiveSpeeds, MAP_HTML};
 use super::metrics::metrics;
 use super::tap::Tap;
 
@@ -27,15 +30,24 @@ impl Readiness {
     }
 }
 
+/// A response: status, content type, body.
+type Answer = (StatusCode, [(HeaderName, &'static str); 1], String);
+
+/// The `key=value` pairs of a request's query string.
+fn query_params(uri: &Uri) -> Vec<(&str, &str)> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect()
+}
+
 /// Default and largest wait of one `/tap` request.
 const TAP_TIMEOUT_MS: (u64, u64) = (10_000, 60_000);
 
 /// `/tap`: waits until `limit` records (default 10) passed the edge or `timeout_ms`
 /// elapsed, then answers with what it got, one JSON object per line.
-async fn tap(
-    tap: Option<Arc<Tap>>,
-    uri: Uri,
-) -> (StatusCode, [(HeaderName, &'static str); 1], String) {
+async fn tap(tap: Option<Arc<Tap>>, uri: Uri) -> Answer {
     let text = |status, body: String| (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], body);
     let Some(tap) = tap else {
         return text(
@@ -43,12 +55,7 @@ async fn tap(
             "the record tap is off: set `telemetry.tap = true` in the config\n".into(),
         );
     };
-    let params: Vec<(&str, &str)> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .collect();
+    let params = query_params(&uri);
     let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
     let Some(edge) = param("edge") else {
         return text(
@@ -86,8 +93,56 @@ async fn tap(
     )
 }
 
-fn router_with_tap(readiness: Readiness, tap_points: Option<Arc<Tap>>) -> Router {
+/// `/speeds`, `/segments` and `/map`: what `live` holds, or 404 when the live view is off.
+fn live_view(live: Option<&LiveSpeeds>, path: &str, uri: &Uri) -> Answer {
+    let answer = |status, kind, body| (status, [(CONTENT_TYPE, kind)], body);
+    let Some(live) = live else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "the live view is off: set `telemetry.live_map = true` in the config\n".into(),
+        );
+    };
+    let geojson = "application/geo+json";
+    match path {
+        "/segments" => answer(StatusCode::OK, geojson, live.segments_geojson().to_string()),
+        "/map" => answer(StatusCode::OK, "text/html; charset=utf-8", MAP_HTML.into()),
+        _ => {
+            let params = query_params(uri);
+            let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+            let bbox = match param("bbox").map(|b| b.replace("%2C", ",").parse::<Bbox>()) {
+                None => None,
+                Some(Ok(b)) => Some(b),
+                Some(Err(e)) => {
+                    return answer(
+                        StatusCode::BAD_REQUEST,
+                        "text/plain; charset=utf-8",
+                        format!("{e}\n"),
+                    )
+                }
+            };
+            answer(
+                StatusCode::OK,
+                geojson,
+                live.speeds_geojson(param("estimator"), bbox),
+            )
+        }
+    }
+}
+
+fn router_with_tap(
+    readiness: Readiness,
+    tap_points: Option<Arc<Tap>>,
+    live: Option<Arc<LiveSpeeds>>,
+) -> Router {
+    let view = |path: &'static str| {
+        let live = live.clone();
+        get(move |uri: Uri| async move { live_view(live.as_deref(), path, &uri) })
+    };
     Router::new()
+        .route("/speeds", view("/speeds"))
+        .route("/segments", view("/segments"))
+        .route("/map", view("/map"))
         .route(
             "/metrics",
             get(|| async {
@@ -124,15 +179,17 @@ pub async fn bind(
     SocketAddr,
     impl std::future::Future<Output = std::io::Result<()>>,
 )> {
-    bind_with_tap(addr, readiness, None, shutdown).await
+    bind_with_tap(addr, readiness, None, None, shutdown).await
 }
 
 /// Binds `addr` and returns the bound address (useful with port 0) and the serving future,
-/// which ends when `shutdown` completes. `/tap` serves `tap` when given.
+/// which ends when `shutdown` completes. `/tap` serves `tap` when given, and the live view
+/// serves `live`.
 pub async fn bind_with_tap(
     addr: SocketAddr,
     readiness: Readiness,
     tap: Option<Arc<Tap>>,
+    live: Option<Arc<LiveSpeeds>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(
     SocketAddr,
@@ -143,13 +200,15 @@ pub async fn bind_with_tap(
         tracing::warn!(
             %addr,
             tap = tap.is_some(),
-            "the HTTP endpoints (metrics, health{}) are reachable from other hosts",
-            if tap.is_some() { ", record samples" } else { "" }
+            live_map = live.is_some(),
+            "the HTTP endpoints (metrics, health{}{}) are reachable from other hosts",
+            if tap.is_some() { ", record samples" } else { "" },
+            if live.is_some() { ", live speeds" } else { "" }
         );
     }
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let serve =
-        axum::serve(listener, router_with_tap(readiness, tap)).with_graceful_shutdown(shutdown);
+    let serve = axum::serve(listener, router_with_tap(readiness, tap, live))
+        .with_graceful_shutdown(shutdown);
     Ok((local, async move { serve.await }))
 }

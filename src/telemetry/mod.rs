@@ -1,8 +1,10 @@
 //! Telemetry: the Prometheus registry and per-component metrics, the HTTP endpoints
-//! (`/metrics`, `/healthz`, `/readyz`, `/tap`), the record tap, logging setup and
-//! rate-limited per-record warnings.
+//! (`/metrics`, `/healthz`, `/readyz`, `/tap`, and the live view's `/speeds`, `/segments`,
+//! `/map`), the record tap, the live view's store, logging setup and rate-limited
+//! per-record warnings.
 
 pub mod http;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod ratelimit;

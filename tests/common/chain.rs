@@ -241,6 +241,25 @@ impl Fleet {
     }
 }
 
+/// A directory laid out like a clone after `make run`, the working directory of commands
+/// the README gives: the shipped `pipelines/` and a map at `data/helsinki.graph` (here a grid
+/// city: the tests fetch no map).
+pub fn checkout_like_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines"),
+        dir.path().join("pipelines"),
+    )
+    .expect("pipelines/");
+    std::fs::create_dir(dir.path().join("data")).expect("data/");
+    pipeline::graph::osm_writer::synthetic_grid(8, 8, 150.0, 60.17, 24.94)
+        .build_graph(&pipeline::graph::ImportConfig::default())
+        .expect("grid builds")
+        .write(dir.path().join("data/helsinki.graph"))
+        .expect("graph written");
+    dir
+}
+
 /// An example config of `pipelines/`.
 pub fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -512,12 +531,25 @@ pub struct Stage {
 
 impl Stage {
     pub fn start(config: &Path, dir: &Path, env: &[(String, String)]) -> Self {
-        let name = config.display().to_string();
+        let args = [
+            "run".into(),
+            "--config".into(),
+            config.as_os_str().to_owned(),
+        ];
+        Self::command(&args, dir, env)
+    }
+
+    /// `pipeline ARGS` in `dir`, as a long-running stage (metrics on a free port).
+    pub fn command(args: &[std::ffi::OsString], dir: &Path, env: &[(String, String)]) -> Self {
+        let name = args
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
         let listen = free_addr();
         let child = bin()
             .current_dir(dir)
-            .args(["run", "--config"])
-            .arg(config)
+            .args(args)
             .env("PIPELINE__TELEMETRY__LISTEN", &listen)
             .env("PIPELINE_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -578,14 +610,27 @@ impl Stage {
 
     /// The `/metrics` page (None while the stage does not answer).
     fn scrape(&self) -> Option<String> {
+        self.get("/metrics").map(|(_, body)| body)
+    }
+
+    /// Where the stage serves its HTTP endpoints.
+    pub fn listen(&self) -> &str {
+        &self.listen
+    }
+
+    /// `GET PATH` of the stage's HTTP server: status and body (None while it does not
+    /// answer).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(&self.listen).ok()?;
         stream
-            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.listen).as_bytes())
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.listen).as_bytes())
             .ok()?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).ok()?;
-        Some(body)
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split(' ').nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n")?.1.to_string();
+        Some((status, body))
     }
 
     /// The lines of the series of metric `name` whose labels include `component="C"`.

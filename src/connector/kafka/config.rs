@@ -108,6 +108,9 @@ fn default_lag_interval_ms() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
     pub brokers: String,
+    /// A list, or one string of comma-separated names, so that an environment variable
+    /// (`PIPELINE__SOURCES__NAME__TOPICS=mine.raw`) can set it too.
+    #[serde(deserialize_with = "topic_list")]
     pub topics: Vec<String>,
     pub group_id: String,
     /// The record kind on the topics.
@@ -258,6 +261,31 @@ impl KafkaSinkConfig {
     }
 }
 
+/// `topics = ["a", "b"]` or `topics = "a,b"` (Kafka topic names hold no comma).
+fn topic_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Topics;
+    impl<'de> serde::de::Visitor<'de> for Topics {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of topic names, or one string of comma-separated names")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(v.split(',').map(|t| t.trim().to_string()).collect())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut topics = Vec::new();
+            while let Some(t) = seq.next_element::<String>()? {
+                topics.push(t);
+            }
+            Ok(topics)
+        }
+    }
+    d.deserialize_any(Topics)
+}
+
 impl KafkaSourceConfig {
     pub fn validate(&self, prefix: &str, problems: &mut Problems) {
         check_common(
@@ -392,5 +420,22 @@ mod tests {
             Some("cooperative-sticky")
         );
         assert_eq!(cc.get("enable.auto.offset.store"), Some("false"));
+    }
+
+    #[test]
+    fn topics_from_one_comma_separated_string_as_an_environment_variable_gives_it() {
+        let source = |topics: &str| -> KafkaSourceConfig {
+            toml::from_str(&format!(
+                "brokers = \"b:9092\"\ntopics = {topics}\ngroup_id = \"g\"\nrecord = \"probe\""
+            ))
+            .expect("a source")
+        };
+        assert_eq!(source("\"mine.raw\"").topics, ["mine.raw"]);
+        assert_eq!(source("\"a, b\"").topics, ["a", "b"]);
+        assert_eq!(source("[\"a\", \"b\"]").topics, ["a", "b"]);
+        let empty = source("\"\"");
+        let mut p = Problems::new();
+        empty.validate("sources.k", &mut p);
+        assert!(!p.is_empty(), "an empty name is reported");
     }
 }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Chromium, headless, for tests/live_map.rs (the live view's page drawn by a real browser,
+# its screenshot compared by pixel statistics). Called by scripts/test-services.sh; usable
+# alone:
+#
+#   scripts/services/chromium.sh install   # Debian package `chromium` if missing
+#   scripts/services/chromium.sh start     # install only: the test starts its own browser
+#   scripts/services/chromium.sh stop      # nothing to stop
+#   scripts/services/chromium.sh status
+#
+# Each test run starts `chromium --headless` itself with a profile in a temporary
+# directory, so there is no server to start or stop.
+set -euo pipefail
+
+have() { command -v chromium >/dev/null 2>&1; }
+
+install() {
+  if have; then
+    return 0
+  fi
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    sudo="sudo"
+  fi
+  echo "chromium: installing the Debian package chromium" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  have
+}
+
+case "${1:-}" in
+  install | start) install ;;
+  stop) ;;
+  status)
+    if have; then
+      echo "installed ($(chromium --version 2>/dev/null | head -1))"
+    else
+      echo "not installed"
+      exit 1
+    fi
+    ;;
+  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+esac
