@@ -47,6 +47,12 @@
 //! a `PARTIAL_START` version of a traversal already emitted in full, with a later entry but
 //! the same exit, and so the same id. Consumers keep the first version of an id (the
 //! aggregate does).
+//!
+//! Every segment entered in a trace's first stretch (between its first two points) is
+//! `PARTIAL_START` too. How a stretch's time is shared over its segments depends on all of
+//! them, the first included, and a re-match that starts the trace at a replayed probe may put
+//! that first point on the other side of a node: the segments crossed before the second
+//! point then get times some milliseconds apart, another id, and would be counted twice.
 
 use super::path::Piece;
 use crate::graph::RoadGraph;
@@ -202,6 +208,8 @@ pub struct ObservationBuilder {
     junction_delay_ms: f64,
     /// Observations dropped because no time passed on them (e.g. a one-point trace).
     pub degenerate: u64,
+    /// No stretch was walked since the trace started.
+    first_stretch: bool,
 }
 
 impl ObservationBuilder {
@@ -238,6 +246,7 @@ impl ObservationBuilder {
             pending: None,
         });
         self.last_ts_ms = ts_ms;
+        self.first_stretch = true;
     }
 
     /// The first cut strictly after `ts_ms`, if cutting.
@@ -325,7 +334,12 @@ impl ObservationBuilder {
                     enter_ms: at_ms,
                     start_m: next.start_m,
                     reach_m: next.start_m,
-                    flags: crossing_flags,
+                    flags: crossing_flags
+                        | if self.first_stretch {
+                            observation_flags::PARTIAL_START
+                        } else {
+                            0
+                        },
                     pending: None,
                 });
                 entered = true;
@@ -333,6 +347,7 @@ impl ObservationBuilder {
         }
         self.settle(graph, vehicle_id, to_ms as f64, false, out);
         self.last_ts_ms = to_ms;
+        self.first_stretch = false;
         entered
     }
 

@@ -531,9 +531,10 @@ impl Matcher {
 
     /// The event time from which re-matching a vehicle's probes rebuilds everything it has
     /// not emitted yet, over all vehicles; `None` when no vehicle holds anything. Per
-    /// vehicle: its oldest undecided probe, the last decided point (it anchors the next
-    /// transition), and where its open observation is rebuilt from (see [`TraceContext`]:
-    /// some way before the point its entry was interpolated from). An input may be
+    /// vehicle: its oldest undecided probe, where the last decided point (it anchors the
+    /// next transition) is decided again from, and where its open observation is rebuilt
+    /// from (see [`TraceContext`]: some way before the point its entry was interpolated
+    /// from, or before the anchor). An input may be
     /// acknowledged (its offset committed) only once it is older than this. A scan of every
     /// vehicle: called only when acknowledgements are tracked (a replayable source
     /// upstream).
@@ -541,7 +542,12 @@ impl Matcher {
         self.vehicles
             .values()
             .filter_map(|v| {
-                let anchor = v.last.map(|(_, ts_ms)| ts_ms);
+                // The anchor too must be decided again as it was: from some way before it,
+                // not as the first point of a trace (found at 30 s sampling in queues: a
+                // traversal between the anchor and the next point came out 15–200 ms apart).
+                let anchor = v
+                    .last
+                    .map(|(_, ts_ms)| ts_ms.min(v.context.rebuild_from_ms()));
                 v.matcher
                     .lattice
                     .oldest_ts_ms()

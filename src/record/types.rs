@@ -76,7 +76,9 @@ pub struct MatchedPoint {
 
 /// Bits of [`SegmentObservation::flags`].
 pub mod observation_flags {
-    /// The trace started inside this segment: the vehicle was not seen entering it.
+    /// The trace started inside this segment (the vehicle was not seen entering it), or
+    /// entered it before the trace's second point (its times depend on where the first
+    /// point was put; see `matching::observations`).
     pub const PARTIAL_START: u32 = 1;
     /// The trace ended inside this segment: the vehicle was not seen leaving it.
     pub const PARTIAL_END: u32 = 2;
