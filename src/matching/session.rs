@@ -230,14 +230,29 @@ impl VehicleMatcher {
                 broke = Some(BreakReason::DistanceGap);
             } else {
                 let speed_max_m = config.max_route_m(dt_ms, great_circle_m);
-                let mut linked = link(cx, &prev.nodes, &mut nodes, speed_max_m, great_circle_m);
+                let toward = [probe.lat, probe.lon];
+                let mut linked = link(
+                    cx,
+                    &prev.nodes,
+                    &mut nodes,
+                    toward,
+                    speed_max_m,
+                    great_circle_m,
+                );
                 // No route is plausible at `max_speed_mps`. When a route about as long as
                 // the straight line exists, the clock is off (fixes logged late or lost in
                 // between) rather than the car flying: bridge with it instead of cutting
                 // the path. A long detour (a loop round the block from a jump) still breaks.
                 let direct_max_m = config.max_direct_route_m(great_circle_m);
                 if !linked && direct_max_m > speed_max_m {
-                    linked = link(cx, &prev.nodes, &mut nodes, direct_max_m, great_circle_m);
+                    linked = link(
+                        cx,
+                        &prev.nodes,
+                        &mut nodes,
+                        toward,
+                        direct_max_m,
+                        great_circle_m,
+                    );
                     cx.stats.transitions_speed_relaxed += u64::from(linked);
                 }
                 if !linked {
@@ -303,10 +318,12 @@ impl VehicleMatcher {
 
 /// Scores every transition from the live nodes of the previous column to `nodes` whose
 /// route is at most `max_m`, keeping the best predecessor of each node. False when none is.
+/// `toward` is the new probe (lat, lon), which the route searches aim at.
 fn link(
     cx: &mut MatchContext<'_>,
     prev: &[Node],
     nodes: &mut [Node],
+    toward: [f64; 2],
     max_m: f64,
     great_circle_m: f64,
 ) -> bool {
@@ -332,6 +349,7 @@ fn link(
             cx.graph,
             from,
             targets,
+            toward,
             max_m,
             config.standstill_m(),
             routes,
@@ -522,6 +540,11 @@ impl Matcher {
 
     pub fn route_stats(&self) -> RouteStats {
         self.core.router.stats()
+    }
+
+    /// Heap bytes of the router's search state (see [`Router::search_bytes`]).
+    pub fn route_search_bytes(&self) -> usize {
+        self.core.router.search_bytes()
     }
 
     /// Vehicles currently held.
