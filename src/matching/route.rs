@@ -110,6 +110,8 @@ pub struct Router {
     misses: Vec<Miss>,
     stats: RouteStats,
     u_turn_penalty_m: f64,
+    /// Scratch for [`Router::distances`]' uniform bounds.
+    uniform_m: Vec<f64>,
     /// See [`min_cos_lat`].
     cos_lat: f64,
 }
@@ -161,12 +163,14 @@ impl Hasher for SegmentHasher {
 
 type SlotMap = HashMap<u32, u32, BuildHasherDefault<SegmentHasher>>;
 
-/// The per-search state, sparse: `slots` maps a touched segment to its label in `labels`.
-/// Both are cleared (capacity kept) after each search.
+/// The per-search state, sparse: the segments touched (`keys`) and their labels, in
+/// touch order, and a map from segment to position. All are cleared (capacity kept) after
+/// each search, so they grow with the largest area one search touched.
 #[derive(Debug, Default)]
 struct SearchState {
-    slots: SlotMap,
+    keys: Vec<u32>,
     labels: Vec<Label>,
+    slots: SlotMap,
     heap: BinaryHeap<Reverse<(u64, u32)>>,
 }
 
@@ -177,9 +181,10 @@ impl SearchState {
 
     /// The label of `s`, created unreached (with its lower bound to the goal) on first touch.
     fn touch(&mut self, graph: &RoadGraph, s: u32, goal: &Goal) -> usize {
-        let next = self.labels.len() as u32;
+        let next = self.keys.len() as u32;
         let slot = *self.slots.entry(s).or_insert(next);
         if slot == next {
+            self.keys.push(s);
             self.labels.push(Label {
                 dist_m: f64::INFINITY,
                 to_goal_m: to_goal_m(graph, s, goal),
@@ -198,7 +203,11 @@ impl SearchState {
     }
 
     fn clear(&mut self) {
-        self.slots.clear();
+        // Clearing a map writes all its control bytes, even when it holds nothing.
+        if !self.slots.is_empty() {
+            self.slots.clear();
+        }
+        self.keys.clear();
         self.labels.clear();
         self.heap.clear();
     }
@@ -208,6 +217,7 @@ impl SearchState {
         // entry of capacity.
         self.slots.capacity() * 8 / 7 * (1 + std::mem::size_of::<(u32, u32)>())
             + self.labels.capacity() * std::mem::size_of::<Label>()
+            + self.keys.capacity() * std::mem::size_of::<u32>()
             + self.heap.capacity() * std::mem::size_of::<Reverse<(u64, u32)>>()
     }
 }
@@ -237,7 +247,10 @@ impl Goal {
     /// being a metric, it keeps the triangle inequality. Five flops, no trigonometry.
     fn lower_bound_m(&self, p: [f64; 2]) -> f64 {
         let dlat = p[0].to_radians() - self.lat_rad;
-        let mut dlon = (p[1].to_radians() - self.lon_rad).abs() % std::f64::consts::TAU;
+        // Longitudes are within ±180°, so |Δλ| ≤ 2π: wrap it without a division.
+        let mut dlon = (p[1].to_radians() - self.lon_rad)
+            .abs()
+            .min(std::f64::consts::TAU);
         if dlon > std::f64::consts::PI {
             dlon = std::f64::consts::TAU - dlon;
         }
@@ -309,6 +322,7 @@ impl Router {
             misses: Vec::new(),
             stats: RouteStats::default(),
             u_turn_penalty_m: 0.0,
+            uniform_m: Vec::new(),
         }
     }
 
@@ -375,6 +389,26 @@ impl Router {
         standstill_m: f64,
         out: &mut Vec<Option<f64>>,
     ) {
+        let mut uniform = std::mem::take(&mut self.uniform_m);
+        uniform.clear();
+        uniform.resize(targets.len(), max_m);
+        self.distances_within(graph, from, targets, toward, &uniform, standstill_m, out);
+        self.uniform_m = uniform;
+    }
+
+    /// [`Router::distances`] with a bound per target: `out[j]` is `Some(metres)` when the
+    /// route to `targets[j]` is at most `max_m[j]` (a negative bound asks nothing).
+    #[allow(clippy::too_many_arguments)]
+    pub fn distances_within(
+        &mut self,
+        graph: &RoadGraph,
+        from: Position,
+        targets: &[Position],
+        toward: [f64; 2],
+        max_m: &[f64],
+        standstill_m: f64,
+        out: &mut Vec<Option<f64>>,
+    ) {
         out.clear();
         out.resize(targets.len(), None);
         self.misses.clear();
@@ -382,7 +416,7 @@ impl Router {
         let exit_m = (graph.segment(a).length_m - from.offset_m).max(0.0);
         let successors = graph.successors(a);
         let goal = Goal::new(toward, self.cos_lat);
-        for (j, t) in targets.iter().enumerate() {
+        for ((j, t), &max_m) in targets.iter().enumerate().zip(max_m) {
             if t.segment == a && same_segment_direct(from.offset_m, t.offset_m, standstill_m) {
                 self.stats.trivial += 1;
                 let d = (t.offset_m - from.offset_m).max(0.0);
@@ -512,8 +546,8 @@ impl Router {
     fn search(&mut self, graph: &RoadGraph, a: u32, goal: &Goal, targets: &[Miss]) -> f64 {
         self.stats.searches += 1;
         let penalty_m = self.u_turn_penalty_m;
+        // Empty: every caller clears it after reading its labels.
         let state = &mut self.search;
-        state.clear();
         let key_limit_m = targets
             .iter()
             .map(|t| t.bound_m + t.to_goal_m)
@@ -531,18 +565,21 @@ impl Router {
             if d < label.dist_m && key <= limit_m {
                 label.dist_m = d;
                 label.pred = NONE;
-                state.heap.push(Reverse((key.to_bits(), s)));
+                state.heap.push(Reverse((key.to_bits(), i as u32)));
             }
         }
         let mut remaining = targets.len();
         let mut stop_m = f64::INFINITY;
         let mut settled = 0u64;
-        while let Some(Reverse((bits, s))) = state.heap.pop() {
+        // The heap holds (key, label position): positions follow touch order, so pops
+        // are deterministic, and a pop needs no lookup.
+        while let Some(Reverse((bits, i))) = state.heap.pop() {
             let key = f64::from_bits(bits);
             if key > stop_m {
                 break;
             }
-            let Some(i) = state.slot(s) else { continue };
+            let i = i as usize;
+            let s = state.keys[i];
             let label = state.labels[i];
             if key > label.dist_m + label.to_goal_m {
                 continue;
@@ -571,7 +608,7 @@ impl Router {
                     next.dist_m = nd;
                     next.pred = s;
                     next.settled = false;
-                    state.heap.push(Reverse((key.to_bits(), t)));
+                    state.heap.push(Reverse((key.to_bits(), j as u32)));
                 } else if nd == next.dist_m && next.pred != NONE {
                     // Dijkstra relaxes in (distance, index) order and keeps the first of
                     // equal distances: keep the smallest (distance, index) predecessor.

@@ -148,6 +148,11 @@ pub struct Scratch {
     points: Vec<CommittedPoint>,
     targets: Vec<Position>,
     routes: Vec<Option<f64>>,
+    /// Live nodes of the previous column, best first.
+    order: Vec<u32>,
+    /// Per node: its emission log-probability, and the longest route still worth asking.
+    emissions: Vec<f64>,
+    bounds_m: Vec<f64>,
 }
 
 impl VehicleMatcher {
@@ -317,8 +322,16 @@ impl VehicleMatcher {
 }
 
 /// Scores every transition from the live nodes of the previous column to `nodes` whose
-/// route is at most `max_m`, keeping the best predecessor of each node. False when none is.
-/// `toward` is the new probe (lat, lon), which the route searches aim at.
+/// route is at most `max_m`, keeping the best predecessor of each node (ties: the lowest
+/// index). False when none is. `toward` is the new probe (lat, lon), which the route
+/// searches aim at.
+///
+/// Predecessors are taken best first, and a route is only asked for where it could still
+/// win: from predecessor score s to a node with emission e and best score so far S, a
+/// route r scores s + e − |r − g|/β, which reaches S only if r ≤ g + β (s + e − S). So
+/// each node gets that bound (with a slack far above rounding), and a predecessor that
+/// can win nowhere is not searched from. The choice is exactly the one that asking every
+/// route gives; only the searches shrink.
 fn link(
     cx: &mut MatchContext<'_>,
     prev: &[Node],
@@ -329,39 +342,70 @@ fn link(
 ) -> bool {
     let config = cx.config;
     let Scratch {
-        targets, routes, ..
+        targets,
+        routes,
+        order,
+        emissions,
+        bounds_m,
+        ..
     } = &mut *cx.scratch;
     targets.clear();
     targets.extend(nodes.iter().map(|n| Position {
         segment: n.candidate.segment,
         offset_m: n.candidate.offset_m,
     }));
+    emissions.clear();
+    emissions.extend(
+        nodes
+            .iter()
+            .map(|n| emission_log_prob(n.candidate.distance_m, config.sigma_m)),
+    );
+    order.clear();
+    order.extend((0..prev.len() as u32).filter(|&i| prev[i as usize].is_alive()));
+    order.sort_by(|&a, &b| {
+        prev[b as usize]
+            .score
+            .total_cmp(&prev[a as usize].score)
+            .then(a.cmp(&b))
+    });
     let mut any = false;
-    for (i, p) in prev.iter().enumerate() {
-        if !p.is_alive() {
+    for &i in order.iter() {
+        let p = &prev[i as usize];
+        bounds_m.clear();
+        bounds_m.extend(nodes.iter().zip(emissions.iter()).map(|(node, &em)| {
+            if !node.score.is_finite() {
+                return max_m;
+            }
+            // Exact in sign: when negative, no route (|r − g| ≥ 0) can reach S.
+            let slack = p.score + em - node.score;
+            if slack < 0.0 {
+                return -1.0;
+            }
+            let bound_m = great_circle_m + config.beta_m * slack;
+            max_m.min(bound_m + 1e-6 + 1e-9 * bound_m)
+        }));
+        if bounds_m.iter().all(|&b| b < 0.0) {
             continue;
         }
         let from = Position {
             segment: p.candidate.segment,
             offset_m: p.candidate.offset_m,
         };
-        cx.router.distances(
+        cx.router.distances_within(
             cx.graph,
             from,
             targets,
             toward,
-            max_m,
+            bounds_m,
             config.standstill_m(),
             routes,
         );
-        for (node, route) in nodes.iter_mut().zip(routes.iter()) {
+        for ((node, route), &em) in nodes.iter_mut().zip(routes.iter()).zip(emissions.iter()) {
             let Some(route_m) = *route else { continue };
-            let score = p.score
-                + transition_log_prob(route_m, great_circle_m, config.beta_m)
-                + emission_log_prob(node.candidate.distance_m, config.sigma_m);
-            if score > node.score {
+            let score = p.score + transition_log_prob(route_m, great_circle_m, config.beta_m) + em;
+            if score > node.score || (score == node.score && i < node.back) {
                 node.score = score;
-                node.back = i as u32;
+                node.back = i;
                 node.route_m = route_m;
                 any = true;
             }
