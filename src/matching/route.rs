@@ -1,6 +1,7 @@
 //! Route distances between candidate positions for the HMM transitions, and the segment
-//! path between two matched points: bounded one-to-many Dijkstra over the successor
-//! adjacency, with a bounded segment-to-segment distance cache.
+//! path between two matched points: a bounded one-to-many search over the successor
+//! adjacency, aimed at the new probe (A* with a flat-metric lower bound), with sparse
+//! per-search state and a bounded segment-to-segment distance cache.
 //!
 //! A position is (segment, offset_m along it). The route from (a, oa) to (b, ob) honours
 //! the direction of travel: on the same segment with `ob ≥ oa − standstill_m` it is
@@ -23,6 +24,17 @@
 //! remove at most the search share of that time, at ~100× the memory. Figures from
 //! `cargo bench --bench matching -- monaco.osm.pbf liechtenstein.osm.pbf`.
 //!
+//! **Aimed, not a ball (measured).** At sparse sampling `max_speed_mps × Δt` is kilometres,
+//! and a plain Dijkstra from each candidate settled the whole ball of that radius whenever
+//! one target was out of reach (perf at 30 s on the Kubicka tracks: ~99 % of matching time
+//! in the search). Keyed by distance plus a lower bound to the probe, a search settles the
+//! ellipse between source and targets instead, and stops at the largest target's bound
+//! plus its lower bound; the matcher also asks each route only up to where it could still
+//! win (`session::link`). Settled segments per probe on the Kubicka tracks: 7 / 41 / 113 /
+//! 243 / 529 at 1 / 5 / 15 / 30 / 60 s; throughput 1.0 / 1.7 / 2.4 / 3.0 / 3.4× the plain
+//! Dijkstra's, with identical outputs (BENCHMARKS.md, "Route search aimed at the probe").
+//! Contraction hierarchies would cut the sparse-rate searches further but need a
+//! preprocessing per graph version and a shortcut graph in memory; not needed for now.
 //! **Cache.** Keyed by (from segment, to segment), valued by either the exact distance or
 //! "farther than X". An exact distance is valid for any bound and "farther than X" for any
 //! bound ≤ X, so a hit answers exactly what a fresh search would: results do not depend on
