@@ -883,3 +883,138 @@ impl Core {
         self.stats.observations_degenerate += std::mem::take(&mut state.builder.degenerate);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::geo::LocalProjection;
+    use crate::graph::osm_writer::synthetic_grid;
+    use crate::graph::{GraphError, ImportConfig};
+
+    /// `link` as it was before routes were bounded by score: every live predecessor in
+    /// index order, every route up to `max_m`, the first of equal scores kept.
+    fn link_asking_every_route(
+        cx: &mut MatchContext<'_>,
+        prev: &[Node],
+        nodes: &mut [Node],
+        toward: [f64; 2],
+        max_m: f64,
+        great_circle_m: f64,
+    ) -> bool {
+        let config = cx.config;
+        let targets: Vec<Position> = nodes
+            .iter()
+            .map(|n| Position {
+                segment: n.candidate.segment,
+                offset_m: n.candidate.offset_m,
+            })
+            .collect();
+        let mut routes = Vec::new();
+        let mut any = false;
+        for (i, p) in prev.iter().enumerate() {
+            if !p.is_alive() {
+                continue;
+            }
+            let from = Position {
+                segment: p.candidate.segment,
+                offset_m: p.candidate.offset_m,
+            };
+            cx.router.distances(
+                cx.graph,
+                from,
+                &targets,
+                toward,
+                max_m,
+                config.standstill_m(),
+                &mut routes,
+            );
+            for (node, route) in nodes.iter_mut().zip(routes.iter()) {
+                let Some(route_m) = *route else { continue };
+                let score = p.score
+                    + transition_log_prob(route_m, great_circle_m, config.beta_m)
+                    + emission_log_prob(node.candidate.distance_m, config.sigma_m);
+                if score > node.score {
+                    node.score = score;
+                    node.back = i as u32;
+                    node.route_m = route_m;
+                    any = true;
+                }
+            }
+        }
+        any
+    }
+
+    fn fresh(candidates: &[crate::graph::Candidate]) -> Vec<Node> {
+        candidates
+            .iter()
+            .map(|c| Node {
+                candidate: *c,
+                score: f64::NEG_INFINITY,
+                back: NO_BACK,
+                route_m: f64::NAN,
+            })
+            .collect()
+    }
+
+    fn outcome(nodes: &[Node]) -> Vec<(u64, u32, u64)> {
+        nodes
+            .iter()
+            .map(|n| (n.score.to_bits(), n.back, n.route_m.to_bits()))
+            .collect()
+    }
+
+    #[test]
+    fn link_bounded_by_score_chooses_what_asking_every_route_chooses() -> Result<(), GraphError> {
+        let graph = synthetic_grid(8, 8, 120.0, 47.0, 9.0).build_graph(&ImportConfig::default())?;
+        let projection = LocalProjection::new(47.0, 9.0);
+        let config = MatchConfig::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(19);
+        let mut search = CandidateSearch::new();
+        let mut stats = MatchStats::default();
+        let (mut scratch_a, mut scratch_b) = (Scratch::default(), Scratch::default());
+        let mut router_a =
+            Router::new(&graph, 1_000).with_u_turn_penalty_m(config.u_turn_penalty_m);
+        let mut router_b =
+            Router::new(&graph, 1_000).with_u_turn_penalty_m(config.u_turn_penalty_m);
+        let mut linked = 0;
+        for _ in 0..400 {
+            let mut point = || {
+                projection.unproject([rng.random_range(0.0..840.0), rng.random_range(0.0..840.0)])
+            };
+            let (p1, p2) = (point(), point());
+            let dt_ms = rng.random_range(1..=60) * 1_000;
+            let great_circle_m = crate::geo::haversine_m(p1.0, p1.1, p2.0, p2.1);
+            let max_m = config.max_route_m(dt_ms, great_circle_m);
+            let mut prev = fresh(search.find(&graph, p1.0, p1.1, 60.0, config.k));
+            // Few distinct scores, so that ties between predecessors are common.
+            for n in &mut prev {
+                n.score = [0.0, 0.0, -1.0, -2.5, -30.0, f64::NEG_INFINITY][rng.random_range(0..6)];
+            }
+            let next = search.find(&graph, p2.0, p2.1, 60.0, config.k).to_vec();
+            let (mut a, mut b) = (fresh(&next), fresh(&next));
+            let toward = [p2.0, p2.1];
+            let mut cx = MatchContext {
+                graph: &graph,
+                config: &config,
+                search: &mut search,
+                router: &mut router_a,
+                stats: &mut stats,
+                scratch: &mut scratch_a,
+            };
+            let any_a = link(&mut cx, &prev, &mut a, toward, max_m, great_circle_m);
+            cx.router = &mut router_b;
+            cx.scratch = &mut scratch_b;
+            let any_b =
+                link_asking_every_route(&mut cx, &prev, &mut b, toward, max_m, great_circle_m);
+            assert_eq!(any_a, any_b);
+            assert_eq!(outcome(&a), outcome(&b), "{p1:?} → {p2:?} in {dt_ms} ms");
+            linked += usize::from(any_a);
+        }
+        assert!(linked > 100, "only {linked} steps linked");
+        assert!(router_a.stats().searches < router_b.stats().searches);
+        Ok(())
+    }
+}
