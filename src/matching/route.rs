@@ -609,6 +609,10 @@ impl Router {
             let nd = d + graph.segment(s).length_m;
             for &t in graph.successors(s) {
                 let nd = nd + turn_cost_m(graph, penalty_m, s, t);
+                // The key is at least the distance: past the limit, leave `t` unlabelled.
+                if nd > limit_m {
+                    continue;
+                }
                 let j = state.touch(graph, t, goal);
                 let next = state.labels[j];
                 let key = nd + next.to_goal_m;
