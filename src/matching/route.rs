@@ -31,8 +31,10 @@
 //! ellipse between source and targets instead, and stops at the largest target's bound
 //! plus its lower bound; the matcher also asks each route only up to where it could still
 //! win (`session::link`). Settled segments per probe on the Kubicka tracks: 7 / 41 / 113 /
-//! 243 / 529 at 1 / 5 / 15 / 30 / 60 s; throughput 1.0 / 1.7 / 2.4 / 3.0 / 3.4× the plain
-//! Dijkstra's, with identical outputs (BENCHMARKS.md, "Route search aimed at the probe").
+//! 243 / 529 at 1 / 5 / 15 / 30 / 60 s; throughput 0.93 / 1.57 / 2.42 / 2.86 / 3.52× the
+//! plain Dijkstra's, with identical outputs (BENCHMARKS.md, "Route search aimed at the
+//! probe"). At 1 s, where searches settle a handful of segments, the hashed state costs
+//! what aiming saves or a little more (0.91× on generated traffic).
 //! Contraction hierarchies would cut the sparse-rate searches further but need a
 //! preprocessing per graph version and a shortcut graph in memory; not needed for now.
 //! **Cache.** Keyed by (from segment, to segment), valued by either the exact distance or
