@@ -362,7 +362,8 @@ fn link(
     );
     order.clear();
     order.extend((0..prev.len() as u32).filter(|&i| prev[i as usize].is_alive()));
-    order.sort_by(|&a, &b| {
+    // Keys are unique (index last), so the unstable sort is deterministic.
+    order.sort_unstable_by(|&a, &b| {
         prev[b as usize]
             .score
             .total_cmp(&prev[a as usize].score)
