@@ -322,10 +322,12 @@ fn kubicka(dir: &str) {
         let mut total_time = Duration::ZERO;
         let mut matched = 0usize;
         let mut slowest = (0.0f64, 0usize);
+        let (mut searches, mut settled, mut search_bytes) = (0u64, 0u64, 0usize);
         for (i, (graph, all)) in loaded.iter().enumerate() {
             let probes: Vec<Probe> = all.iter().step_by(step).cloned().collect();
             let mut best: Option<Duration> = None;
             let mut last_matched = 0;
+            let mut last_route = (0, 0, 0);
             for _ in 0..repeat {
                 let mut matcher = Matcher::new(graph.clone(), config.clone());
                 let mut out = MatchOutput::default();
@@ -337,9 +339,17 @@ fn kubicka(dir: &str) {
                 if best.is_none_or(|b| elapsed < b) {
                     best = Some(elapsed);
                 }
-                // Same input, same output: any run's count will do.
+                // Same input, same output: any run's counts will do.
                 last_matched = out.matched.len();
+                last_route = (
+                    matcher.route_stats().searches,
+                    matcher.route_stats().settled,
+                    matcher.route_search_bytes(),
+                );
             }
+            searches += last_route.0;
+            settled += last_route.1;
+            search_bytes = search_bytes.max(last_route.2);
             let Some(best) = best else { continue };
             matched += last_matched;
             let rate = probes.len() as f64 / best.as_secs_f64();
@@ -351,10 +361,13 @@ fn kubicka(dir: &str) {
         }
         println!(
             "every {step:>2} s: {total_probes:>6} probes ({matched} matched) in {:>8.2} ms  \
-             {:>9.0} probes/s overall  (slowest track {:.0} probes/s)",
+             {:>9.0} probes/s overall  (slowest track {:.0} probes/s)  searches/probe {:.2}  \
+             segments settled/probe {:.0}  router search state ≤ {search_bytes} B",
             total_time.as_secs_f64() * 1e3,
             total_probes as f64 / total_time.as_secs_f64().max(1e-12),
-            slowest.0
+            slowest.0,
+            searches as f64 / total_probes.max(1) as f64,
+            settled as f64 / total_probes.max(1) as f64,
         );
     }
 }

@@ -39,7 +39,9 @@ fn route(
     max_m: f64,
 ) -> Option<f64> {
     let mut out = Vec::new();
-    router.distances(graph, from, &[to], max_m, 10.0, &mut out);
+    // Aimed at the target's segment start; any point gives the same distances.
+    let toward = graph.geometry(to.segment)[0];
+    router.distances(graph, from, &[to], toward, max_m, 10.0, &mut out);
     out[0]
 }
 

@@ -148,6 +148,11 @@ pub struct Scratch {
     points: Vec<CommittedPoint>,
     targets: Vec<Position>,
     routes: Vec<Option<f64>>,
+    /// Live nodes of the previous column, best first.
+    order: Vec<u32>,
+    /// Per node: its emission log-probability, and the longest route still worth asking.
+    emissions: Vec<f64>,
+    bounds_m: Vec<f64>,
 }
 
 impl VehicleMatcher {
@@ -230,14 +235,29 @@ impl VehicleMatcher {
                 broke = Some(BreakReason::DistanceGap);
             } else {
                 let speed_max_m = config.max_route_m(dt_ms, great_circle_m);
-                let mut linked = link(cx, &prev.nodes, &mut nodes, speed_max_m, great_circle_m);
+                let toward = [probe.lat, probe.lon];
+                let mut linked = link(
+                    cx,
+                    &prev.nodes,
+                    &mut nodes,
+                    toward,
+                    speed_max_m,
+                    great_circle_m,
+                );
                 // No route is plausible at `max_speed_mps`. When a route about as long as
                 // the straight line exists, the clock is off (fixes logged late or lost in
                 // between) rather than the car flying: bridge with it instead of cutting
                 // the path. A long detour (a loop round the block from a jump) still breaks.
                 let direct_max_m = config.max_direct_route_m(great_circle_m);
                 if !linked && direct_max_m > speed_max_m {
-                    linked = link(cx, &prev.nodes, &mut nodes, direct_max_m, great_circle_m);
+                    linked = link(
+                        cx,
+                        &prev.nodes,
+                        &mut nodes,
+                        toward,
+                        direct_max_m,
+                        great_circle_m,
+                    );
                     cx.stats.transitions_speed_relaxed += u64::from(linked);
                 }
                 if !linked {
@@ -302,48 +322,91 @@ impl VehicleMatcher {
 }
 
 /// Scores every transition from the live nodes of the previous column to `nodes` whose
-/// route is at most `max_m`, keeping the best predecessor of each node. False when none is.
+/// route is at most `max_m`, keeping the best predecessor of each node (ties: the lowest
+/// index). False when none is. `toward` is the new probe (lat, lon), which the route
+/// searches aim at.
+///
+/// Predecessors are taken best first, and a route is only asked for where it could still
+/// win: from predecessor score s to a node with emission e and best score so far S, a
+/// route r scores s + e − |r − g|/β, which reaches S only if r ≤ g + β (s + e − S). So
+/// each node gets that bound (with a slack far above rounding), and a predecessor that
+/// can win nowhere is not searched from. The choice is exactly the one that asking every
+/// route gives; only the searches shrink.
 fn link(
     cx: &mut MatchContext<'_>,
     prev: &[Node],
     nodes: &mut [Node],
+    toward: [f64; 2],
     max_m: f64,
     great_circle_m: f64,
 ) -> bool {
     let config = cx.config;
     let Scratch {
-        targets, routes, ..
+        targets,
+        routes,
+        order,
+        emissions,
+        bounds_m,
+        ..
     } = &mut *cx.scratch;
     targets.clear();
     targets.extend(nodes.iter().map(|n| Position {
         segment: n.candidate.segment,
         offset_m: n.candidate.offset_m,
     }));
+    emissions.clear();
+    emissions.extend(
+        nodes
+            .iter()
+            .map(|n| emission_log_prob(n.candidate.distance_m, config.sigma_m)),
+    );
+    order.clear();
+    order.extend((0..prev.len() as u32).filter(|&i| prev[i as usize].is_alive()));
+    // Keys are unique (index last), so the unstable sort is deterministic.
+    order.sort_unstable_by(|&a, &b| {
+        prev[b as usize]
+            .score
+            .total_cmp(&prev[a as usize].score)
+            .then(a.cmp(&b))
+    });
     let mut any = false;
-    for (i, p) in prev.iter().enumerate() {
-        if !p.is_alive() {
+    for &i in order.iter() {
+        let p = &prev[i as usize];
+        bounds_m.clear();
+        bounds_m.extend(nodes.iter().zip(emissions.iter()).map(|(node, &em)| {
+            if !node.score.is_finite() {
+                return max_m;
+            }
+            // Exact in sign: when negative, no route (|r − g| ≥ 0) can reach S.
+            let slack = p.score + em - node.score;
+            if slack < 0.0 {
+                return -1.0;
+            }
+            let bound_m = great_circle_m + config.beta_m * slack;
+            max_m.min(bound_m + 1e-6 + 1e-9 * bound_m)
+        }));
+        if bounds_m.iter().all(|&b| b < 0.0) {
             continue;
         }
         let from = Position {
             segment: p.candidate.segment,
             offset_m: p.candidate.offset_m,
         };
-        cx.router.distances(
+        cx.router.distances_within(
             cx.graph,
             from,
             targets,
-            max_m,
+            toward,
+            bounds_m,
             config.standstill_m(),
             routes,
         );
-        for (node, route) in nodes.iter_mut().zip(routes.iter()) {
+        for ((node, route), &em) in nodes.iter_mut().zip(routes.iter()).zip(emissions.iter()) {
             let Some(route_m) = *route else { continue };
-            let score = p.score
-                + transition_log_prob(route_m, great_circle_m, config.beta_m)
-                + emission_log_prob(node.candidate.distance_m, config.sigma_m);
-            if score > node.score {
+            let score = p.score + transition_log_prob(route_m, great_circle_m, config.beta_m) + em;
+            if score > node.score || (score == node.score && i < node.back) {
                 node.score = score;
-                node.back = i as u32;
+                node.back = i;
                 node.route_m = route_m;
                 any = true;
             }
@@ -522,6 +585,11 @@ impl Matcher {
 
     pub fn route_stats(&self) -> RouteStats {
         self.core.router.stats()
+    }
+
+    /// Heap bytes of the router's search state (see [`Router::search_bytes`]).
+    pub fn route_search_bytes(&self) -> usize {
+        self.core.router.search_bytes()
     }
 
     /// Vehicles currently held.
@@ -821,5 +889,140 @@ impl Core {
         }
         self.stats.observations += (out.observations.len() - observations_before) as u64;
         self.stats.observations_degenerate += std::mem::take(&mut state.builder.degenerate);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::geo::LocalProjection;
+    use crate::graph::osm_writer::synthetic_grid;
+    use crate::graph::{GraphError, ImportConfig};
+
+    /// `link` as it was before routes were bounded by score: every live predecessor in
+    /// index order, every route up to `max_m`, the first of equal scores kept.
+    fn link_asking_every_route(
+        cx: &mut MatchContext<'_>,
+        prev: &[Node],
+        nodes: &mut [Node],
+        toward: [f64; 2],
+        max_m: f64,
+        great_circle_m: f64,
+    ) -> bool {
+        let config = cx.config;
+        let targets: Vec<Position> = nodes
+            .iter()
+            .map(|n| Position {
+                segment: n.candidate.segment,
+                offset_m: n.candidate.offset_m,
+            })
+            .collect();
+        let mut routes = Vec::new();
+        let mut any = false;
+        for (i, p) in prev.iter().enumerate() {
+            if !p.is_alive() {
+                continue;
+            }
+            let from = Position {
+                segment: p.candidate.segment,
+                offset_m: p.candidate.offset_m,
+            };
+            cx.router.distances(
+                cx.graph,
+                from,
+                &targets,
+                toward,
+                max_m,
+                config.standstill_m(),
+                &mut routes,
+            );
+            for (node, route) in nodes.iter_mut().zip(routes.iter()) {
+                let Some(route_m) = *route else { continue };
+                let score = p.score
+                    + transition_log_prob(route_m, great_circle_m, config.beta_m)
+                    + emission_log_prob(node.candidate.distance_m, config.sigma_m);
+                if score > node.score {
+                    node.score = score;
+                    node.back = i as u32;
+                    node.route_m = route_m;
+                    any = true;
+                }
+            }
+        }
+        any
+    }
+
+    fn fresh(candidates: &[crate::graph::Candidate]) -> Vec<Node> {
+        candidates
+            .iter()
+            .map(|c| Node {
+                candidate: *c,
+                score: f64::NEG_INFINITY,
+                back: NO_BACK,
+                route_m: f64::NAN,
+            })
+            .collect()
+    }
+
+    fn outcome(nodes: &[Node]) -> Vec<(u64, u32, u64)> {
+        nodes
+            .iter()
+            .map(|n| (n.score.to_bits(), n.back, n.route_m.to_bits()))
+            .collect()
+    }
+
+    #[test]
+    fn link_bounded_by_score_chooses_what_asking_every_route_chooses() -> Result<(), GraphError> {
+        let graph = synthetic_grid(8, 8, 120.0, 47.0, 9.0).build_graph(&ImportConfig::default())?;
+        let projection = LocalProjection::new(47.0, 9.0);
+        let config = MatchConfig::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(19);
+        let mut search = CandidateSearch::new();
+        let mut stats = MatchStats::default();
+        let (mut scratch_a, mut scratch_b) = (Scratch::default(), Scratch::default());
+        let mut router_a =
+            Router::new(&graph, 1_000).with_u_turn_penalty_m(config.u_turn_penalty_m);
+        let mut router_b =
+            Router::new(&graph, 1_000).with_u_turn_penalty_m(config.u_turn_penalty_m);
+        let mut linked = 0;
+        for _ in 0..400 {
+            let mut point = || {
+                projection.unproject([rng.random_range(0.0..840.0), rng.random_range(0.0..840.0)])
+            };
+            let (p1, p2) = (point(), point());
+            let dt_ms = rng.random_range(1..=60) * 1_000;
+            let great_circle_m = crate::geo::haversine_m(p1.0, p1.1, p2.0, p2.1);
+            let max_m = config.max_route_m(dt_ms, great_circle_m);
+            let mut prev = fresh(search.find(&graph, p1.0, p1.1, 60.0, config.k));
+            // Few distinct scores, so that ties between predecessors are common.
+            for n in &mut prev {
+                n.score = [0.0, 0.0, -1.0, -2.5, -30.0, f64::NEG_INFINITY][rng.random_range(0..6)];
+            }
+            let next = search.find(&graph, p2.0, p2.1, 60.0, config.k).to_vec();
+            let (mut a, mut b) = (fresh(&next), fresh(&next));
+            let toward = [p2.0, p2.1];
+            let mut cx = MatchContext {
+                graph: &graph,
+                config: &config,
+                search: &mut search,
+                router: &mut router_a,
+                stats: &mut stats,
+                scratch: &mut scratch_a,
+            };
+            let any_a = link(&mut cx, &prev, &mut a, toward, max_m, great_circle_m);
+            cx.router = &mut router_b;
+            cx.scratch = &mut scratch_b;
+            let any_b =
+                link_asking_every_route(&mut cx, &prev, &mut b, toward, max_m, great_circle_m);
+            assert_eq!(any_a, any_b);
+            assert_eq!(outcome(&a), outcome(&b), "{p1:?} → {p2:?} in {dt_ms} ms");
+            linked += usize::from(any_a);
+        }
+        assert!(linked > 100, "only {linked} steps linked");
+        assert!(router_a.stats().searches < router_b.stats().searches);
+        Ok(())
     }
 }
