@@ -190,7 +190,10 @@ fn churning_vehicles_are_evicted_so_state_follows_the_ttl_not_the_distinct_ids()
         vehicle_ttl_ms: 60_000,
         ..CleanConfig::default()
     };
-    let match_config = MatchConfig::default();
+    let match_config = MatchConfig {
+        vehicle_ttl_ms: 60_000,
+        ..MatchConfig::default()
+    };
     let (clean_ttl_s, assign_ttl_s) = (
         clean_config.vehicle_ttl_ms as f64 / 1000.0,
         match_config.vehicle_ttl_ms as f64 / 1000.0,

@@ -656,8 +656,28 @@ mod tests {
     fn assign_evicts_a_vehicle_against_its_own_lane_not_the_fastest() {
         let graph = grid();
         let probes = fleet(&graph, 20, 600.0, 5.0);
+        let config = AssignConfig {
+            workers: Some(1),
+            matching: MatchConfig {
+                vehicle_ttl_ms: 120_000,
+                ..MatchConfig::default()
+            },
+        };
+        let new_stage = || {
+            AssignStage::new(
+                config.clone(),
+                graph.clone(),
+                metrics().component("assign_unit"),
+            )
+            .expect("builds")
+        };
         // Reference: every probe on one lane, in time order.
-        let in_order = run(1, &probes);
+        let mut in_order = Vec::new();
+        let mut reference = new_stage();
+        for chunk in probes.chunks(500) {
+            reference.process_batch(Batch::from(chunk.to_vec()), &mut in_order);
+        }
+        reference.on_close(&mut in_order);
         // Two lanes; lane 1 is read to its end before lane 0 starts, 600 s ahead, which is
         // five times `vehicle_ttl_ms`.
         let (lane_0, lane_1): (Vec<Probe>, Vec<Probe>) = probes
@@ -665,7 +685,7 @@ mod tests {
             .cloned()
             .partition(|p| shard_of(&p.vehicle_id, 2) == 0);
         assert!(!lane_0.is_empty() && !lane_1.is_empty());
-        let mut assign = stage(1, graph);
+        let mut assign = new_stage();
         let mut out = Vec::new();
         for (lane, part) in [(1, &lane_1), (0, &lane_0)] {
             for chunk in part.chunks(100) {
