@@ -11,6 +11,8 @@
 # Each test run starts `chromium --headless` itself with a profile in a temporary
 # directory, so there is no server to start or stop.
 set -euo pipefail
+# shellcheck source=apt_install.bash
+. "$(dirname "$0")/apt_install.bash"
 
 have() { command -v chromium >/dev/null 2>&1; }
 
@@ -18,13 +20,7 @@ install() {
   if have; then
     return 0
   fi
-  local sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    sudo="sudo"
-  fi
-  echo "chromium: installing the Debian package chromium" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  apt_install chromium chromium
   have
 }
 

@@ -12,6 +12,8 @@
 # generated config that scrapes the pipeline it started, on free ports, in a temporary
 # directory. So `start` only makes sure the binaries are there, and `stop` has nothing to do.
 set -euo pipefail
+# shellcheck source=apt_install.bash
+. "$(dirname "$0")/apt_install.bash"
 
 have() { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; }
 
@@ -19,16 +21,10 @@ install() {
   if have; then
     return 0
   fi
-  local sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    sudo="sudo"
-  fi
-  echo "prometheus: installing the Debian package prometheus" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  apt_install prometheus --no-install-recommends prometheus
   # The package starts a system service on some setups; the tests do not use it.
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
-    $sudo systemctl stop prometheus || true
+    $(apt_sudo) systemctl stop prometheus || true
   fi
   have
 }
